@@ -1,0 +1,49 @@
+# The two commands of the README:
+#   make build   set up, execute every chapter with papermill (cpu profile), render _build/html
+#   make test    set up, build the book with warnings as errors, run unit tests, book hygiene,
+#                the nbval regression of every committed chapter notebook and the browser check
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# trained models are cached here (shared by all chapters; delete to retrain from scratch)
+export REPRODIFF_CACHE ?= $(CURDIR)/.cache/reprodiff
+export PYTHONUNBUFFERED := 1
+CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.py))
+
+.PHONY: setup build test execute html unit clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	bash scripts/ensure-chromium.sh
+	@touch $@
+
+setup: $(VENV)/.installed
+
+# .py (jupytext py:percent) is the source; update the paired .ipynb's cells, then execute it in place
+execute: setup
+	@for src in $(CHAPTERS); do \
+	  nb="$${src%.py}.ipynb"; \
+	  $(BIN)/jupytext --quiet --to ipynb --update "$$src"; \
+	  start=$$(date +%s); \
+	  $(BIN)/papermill --cwd book --no-progress-bar "$$nb" "$$nb"; \
+	  echo "executed $$nb in $$(( $$(date +%s) - start )) s"; \
+	done
+
+html: setup
+	$(BIN)/jupyter-book build . -W --keep-going
+
+build: execute html
+
+test: setup
+	$(BIN)/jupyter-book build . -W --keep-going
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
+
+unit: setup
+	$(BIN)/python -m pytest tests --ignore=tests/test_browser.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,208 @@
+"""Datasets: offline 8x8 digits, synthetic MoLRG, and torchvision loaders for the ``gpu`` profile.
+
+Every dataset is an :class:`ImageData`: NCHW float32 images in [-1, 1] plus integer labels.
+Training subsets are *nested* (``subset(data, N)`` is contained in ``subset(data, M)`` for N < M),
+as in the paper's sweep over CIFAR-10 subsets.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "ImageData",
+    "DatasetUnavailableError",
+    "DATASETS",
+    "load_dataset",
+    "split_holdout",
+    "subset",
+    "MoLRG",
+]
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset that must be downloaded could not be obtained (typically: no internet)."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images ``(N, C, H, W)`` float32 in [-1, 1] with labels ``(N,)`` int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    name: str
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be NCHW, got shape {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must have one entry per image")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one image, ``(C, H, W)``."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def select(self, index: torch.Tensor, name: str | None = None) -> "ImageData":
+        return ImageData(self.images[index], self.labels[index], name or self.name, self.num_classes)
+
+
+def _digits() -> ImageData:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # pixel values are integers 0..16
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2.0 - 1.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    return ImageData(images, labels, "digits", 10)
+
+
+_TORCHVISION = {
+    "mnist": ("MNIST", 10),
+    "fashion-mnist": ("FashionMNIST", 10),
+    "cifar10": ("CIFAR10", 10),
+}
+
+
+def default_data_root() -> Path:
+    """Where torchvision datasets are stored: ``$REPRODIFF_DATA`` or ``~/.cache/reprodiff/data``."""
+    return Path(os.environ.get("REPRODIFF_DATA", Path.home() / ".cache" / "reprodiff" / "data"))
+
+
+def _torchvision(name: str, root: Path | None, train: bool) -> ImageData:
+    cls_name, num_classes = _TORCHVISION[name]
+    try:
+        import torchvision
+    except Exception as exc:  # ImportError, or a torchvision built for another torch
+        raise DatasetUnavailableError(
+            f"dataset {name!r} needs torchvision, which could not be imported ({exc}). "
+            "On Colab it is preinstalled; elsewhere `pip install torchvision` matching your torch."
+        ) from exc
+    root = Path(root) if root is not None else default_data_root()
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        ds = cls(root=str(root), train=train, download=True)
+    except Exception as exc:  # URLError, socket errors, RuntimeError from a failed check
+        raise DatasetUnavailableError(
+            f"dataset {name!r} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). "
+            f"The 'gpu' profile needs internet access once (e.g. on Colab), or copy the torchvision "
+            f"{cls_name} files into {root} (set REPRODIFF_DATA to change it). "
+            "The default 'cpu' profile uses scikit-learn's bundled digits and works offline."
+        ) from exc
+    data = torch.as_tensor(ds.data)
+    if data.ndim == 3:  # MNIST-like: N, H, W uint8
+        data = data.unsqueeze(1)
+    else:  # CIFAR: N, H, W, C uint8
+        data = data.permute(0, 3, 1, 2)
+    images = data.float() / 255.0 * 2.0 - 1.0
+    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    return ImageData(images.contiguous(), labels, name, num_classes)
+
+
+DATASETS = ("digits", *_TORCHVISION)
+
+
+def load_dataset(name: str, root: str | Path | None = None, train: bool = True) -> ImageData:
+    """Load a dataset by name.
+
+    Args:
+        name: ``"digits"`` (scikit-learn's 1,797 real 8x8 digits, offline), or one of the torchvision
+            datasets ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` (downloaded on first use).
+        root: download directory for torchvision datasets (default :func:`default_data_root`).
+        train: torchvision train or test split (digits has a single split).
+
+    Raises:
+        ValueError: unknown name.
+        DatasetUnavailableError: a torchvision dataset that is neither on disk nor downloadable.
+    """
+    if name == "digits":
+        return _digits()
+    if name in _TORCHVISION:
+        return _torchvision(name, Path(root) if root else None, train)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (or use MoLRG)")
+
+
+def _permutation(n: int, seed: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+def split_holdout(data: ImageData, n_holdout: int, seed: int = 0) -> tuple[ImageData, ImageData]:
+    """Split off ``n_holdout`` images that no training subset will ever contain.
+
+    Returns ``(pool, holdout)``. The held-out part calibrates copy thresholds (how close do *novel*
+    real images come to a training set?).
+    """
+    if not 0 <= n_holdout < len(data):
+        raise ValueError(f"n_holdout={n_holdout} must be in [0, {len(data)}) for {data.name}")
+    perm = _permutation(len(data), seed + 10_007)
+    return data.select(perm[n_holdout:]), data.select(perm[:n_holdout], f"{data.name}-holdout")
+
+
+def subset(data: ImageData, n: int | None, seed: int = 0) -> ImageData:
+    """The first ``n`` images of a seeded permutation: nested in ``n`` for a fixed ``seed``.
+
+    ``n=None`` returns all images (still in permuted order).
+    """
+    if n is None:
+        n = len(data)
+    if not 1 <= n <= len(data):
+        raise ValueError(
+            f"a training subset of N={n} was requested but {data.name} has only {len(data)} images "
+            "available for training"
+        )
+    return data.select(_permutation(len(data), seed)[:n], f"{data.name}[{n}]")
+
+
+class MoLRG:
+    """A mixture of low-rank Gaussians: K classes, each a random ``d``-dim subspace of pixel space.
+
+    A sample of class k is ``x = scale * U_k z`` with ``z ~ N(0, I_d)`` and ``U_k`` an orthonormal
+    ``(D, d)`` basis. Its exact denoiser is known in closed form (:meth:`denoiser`), so it is the
+    synthetic data on which "memorizing the training set" and "learning the distribution" can be
+    told apart analytically (Wang et al. 2024).
+
+    Args:
+        shape: image shape ``(C, H, W)``; ``D = C*H*W``.
+        num_classes: K.
+        dim: subspace dimension d (d >= 8 separates the regimes cleanly at D = 64).
+        scale: standard deviation along each subspace direction.
+        seed: seeds the bases.
+    """
+
+    def __init__(self, shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 4, dim: int = 8,
+                 scale: float = 0.5, seed: int = 0) -> None:
+        self.shape = tuple(shape)
+        self.num_classes = num_classes
+        self.dim = dim
+        self.scale = float(scale)
+        self.seed = seed
+        D = math.prod(self.shape)
+        if not 0 < dim <= D:
+            raise ValueError(f"subspace dim {dim} must be in (0, {D}]")
+        g = torch.Generator().manual_seed(seed)
+        bases = torch.randn(num_classes, D, dim, generator=g, dtype=torch.float64)
+        self.bases = torch.linalg.qr(bases).Q  # (K, D, d), orthonormal columns
+
+    def sample(self, n: int, seed: int = 0) -> ImageData:
+        """Draw ``n`` labelled samples (deterministic in ``seed``)."""
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.randint(self.num_classes, (n,), generator=g)
+        z = torch.randn(n, self.dim, 1, generator=g, dtype=torch.float64)
+        x = self.scale * (self.bases[labels] @ z).squeeze(-1)
+        return ImageData(x.float().reshape(n, *self.shape), labels, f"molrg-K{self.num_classes}-d{self.dim}",
+                         self.num_classes)
+
+    def denoiser(self) -> "torch.nn.Module":
+        """The exact posterior-mean denoiser of this distribution (see :class:`reprodiff.denoisers.MoLRGDenoiser`)."""
+        from .denoisers import MoLRGDenoiser
+
+        return MoLRGDenoiser(self.bases, self.scale, self.shape)

@@ -1,0 +1,316 @@
+"""One denoiser signature for every model: ``denoiser(x, sigma, cond=None) -> x0_hat``.
+
+We work in the variance-exploding coordinates of EDM (Karras et al. 2022): a noisy image is
+``x = y + sigma * n`` with ``y`` clean and ``n ~ N(0, I)``, and a denoiser estimates ``E[y | x]``.
+Any diffusion model fits this signature: DDPM epsilon-prediction, v-prediction and EDM differ only in
+a *preconditioning* (``c_skip, c_out, c_in, c_noise``) around the same raw backbone, and in how
+training draws sigma and weights the loss. Analytic denoisers (the empirical optimum D*, the
+Gaussian denoiser, the exact MoLRG denoiser) and guidance wrappers share the signature too, so
+"swap the model, keep noise, sampler and metric" is one line.
+
+Shapes: ``x`` is ``(B, C, H, W)``; ``sigma`` is a float, a 0-d tensor or a ``(B,)`` tensor;
+``cond`` is ``None`` or ``(B,)`` int64 class labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from .backbones import Backbone
+
+__all__ = [
+    "Denoiser",
+    "Objective",
+    "OBJECTIVES",
+    "Precond",
+    "OptimalDenoiser",
+    "GaussianDenoiser",
+    "MoLRGDenoiser",
+    "Guided",
+    "as_sigma",
+]
+
+
+class Denoiser(Protocol):
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                 cond: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+def as_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast ``sigma`` to shape ``(B, 1, 1, 1)`` in ``x``'s dtype and device."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.ndim == 0:
+        s = s.expand(x.shape[0])
+    if s.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(s.shape)}")
+    return s.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+# ----------------------------------------------------------------------------- training objectives
+
+_VP_BETA_D, _VP_BETA_MIN, _VP_EPS_T = 19.9, 0.1, 1e-3
+
+
+def _vp_sigma(t: torch.Tensor) -> torch.Tensor:
+    return ((0.5 * _VP_BETA_D * t**2 + _VP_BETA_MIN * t).exp() - 1).sqrt()
+
+
+def _vp_t(sigma: torch.Tensor) -> torch.Tensor:
+    # inverse of _vp_sigma (EDM, Table 1)
+    return ((_VP_BETA_MIN**2 + 2 * _VP_BETA_D * (1 + sigma**2).log()).sqrt() - _VP_BETA_MIN) / _VP_BETA_D
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A training framework expressed as EDM preconditioning (Karras et al. 2022, Table 1).
+
+    ``coefficients(sigma) -> (c_skip, c_out, c_in, c_noise)`` so that
+    ``D(x, sigma) = c_skip * x + c_out * F(c_in * x, c_noise)``; ``sample_sigma(n, generator)`` is
+    the training noise distribution and ``weight(sigma)`` the loss weight on ``||D(x) - y||^2``
+    that reproduces the framework's own loss.
+    """
+
+    name: str
+    description: str
+    coefficients: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+    sample_sigma: Callable[[int, torch.Generator], torch.Tensor]
+    weight: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _eps_coefficients(sigma):
+    # DDPM epsilon-prediction (VP): D = x - sigma * eps_hat(x / sqrt(1 + sigma^2), t)
+    return torch.ones_like(sigma), -sigma, 1 / (1 + sigma**2).sqrt(), 999 * _vp_t(sigma)
+
+
+def _eps_sample(n, g):
+    t = _VP_EPS_T + (1 - _VP_EPS_T) * torch.rand(n, generator=g)
+    return _vp_sigma(t)
+
+
+def _v_coefficients(sigma):
+    # v-prediction (Salimans & Ho 2022): with alpha = 1/sqrt(1+sigma^2), x0 = alpha^2 x - alpha sigma v
+    a = 1 / (1 + sigma**2).sqrt()
+    return a**2, -sigma * a, a, 999 * (2 / math.pi) * torch.atan(sigma)
+
+
+def _v_sample(n, g):
+    # cosine schedule: sigma = tan(pi t / 2), t uniform (bounded to the sampler's range)
+    t = torch.rand(n, generator=g)
+    return torch.tan(0.5 * math.pi * t).clamp(0.002, 80.0)
+
+
+_EDM_SIGMA_DATA = 0.5
+
+
+def _edm_coefficients(sigma):
+    sd = _EDM_SIGMA_DATA
+    root = (sigma**2 + sd**2).sqrt()
+    return sd**2 / root**2, sigma * sd / root, 1 / root, 250 * sigma.log()
+
+
+def _edm_sample(n, g):
+    return (-1.2 + 1.2 * torch.randn(n, generator=g)).exp()
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "eps": Objective("eps", "DDPM epsilon-prediction, VP schedule (Ho et al. 2020)", _eps_coefficients,
+                     _eps_sample, lambda s: 1 / s**2),
+    "v": Objective("v", "v-prediction, cosine schedule (Salimans & Ho 2022)", _v_coefficients, _v_sample,
+                   lambda s: (1 + s**2) / s**2),
+    "edm": Objective("edm", "EDM preconditioning, log-normal sigma (Karras et al. 2022)", _edm_coefficients,
+                     _edm_sample, lambda s: (s**2 + _EDM_SIGMA_DATA**2) / (s * _EDM_SIGMA_DATA) ** 2),
+}
+# EDM's c_noise is ln(sigma)/4; we scale it by 1000 so that diffusers' sinusoidal timestep embedding
+# (built for integer DDPM timesteps 0..999) resolves it as finely as it resolves the other objectives.
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+class Precond(nn.Module):
+    """A backbone made into a denoiser by a training objective's preconditioning.
+
+    ``forward(x, sigma, cond=None) -> x0_hat``; ``loss(y, cond, generator)`` is the objective's
+    training loss on a batch of clean images ``y``.
+    """
+
+    def __init__(self, backbone: Backbone, objective: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.objective = get_objective(objective)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        s = as_sigma(sigma, x)
+        c_skip, c_out, c_in, c_noise = self.objective.coefficients(s)
+        F = self.backbone(c_in * x, c_noise.reshape(-1), cond)
+        return c_skip * x + c_out * F.to(x.dtype)
+
+    def loss(self, y: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        """Mean weighted denoising loss of clean images ``y`` (noise drawn from ``generator`` on CPU)."""
+        sigma = self.objective.sample_sigma(y.shape[0], generator).to(y.device)
+        n = torch.randn(y.shape, generator=generator).to(y.device)
+        s = sigma.reshape(-1, 1, 1, 1)
+        x0_hat = self(y + s * n, sigma, cond)
+        return (self.objective.weight(s) * (x0_hat - y) ** 2).mean()
+
+
+# ----------------------------------------------------------------------------- analytic denoisers
+
+
+class OptimalDenoiser(nn.Module):
+    """The loss-minimising denoiser of a finite training set ``{y_i}`` (the paper's Theorem; EDM Eq. 57).
+
+    ``D*(x; sigma) = sum_i softmax_i(-||x - y_i||^2 / (2 sigma^2)) y_i``
+
+    Sampling the probability-flow ODE with D* can only return training images. Computed with an
+    online (streaming) log-sum-exp over chunks of the training set, so memory is ``O(B * chunk)``
+    rather than the naive ``O(B * N * D)``, in float64 by default.
+
+    Args:
+        train_images: ``(N, C, H, W)`` training set.
+        labels: ``(N,)`` labels; when given, ``cond`` restricts the mixture to that class (the
+            optimal *conditional* denoiser).
+        chunk_size: training images processed per matrix product.
+    """
+
+    def __init__(self, train_images: torch.Tensor, labels: torch.Tensor | None = None,
+                 chunk_size: int = 4096, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        y = train_images.reshape(train_images.shape[0], -1).to(dtype)
+        self.register_buffer("y", y)
+        self.register_buffer("half_sq_norm", 0.5 * (y**2).sum(1))
+        self.labels = labels
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        shape, in_dtype = x.shape, x.dtype
+        xf = x.reshape(shape[0], -1).to(self.dtype)
+        inv_var = 1.0 / as_sigma(sigma, x).reshape(-1, 1).to(self.dtype) ** 2
+        if cond is not None and self.labels is None:
+            raise ValueError("this OptimalDenoiser has no labels; build it with labels= to condition on a class")
+        run_max = torch.full((shape[0], 1), -math.inf, dtype=self.dtype, device=x.device)
+        run_sum = torch.zeros((shape[0], 1), dtype=self.dtype, device=x.device)
+        acc = torch.zeros_like(xf)
+        for start in range(0, self.y.shape[0], self.chunk_size):
+            yc = self.y[start:start + self.chunk_size]
+            # -||x - y||^2 / 2s^2 up to a per-row constant: (x.y - ||y||^2/2) / s^2
+            logits = (xf @ yc.T - self.half_sq_norm[start:start + self.chunk_size]) * inv_var
+            if cond is not None:
+                same = cond.reshape(-1, 1) == self.labels[start:start + self.chunk_size].to(x.device).reshape(1, -1)
+                logits = logits.masked_fill(~same, -math.inf)
+            new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
+            safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+            rescale = (run_max - safe).exp()
+            w = (logits - safe).exp()
+            run_sum = run_sum * rescale + w.sum(1, keepdim=True)
+            acc = acc * rescale + w @ yc
+            run_max = new_max
+        if (run_sum == 0).any():
+            raise ValueError("a requested class has no training images")
+        return (acc / run_sum).to(in_dtype).reshape(shape)
+
+
+def optimal_denoiser_naive(train_images: torch.Tensor, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The textbook broadcast formula for D*, materialising ``(B, N, D)``: for tests and benchmarks only."""
+    y = train_images.reshape(1, train_images.shape[0], -1).double()
+    xf = x.reshape(x.shape[0], 1, -1).double()
+    w = torch.softmax(-((xf - y) ** 2).sum(-1) / (2 * sigma**2), dim=1)
+    return (w.unsqueeze(-1) * y).sum(1).to(x.dtype).reshape(x.shape)
+
+
+class GaussianDenoiser(nn.Module):
+    """The posterior mean for Gaussian data ``N(mu, Sigma)``: ``mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)``.
+
+    Built from a training set's mean and covariance it is the linear reference that generalizing
+    diffusion models approach (Li, Dai & Qu 2024). Uses the eigendecomposition of Sigma so any
+    sigma costs one ``(B, D) x (D, D)`` product.
+    """
+
+    def __init__(self, mean: torch.Tensor, cov: torch.Tensor) -> None:
+        super().__init__()
+        evals, evecs = torch.linalg.eigh(cov.double())
+        self.register_buffer("mean", mean.reshape(-1).double())
+        self.register_buffer("evals", evals.clamp_min(0))
+        self.register_buffer("evecs", evecs)
+
+    @classmethod
+    def from_data(cls, images: torch.Tensor) -> "GaussianDenoiser":
+        """Fit mean and (maximum-likelihood) covariance to ``(N, C, H, W)`` images."""
+        y = images.reshape(images.shape[0], -1).double()
+        mean = y.mean(0)
+        centred = y - mean
+        return cls(mean, centred.T @ centred / y.shape[0])
+
+    def forward(self, x, sigma, cond=None):
+        if cond is not None:
+            raise ValueError("GaussianDenoiser is unconditional")
+        xf = x.reshape(x.shape[0], -1).double() - self.mean
+        s2 = as_sigma(sigma, x).reshape(-1, 1).double() ** 2
+        coords = xf @ self.evecs  # (B, D)
+        shrunk = coords * self.evals / (self.evals + s2)
+        return (self.mean + shrunk @ self.evecs.T).to(x.dtype).reshape(x.shape)
+
+
+class MoLRGDenoiser(nn.Module):
+    """Exact posterior mean for a mixture of K zero-mean low-rank Gaussians ``N(0, s^2 U_k U_k^T)``.
+
+    For component k, ``E[y | x, k] = s^2 / (s^2 + sigma^2) * U_k U_k^T x`` and the component
+    posterior is ``softmax_k(||U_k^T x||^2 / 2 * (1/sigma^2 - 1/(s^2 + sigma^2)))`` (equal priors,
+    equal ranks).
+    """
+
+    def __init__(self, bases: torch.Tensor, scale: float, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("bases", bases.double())  # (K, D, d)
+        self.scale = float(scale)
+        self.shape = tuple(shape)
+
+    def forward(self, x, sigma, cond=None):
+        xf = x.reshape(x.shape[0], -1).double()
+        s2 = as_sigma(sigma, x).reshape(-1, 1).double() ** 2
+        v = self.scale**2
+        proj = torch.einsum("bd,kde->bke", xf, self.bases)  # (B, K, d)
+        logits = 0.5 * (proj**2).sum(-1) * (1 / s2 - 1 / (v + s2))
+        if cond is not None:
+            logits = logits.masked_fill(torch.nn.functional.one_hot(cond, self.bases.shape[0]) == 0, -math.inf)
+        w = torch.softmax(logits, dim=1)  # (B, K)
+        recon = torch.einsum("bke,kde->bkd", proj, self.bases)  # (B, K, D)
+        out = (w.unsqueeze(-1) * recon).sum(1) * (v / (v + s2))
+        return out.to(x.dtype).reshape(x.shape)
+
+
+class Guided(nn.Module):
+    """Classifier-free guidance (Ho & Salimans 2022) around a class-conditional denoiser.
+
+    ``D_w(x, sigma, c) = (1 + w) D(x, sigma, c) - w D(x, sigma, null)``; ``w = 0`` is the plain
+    conditional model. ``null_label`` is the label the model was trained with under label dropout.
+    """
+
+    def __init__(self, denoiser: nn.Module, guidance: float, null_label: int) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.guidance = float(guidance)
+        self.null_label = int(null_label)
+
+    def forward(self, x, sigma, cond=None):
+        if cond is None:
+            raise ValueError("guided sampling needs class labels (cond)")
+        if self.guidance == 0:
+            return self.denoiser(x, sigma, cond)
+        b = x.shape[0]
+        s = as_sigma(sigma, x).reshape(-1)
+        both = self.denoiser(torch.cat([x, x]), torch.cat([s, s]),
+                             torch.cat([cond, torch.full_like(cond, self.null_label)]))
+        c, u = both[:b], both[b:]
+        return (1 + self.guidance) * c - self.guidance * u

@@ -1,0 +1,343 @@
+"""Reproducibility (RP) and generalization (GL) scores, with their descriptors and thresholds.
+
+* **RP score** of models A and B: the fraction of *seed-paired* samples (same initial noise) whose
+  descriptor similarity exceeds a threshold (Zhang et al. 2024).
+* **GL score** of a model: the fraction of its samples whose *highest* similarity to any training
+  image stays at or below a threshold (novel samples).
+
+Descriptors map images to unit vectors so similarity is a cosine. The paper uses SSCD
+(Pizzi et al. 2022) with a fixed threshold of 0.6. Offline we use a pixel descriptor, for which a
+fixed 0.6 is meaningless (unrelated 8x8 digits already correlate ~0.5), so thresholds are
+*calibrated from data* and every :class:`Score` says how: RP from the different-seed null, GL from
+how close held-out real images come to the training set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+
+from .sampling import Samples
+
+__all__ = [
+    "Descriptor", "PixelDescriptor", "SSCDDescriptor", "DescriptorUnavailableError", "get_descriptor",
+    "Score", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
+    "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
+]
+
+#: the paper's threshold on SSCD cosine similarity, for both RP and GL
+SSCD_THRESHOLD = 0.6
+
+
+class DescriptorUnavailableError(RuntimeError):
+    """A descriptor's weights could not be obtained (typically: offline)."""
+
+
+class Descriptor(Protocol):
+    name: str
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` images in [-1, 1] -> ``(B, F)`` float32 unit vectors."""
+
+
+class PixelDescriptor:
+    """Each image flattened, centred and normalised: cosine similarity = pixel correlation."""
+
+    name = "pixel"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        f = images.reshape(images.shape[0], -1).float()
+        f = f - f.mean(1, keepdim=True)
+        return f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+SSCD_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_large.torchscript.pt"
+
+
+def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """Stream ``url`` to ``dest`` with a progress bar and a connection timeout."""
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+        total = int(response.headers.get("Content-Length", 0)) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+class SSCDDescriptor:
+    """SSCD copy-detection descriptor (``sscd_disc_large`` TorchScript), as in the paper.
+
+    Images are mapped to [0, 1], gray images repeated to RGB, resized to 320x320 and
+    ImageNet-normalised. The weights are downloaded once into the cache; offline the constructor
+    raises :class:`DescriptorUnavailableError` before any work is done.
+    """
+
+    name = "sscd"
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 64, path: str | Path | None = None) -> None:
+        from .training import cache_root
+
+        self.path = Path(path) if path else cache_root() / "sscd" / "sscd_disc_large.torchscript.pt"
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".part")
+            try:
+                _download(SSCD_URL, tmp)
+            except Exception as exc:
+                tmp.unlink(missing_ok=True)
+                raise DescriptorUnavailableError(
+                    f"the SSCD descriptor could not be downloaded from {SSCD_URL} ({type(exc).__name__}: {exc}). "
+                    f"It needs internet once (e.g. on Colab); or place the file at {self.path}. "
+                    "Offline, use descriptor='pixel' (the cpu profile's calibrated pixel descriptor)."
+                ) from exc
+            os.replace(tmp, self.path)
+        self.model = torch.jit.load(str(self.path), map_location=device).eval()
+        self.device, self.batch_size = device, batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).reshape(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=self.device).reshape(1, 3, 1, 1)
+        out = []
+        for chunk in images.split(self.batch_size):
+            x = (chunk.to(self.device).float() + 1) / 2
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            x = torch.nn.functional.interpolate(x, size=(320, 320), mode="bilinear", align_corners=False)
+            f = self.model((x - mean) / std)
+            out.append(torch.nn.functional.normalize(f, dim=1).cpu())
+        return torch.cat(out)
+
+
+def get_descriptor(name: str | Descriptor, device: str | torch.device = "cpu") -> Descriptor:
+    """``"pixel"`` (offline default) or ``"sscd"`` (downloads its weights); a descriptor passes through."""
+    if not isinstance(name, str):
+        return name
+    if name == "pixel":
+        return PixelDescriptor()
+    if name == "sscd":
+        return SSCDDescriptor(device)
+    raise ValueError(f"unknown descriptor {name!r}; choose 'pixel' or 'sscd'")
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Score:
+    """A score with its uncertainty and a statement of how it was measured (printed by ``str``)."""
+
+    name: str
+    value: float
+    ci: tuple[float, float]
+    n: int
+    threshold: float
+    threshold_rule: str
+    descriptor: str
+    details: str = ""
+    similarities: torch.Tensor | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        lo, hi = self.ci
+        parts = [f"{self.name} = {self.value:.3f} (95% CI {lo:.3f}-{hi:.3f})", self.details,
+                 f"{self.descriptor} descriptor", f"threshold {self.threshold:.3f} ({self.threshold_rule})"]
+        return " | ".join(p for p in parts if p)
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython
+        p.text(str(self))
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+
+def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``hits`` (a 1-d tensor of 0/1 or reals)."""
+    hits = hits.double().reshape(-1)
+    if hits.numel() == 0:
+        return (math.nan, math.nan)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(hits.numel(), (n_boot, hits.numel()), generator=g)
+    means = hits[idx].mean(1)
+    a = (1 - level) / 2
+    q = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64))
+    return (float(q[0]), float(q[1]))
+
+
+def _seed_range(seeds: torch.Tensor) -> str:
+    s = sorted(seeds.tolist())
+    if s == list(range(s[0], s[-1] + 1)):
+        return f"seeds {s[0]}-{s[-1]}"
+    return f"{len(s)} seeds"
+
+
+def _common_seeds(a: Samples, b: Samples) -> torch.Tensor:
+    sa, sb = set(a.seeds.tolist()), set(b.seeds.tolist())
+    if sa != sb:
+        only_a, only_b = sorted(sa - sb)[:5], sorted(sb - sa)[:5]
+        raise ValueError(
+            f"samples {a.name!r} and {b.name!r} do not share the same seeds (only in the first: {only_a}..., "
+            f"only in the second: {only_b}...); RP pairs samples by seed id"
+        )
+    return torch.tensor(sorted(sa), dtype=torch.int64)
+
+
+def paired_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
+    """Cosine similarity of each seed's pair, ``(n,)`` in sorted-seed order (pairs by seed id)."""
+    desc = get_descriptor(descriptor)
+    seeds = _common_seeds(a, b)
+    return (desc(a.by_seed(seeds)) * desc(b.by_seed(seeds))).sum(1)
+
+
+def null_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
+    """Similarities of every *different-seed* pair (i from A, j from B, i != j): the null distribution."""
+    desc = get_descriptor(descriptor)
+    seeds = _common_seeds(a, b)
+    sims = desc(a.by_seed(seeds)) @ desc(b.by_seed(seeds)).T
+    off = ~torch.eye(len(seeds), dtype=torch.bool)
+    return sims[off]
+
+
+def calibrate_threshold(null: torch.Tensor, quantile: float = 0.99) -> float:
+    """The ``quantile`` of a null distribution: a pair above it is rarer than ``1 - quantile`` by chance."""
+    return float(torch.quantile(null.double(), quantile))
+
+
+def rp_score(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel", threshold: float | None = None,
+             null_quantile: float = 0.99, threshold_rule: str | None = None) -> Score:
+    """Reproducibility score between two sets of samples, paired by seed.
+
+    Args:
+        threshold: a similarity above it counts as "the same image". ``None``: 0.6 for SSCD (the
+            paper's), and for the pixel descriptor the ``null_quantile`` of this pair's
+            different-seed similarities.
+        threshold_rule: how a given threshold was obtained, for the printed statement.
+    """
+    desc = get_descriptor(descriptor)
+    sims = paired_similarity(a, b, desc)
+    if threshold is None:
+        if desc.name == "sscd":
+            threshold, threshold_rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
+        else:
+            null = null_similarity(a, b, desc)
+            threshold = calibrate_threshold(null, null_quantile)
+            threshold_rule = (f"{100 * null_quantile:g}th percentile of {null.numel():,} different-seed pairs")
+    hits = (sims > threshold).double()
+    seeds = _common_seeds(a, b)
+    sampler = a.sampler if a.sampler == b.sampler else f"{a.sampler} vs {b.sampler}"
+    return Score("RP", float(hits.mean()), bootstrap_ci(hits), len(sims), float(threshold),
+                 threshold_rule or "given", desc.name,
+                 f"{a.name or 'A'} vs {b.name or 'B'}, {len(sims)} seed pairs ({_seed_range(seeds)}), {sampler}",
+                 sims)
+
+
+def nearest_neighbors(query: torch.Tensor, reference: torch.Tensor, k: int = 1,
+                      chunk_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` cosine similarities and indices of unit vectors ``query (B, F)`` in ``reference (N, F)``.
+
+    Chunked over the reference so memory stays ``O(B * chunk)``. Returns ``(values, indices)``,
+    each ``(B, k)``, most similar first.
+    """
+    best_v = torch.full((query.shape[0], k), -math.inf)
+    best_i = torch.zeros((query.shape[0], k), dtype=torch.int64)
+    for start in range(0, reference.shape[0], chunk_size):
+        sims = query @ reference[start:start + chunk_size].T
+        v, i = sims.topk(min(k, sims.shape[1]), dim=1)
+        allv, alli = torch.cat([best_v, v], 1), torch.cat([best_i, i + start], 1)
+        best_v, order = allv.topk(k, dim=1)
+        best_i = alli.gather(1, order)
+    return best_v, best_i
+
+
+def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Descriptor = "pixel",
+             threshold: float | None = None, heldout: torch.Tensor | None = None,
+             heldout_quantile: float = 0.95) -> Score:
+    """Generalization score: fraction of samples whose nearest training image is *not* a copy.
+
+    A sample is a copy when its highest similarity to any training image exceeds ``threshold``.
+    ``None``: 0.6 for SSCD; for the pixel descriptor the ``heldout_quantile`` of the nearest-training
+    similarities of ``heldout`` real images (novel by construction), so a sample counts as a copy
+    only if it sits closer to the training set than 95% of genuinely new images do.
+
+    The returned score's ``similarities`` are each sample's nearest-neighbour similarity.
+    """
+    desc = get_descriptor(descriptor)
+    ref = desc(train_images)
+    nn_sim = nearest_neighbors(desc(samples.images), ref)[0][:, 0]
+    if threshold is None:
+        if desc.name == "sscd":
+            threshold, rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
+        elif heldout is None:
+            raise ValueError("the pixel descriptor needs a calibrated GL threshold: pass heldout= real images "
+                             "kept out of training (or an explicit threshold=)")
+        else:
+            held_nn = nearest_neighbors(desc(heldout), ref)[0][:, 0]
+            threshold = calibrate_threshold(held_nn, heldout_quantile)
+            rule = f"{100 * heldout_quantile:g}th percentile of {len(held_nn)} held-out real images' nearest-training similarity"
+    else:
+        rule = "given"
+    novel = (nn_sim <= threshold).double()
+    return Score("GL", float(novel.mean()), bootstrap_ci(novel), len(novel), float(threshold), rule, desc.name,
+                 f"{samples.name or 'samples'}: {len(novel)} samples ({_seed_range(samples.seeds)}) vs "
+                 f"{train_images.shape[0]} training images, {samples.sampler}", nn_sim)
+
+
+def gu_memorization(images: torch.Tensor, train_images: torch.Tensor, ratio: float = 1 / 3) -> Score:
+    """Threshold-free memorization test of Gu et al.: ``||x - NN1|| / ||x - NN2|| < ratio`` (pixel L2).
+
+    Returns the memorized fraction (needs >= 2 training images).
+    """
+    if train_images.shape[0] < 2:
+        raise ValueError("the nearest/second-nearest ratio needs at least 2 training images")
+    q = images.reshape(images.shape[0], -1).double()
+    r = train_images.reshape(train_images.shape[0], -1).double()
+    d = torch.cdist(q, r)
+    two = d.topk(2, dim=1, largest=False).values
+    mem = (two[:, 0] / two[:, 1].clamp_min(1e-12) < ratio).double()
+    return Score("memorized", float(mem.mean()), bootstrap_ci(mem), len(mem), ratio,
+                 "nearest / second-nearest L2 distance (Gu et al.)", "pixel-L2",
+                 f"{len(mem)} samples vs {r.shape[0]} training images", two[:, 0] / two[:, 1].clamp_min(1e-12))
+
+
+def paired_error(a: Samples, b: Samples, kind: str = "mse") -> torch.Tensor:
+    """Per-seed mean squared (``"mse"``) or absolute (``"mae"``) pixel difference, sorted-seed order."""
+    seeds = _common_seeds(a, b)
+    diff = a.by_seed(seeds) - b.by_seed(seeds)
+    if kind == "mse":
+        return diff.pow(2).flatten(1).mean(1)
+    if kind == "mae":
+        return diff.abs().flatten(1).mean(1)
+    raise ValueError("kind must be 'mse' or 'mae'")
+
+
+def rp_matrix(samples: Sequence[Samples], descriptor: str | Descriptor = "pixel", threshold: float | None = None,
+              null_quantile: float = 0.99) -> tuple[torch.Tensor, float, str]:
+    """RP between every pair of sample sets with one shared threshold.
+
+    For the pixel descriptor with ``threshold=None`` the threshold is the ``null_quantile`` of the
+    different-seed similarities pooled over all pairs of *different* models. Returns
+    ``(matrix (M, M), threshold, rule)``; the diagonal is 1 by definition.
+    """
+    desc = get_descriptor(descriptor)
+    m = len(samples)
+    rule = "given"
+    if threshold is None:
+        if desc.name == "sscd":
+            threshold, rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
+        else:
+            null = torch.cat([null_similarity(samples[i], samples[j], desc) for i in range(m) for j in range(i + 1, m)])
+            threshold = calibrate_threshold(null, null_quantile)
+            rule = f"{100 * null_quantile:g}th percentile of {null.numel():,} different-seed pairs across models"
+    mat = torch.eye(m, dtype=torch.float64)
+    for i in range(m):
+        for j in range(i + 1, m):
+            mat[i, j] = mat[j, i] = (paired_similarity(samples[i], samples[j], desc) > threshold).double().mean()
+    return mat, float(threshold), rule

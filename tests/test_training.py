@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+
+from reprodiff.configs import PROFILES, check_resources, get_config
+from reprodiff.training import (CheckpointError, TrainConfig, checkpoint_dir, load_model, load_or_train, train,
+                                training_data)
+
+TINY = dict(backbone="unet-xs", steps=6, batch_size=8, checkpoint_every=3, n_train=64)
+
+
+def test_config_hash_is_stable_and_content_addressed():
+    a, b = TrainConfig(**TINY), TrainConfig(**TINY)
+    assert a.hash == b.hash and len(a.hash) == 12
+    assert TrainConfig(**{**TINY, "seed": 1}).hash != a.hash
+
+
+def test_bad_configs_raise_before_training():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        TrainConfig(backbone="resnet")
+    with pytest.raises(ValueError, match="unknown objective"):
+        TrainConfig(objective="flow")
+    with pytest.raises(ValueError, match="only 1797 images"):
+        train(TrainConfig(**{**TINY, "n_train": 5000}), progress=False)
+
+
+def test_train_roundtrips_through_checkpoint_and_cache():
+    cfg = TrainConfig(**TINY)
+    model = train(cfg, progress=False)
+    files = sorted(p.name for p in checkpoint_dir(cfg).iterdir())
+    assert files == ["model.json", "model.safetensors"]
+    loaded = load_or_train(cfg)  # from the cache, no training
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x, 1.0), loaded(x, 1.0))
+    assert loaded.info["steps"] == 6 and loaded.info["hash"] == cfg.hash
+
+
+def test_training_is_deterministic():
+    cfg = TrainConfig(**TINY)
+    a = train(cfg, progress=False)
+    b = train(cfg, progress=False)  # retrains over the cache entry
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(monkeypatch):
+    cfg = TrainConfig(**TINY)
+    full = train(cfg, progress=False)
+    for f in checkpoint_dir(cfg).iterdir():
+        f.unlink()
+
+    # interrupt the run right after the step-3 checkpoint
+    import reprodiff.training as tr
+    real = tr._atomic_write_json
+    def interrupt(obj, path):
+        real(obj, path)
+        if path.name == "state.json":
+            raise KeyboardInterrupt
+    monkeypatch.setattr(tr, "_atomic_write_json", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(tr, "_atomic_write_json", real)
+    state = json.loads((checkpoint_dir(cfg) / "state.json").read_text())
+    assert state["step"] == 3 and not (checkpoint_dir(cfg) / "model.json").exists()
+
+    resumed = train(cfg, progress=False)
+    assert resumed.info["steps"] == 6
+    for pa, pb in zip(full.parameters(), resumed.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_corrupt_or_mismatched_checkpoints_are_detected():
+    cfg = TrainConfig(**TINY)
+    train(cfg, progress=False)
+    weights = checkpoint_dir(cfg) / "model.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_model(cfg)
+    other = TrainConfig(**{**TINY, "seed": 5})
+    with pytest.raises(CheckpointError, match="different config"):
+        load_model(other, path=checkpoint_dir(cfg))
+
+
+def test_conditional_training_and_molrg_data():
+    cfg = TrainConfig(**{**TINY, "dataset": "molrg", "conditional": True, "backbone": "uvit-s", "steps": 2})
+    data, held = training_data(cfg)
+    assert len(data) == 64 and held is None
+    model = train(cfg, progress=False)
+    out = model(torch.randn(3, 1, 8, 8), 1.0, torch.tensor([0, 1, 4]))
+    assert out.shape == (3, 1, 8, 8)
+
+
+def test_profiles_and_fail_fast_resources():
+    for p in PROFILES:
+        assert get_config("same_noise", p).profile == p
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_config("same_noise", "tpu")
+    from reprodiff.data import DatasetUnavailableError
+    with pytest.raises(DatasetUnavailableError):
+        cfg = get_config("same_noise", "gpu")
+        check_resources(list(cfg.models.values()), cfg.descriptor)
