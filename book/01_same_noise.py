@@ -42,7 +42,8 @@ import sys
 
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "reprodiff @ git+https://github.com/reprodiff/reprodiff"], check=True)
+                    "reprodiff @ git+https://github.com/reprodiff/reprodiff"],
+                   check=True)
 from reprodiff.notebook import runtime_report
 
 print(runtime_report())
@@ -57,7 +58,8 @@ import torch
 from reprodiff import generate, get_config, load_or_train
 from reprodiff.configs import check_resources
 from reprodiff.data import load_dataset
-from reprodiff.metrics import calibrate_threshold, null_similarity, paired_similarity, rp_score
+from reprodiff.metrics import (calibrate_threshold, null_similarity,
+                               paired_similarity, rp_score)
 from reprodiff.notebook import show_source
 from reprodiff.plots import image_grid, same_noise_grid, similarity_histogram
 from reprodiff.sampling import sample_heun
@@ -73,10 +75,12 @@ print(cfg.summary())
 # be recognisable. (The `gpu` profile uses CIFAR-10, the paper's dataset.)
 
 # %%
-first = next(iter(cfg.models.values()))
-check_resources(list(cfg.models.values()), cfg.descriptor)  # fails fast if a download is impossible
-data = load_dataset(first.dataset)
-print(f"{data.name}: {len(data)} images of shape {data.shape}, values in [{data.images.min():.0f}, {data.images.max():.0f}]")
+# fail fast (before any training) if a dataset or descriptor cannot be had
+check_resources(list(cfg.models.values()), cfg.descriptor)
+data = load_dataset(next(iter(cfg.models.values())).dataset)
+lo, hi = data.images.min(), data.images.max()
+print(f"{data.name}: {len(data)} images of shape {data.shape}, "
+      f"values in [{lo:.0f}, {hi:.0f}]")
 fig = image_grid({"training images": data.images[:16]})
 
 # %% [markdown]
@@ -90,7 +94,8 @@ fig = image_grid({"training images": data.images[:16]})
 # %%
 models = {name: load_or_train(c) for name, c in cfg.models.items()}
 for name, m in models.items():
-    print(f"{name}: {m.info['parameters']:,} parameters, {m.info['steps']:,} steps, "
+    print(f"{name}: {m.info['parameters']:,} parameters, "
+          f"{m.info['steps']:,} steps, "
           f"final training loss {m.info['losses'][-1][1]:.3f}")
 
 # %% [markdown]
@@ -106,11 +111,15 @@ show_source(sample_heun)
 
 # %%
 seeds = range(cfg.n_seeds)
-shape = data.shape
-samples = [generate(m, seeds, shape, sampler=cfg.sampler, steps=cfg.steps, name=name,
-                    batch_size=cfg.batch_size) for name, m in models.items()]
-fig = same_noise_grid(samples, list(range(cfg.grid_seeds)),
-                      title=f"Rows: models. Columns: initial noise seeds ({cfg.sampler}, {cfg.steps} steps)")
+samples = [
+    generate(m, seeds, data.shape, sampler=cfg.sampler, steps=cfg.steps,
+             name=name, batch_size=cfg.batch_size)
+    for name, m in models.items()
+]
+fig = same_noise_grid(
+    samples, list(range(cfg.grid_seeds)),
+    title=f"Rows: models. Columns: initial noise seeds "
+          f"({cfg.sampler}, {cfg.steps} steps)")
 
 # %% [markdown]
 # Each column starts both models from the same noise. The two rows are not pixel-identical, but
@@ -138,11 +147,17 @@ fig = same_noise_grid(samples, list(range(cfg.grid_seeds)),
 
 # %%
 a, b = samples
-paired = paired_similarity(a, b, cfg.descriptor)
-null = null_similarity(a, b, cfg.descriptor)
-threshold = calibrate_threshold(null, cfg.null_quantile) if cfg.descriptor == "pixel" else 0.6
-fig = similarity_histogram(paired, null, threshold, xlabel=f"{cfg.descriptor} similarity (cosine)",
-                           title="Same-seed pairs vs different-seed pairs")
+paired = paired_similarity(a, b, cfg.descriptor)  # same seed: n pairs
+null = null_similarity(a, b, cfg.descriptor)      # different seeds: n(n-1)
+if cfg.descriptor == "pixel":
+    threshold = calibrate_threshold(null, cfg.null_quantile)
+    rule = (f"{100 * cfg.null_quantile:g}th percentile of "
+            f"{null.numel():,} different-seed pairs")
+else:
+    threshold, rule = 0.6, "the paper's SSCD threshold"
+fig = similarity_histogram(
+    paired, null, threshold, xlabel=f"{cfg.descriptor} similarity (cosine)",
+    title="Same-seed pairs vs different-seed pairs")
 
 # %% [markdown]
 # The two distributions barely overlap: same-seed pairs pile up near 1, different-seed pairs spread
@@ -150,8 +165,7 @@ fig = similarity_histogram(paired, null, threshold, xlabel=f"{cfg.descriptor} si
 # with a bootstrap 95% interval over seed pairs:
 
 # %%
-rp = rp_score(a, b, cfg.descriptor, threshold=threshold,
-              threshold_rule=f"{100 * cfg.null_quantile:g}th percentile of {null.numel():,} different-seed pairs")
+rp = rp_score(a, b, cfg.descriptor, threshold=threshold, threshold_rule=rule)
 print(rp)
 
 # %% [markdown]
@@ -160,7 +174,8 @@ print(rp)
 # The numbers this chapter stands on (checked by the book's regression tests):
 
 # %% tags=["nbval-check-output"]
-print(f"RP score ({rp.descriptor} descriptor, threshold {rp.threshold:.2f}, {rp.n} seed pairs): "
+print(f"RP score ({rp.descriptor} descriptor, threshold {rp.threshold:.2f}, "
+      f"{rp.n} seed pairs, {a.sampler}): "
       f"{rp.value:.2f} [{rp.ci[0]:.2f}, {rp.ci[1]:.2f}]")
 print(f"median similarity, same seed:      {paired.median():.2f}")
 print(f"median similarity, different seed: {null.median():.2f}")

@@ -22,14 +22,14 @@ def _to_numpy_image(img: torch.Tensor):
     return img.permute(1, 2, 0).numpy(), None
 
 
-def image_grid(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | None = None, scale: float = 0.9,
+def image_grid(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | None = None, scale: float = 1.1,
                title: str | None = None):
     """A grid of images: one row per entry of ``rows`` (``(n, C, H, W)`` each, in [-1, 1])."""
     import matplotlib.pyplot as plt
 
     names = list(rows)
     n_cols = max(v.shape[0] for v in rows.values())
-    fig, axes = plt.subplots(len(names), n_cols, figsize=(scale * n_cols + 1.4, scale * len(names) + 0.4),
+    fig, axes = plt.subplots(len(names), n_cols, figsize=(scale * n_cols + 1.8, scale * len(names) + 0.5),
                              squeeze=False)
     for r, name in enumerate(names):
         for c in range(n_cols):
@@ -42,9 +42,9 @@ def image_grid(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | Non
                 arr, cmap = _to_numpy_image(rows[name][c])
                 ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
             if r == 0 and col_titles is not None and c < len(col_titles):
-                ax.set_title(col_titles[c], fontsize=8)
+                ax.set_title(col_titles[c], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(pad=0.2)
