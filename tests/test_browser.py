@@ -7,7 +7,9 @@ build is a failure, not a skip, so CI cannot pass without the book.
 Headless Chromium (``scripts/ensure-chromium.sh`` installs it) renders the
 pages offline: every host name resolves to nothing, so a page that needs a
 CDN shows it here. ``--dump-dom`` gives the DOM after JavaScript ran;
-``--screenshot`` of chapter 1 goes to ``_build/screenshots/``.
+``--screenshot`` of chapter 1 goes to ``_build/screenshots/``. No page may
+load a script from a CDN: the widget JS and MathJax are vendored under
+``book/_extra/`` (``scripts/fetch-widget-js.sh``, ``scripts/fetch-mathjax.sh``).
 The expected Colab URL is derived from ``_config.yml``, the one place the
 repository URL is configured.
 """
@@ -41,8 +43,9 @@ CHROMIUM_FLAGS = [
     "--virtual-time-budget=5000",  # let deferred JS (theme, widgets) finish
     "--window-size=1280,2000",
 ]
-CDN_HOSTS = ("unpkg.com", "cdn.jsdelivr.net", "cdnjs.cloudflare.com")
+CDN_HOSTS = ("unpkg.com", "jsdelivr.net", "cdnjs.cloudflare.com")  # and their subdomains
 WIDGET_JS_HINTS = ("require.js", "require.min.js", "@jupyter-widgets", "html-manager", "embed-amd")
+NON_TEXT_TAGS = {"script", "style", "pre", "code", "textarea"}  # not prose: may hold a literal \(
 VOID_TAGS = {
     "area", "base", "br", "col", "embed", "hr", "img", "input",
     "link", "meta", "param", "source", "track", "wbr",
@@ -66,6 +69,7 @@ class DomIndex(HTMLParser):
     def __init__(self, markup: str):
         super().__init__(convert_charrefs=True)
         self.elements: list[Element] = []
+        self.texts: list[tuple[str, list[Element]]] = []  # text nodes, open ancestors
         self._open: list[Element] = []
         self.feed(markup)
         self.close()
@@ -79,6 +83,9 @@ class DomIndex(HTMLParser):
     def handle_startendtag(self, tag, attrs):
         self.elements.append(Element(tag, {k: v or "" for k, v in attrs}, list(self._open)))
 
+    def handle_data(self, data):
+        self.texts.append((data, list(self._open)))
+
     def handle_endtag(self, tag):
         for i in range(len(self._open) - 1, -1, -1):
             if self._open[i].tag == tag:
@@ -87,6 +94,18 @@ class DomIndex(HTMLParser):
 
     def find(self, tag: str) -> list[Element]:
         return [e for e in self.elements if e.tag == tag]
+
+    def prose(self) -> str:
+        """The page's visible text, without scripts, styles and code."""
+        return "".join(
+            data for data, ancestors in self.texts
+            if not any(a.tag in NON_TEXT_TAGS for a in ancestors)
+        )
+
+
+def is_cdn(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return any(host == h or host.endswith("." + h) for h in CDN_HOSTS)
 
 
 def expected_colab_url(docname: str) -> str:
@@ -211,7 +230,7 @@ def test_widget_js_is_self_hosted(chapter_dom: DomIndex, chapter_page: Path):
     srcs = [s.attrs["src"] for s in chapter_dom.find("script") if s.attrs.get("src")]
     from_cdn = [
         s for s in srcs
-        if urlparse(s).hostname in CDN_HOSTS and any(h in s for h in WIDGET_JS_HINTS)
+        if is_cdn(s) and any(h in s for h in WIDGET_JS_HINTS)
     ]
     assert not from_cdn, (
         f"{chapter_page.name} loads widget JavaScript from a CDN: {from_cdn}. "
@@ -235,6 +254,50 @@ def test_widgets_render_offline(chapter_dom: DomIndex, chapter_page: Path):
     assert rendered, (
         f"{chapter_page.name} has {len(views)} widget view(s) but none rendered offline: "
         "is the vendored widget JS (book/_extra/_widgets) served and loaded?"
+    )
+
+
+def test_no_script_from_a_cdn(chapter_dom: DomIndex, chapter_page: Path):
+    # The dumped DOM also holds the scripts that JavaScript added at runtime
+    # (e.g. components MathJax loads on demand).
+    srcs = [s.attrs["src"] for s in chapter_dom.find("script") if s.attrs.get("src")]
+    from_cdn = [s for s in srcs if is_cdn(s)]
+    assert not from_cdn, (
+        f"{chapter_page.name} loads JavaScript from a CDN ({', '.join(CDN_HOSTS)}): "
+        f"{from_cdn}. Offline readers get none of it; vendor it under book/_extra/ "
+        "(MathJax: sphinx.config.mathjax_path in _config.yml, scripts/fetch-mathjax.sh)."
+    )
+    for src in srcs:
+        url = urlparse(src)
+        if not url.scheme and not url.netloc:
+            file = (chapter_page.parent / unquote(url.path)).resolve()
+            assert file.is_file(), f"{chapter_page.name} loads {src}, missing from the build"
+
+
+def test_chapter_1_math_renders_offline(chapter_dom: DomIndex, chapter_page: Path):
+    built = DomIndex(chapter_page.read_text(encoding="utf-8"))
+    sources = [e for e in built.elements if "math" in e.classes and e.tag in ("span", "div")]
+    assert sources, (
+        f"{chapter_page.name} has no math (no span/div.math in the built page): "
+        "this check expects chapter 1 to contain $...$ math."
+    )
+    rendered = chapter_dom.find("mjx-container")
+    prose = chapter_dom.prose()
+    raw = [d for d in ("\\(", "\\[") if d in prose]
+    assert rendered and not raw, (
+        f"{chapter_page.name}: MathJax did not typeset the math offline "
+        f"({len(sources)} math element(s), {len(rendered)} mjx-container(s), raw TeX "
+        f"delimiters {raw} left in the text). Is sphinx.config.mathjax_path in _config.yml "
+        "the vendored copy (book/_extra/_mathjax, scripts/fetch-mathjax.sh)?"
+    )
+    assert len(rendered) >= len(sources), (
+        f"{chapter_page.name}: only {len(rendered)} of {len(sources)} math elements "
+        "were typeset by MathJax."
+    )
+    errors = chapter_dom.find("mjx-merror")
+    assert not errors, (
+        f"{chapter_page.name}: MathJax reported {len(errors)} TeX error(s) "
+        "(mjx-merror); an unknown macro or a missing extension?"
     )
 
 
