@@ -53,15 +53,15 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(monkey
 
     # interrupt the run right after the step-3 checkpoint
     import reprodiff.training as tr
-    real = tr._atomic_write_json
+    real = tr.atomic_write_json
     def interrupt(obj, path):
         real(obj, path)
         if path.name == "state.json":
             raise KeyboardInterrupt
-    monkeypatch.setattr(tr, "_atomic_write_json", interrupt)
+    monkeypatch.setattr(tr, "atomic_write_json", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
-    monkeypatch.setattr(tr, "_atomic_write_json", real)
+    monkeypatch.setattr(tr, "atomic_write_json", real)
     state = json.loads((checkpoint_dir(cfg) / "state.json").read_text())
     assert state["step"] == 3 and not (checkpoint_dir(cfg) / "model.json").exists()
 

@@ -25,16 +25,13 @@ from .backbones import build_backbone, count_parameters
 from .data import ImageData, MoLRG, load_dataset, split_holdout, subset
 from .denoisers import Precond, get_objective
 from .sampling import flush_denormal
+from .storage import CheckpointError, atomic_save_safetensors, atomic_write_json, load_safetensors, read_json
 
 __all__ = ["TrainConfig", "CheckpointError", "cache_root", "training_data", "train", "load_or_train",
            "load_model", "checkpoint_dir"]
 
 #: bump when a change to the code would change what a given config trains into
 CACHE_FORMAT = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is corrupt, incomplete, or belongs to a different config."""
 
 
 @dataclass(frozen=True)
@@ -126,38 +123,6 @@ def training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData | None]:
     return subset(pool, cfg.n_train, cfg.subset_seed), held
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save
-
-    _atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
-
-
-def _atomic_write_json(obj: dict, path: Path) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
-
-
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({exc}); delete {path.parent} to retrain") from exc
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except Exception as exc:
-        raise CheckpointError(f"{path} is unreadable ({exc}); delete {path.parent} to retrain") from exc
-
-
 def build_model(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int) -> Precond:
     """The untrained denoiser (backbone + preconditioning) a config describes."""
     backbone = build_backbone(cfg.backbone, shape, num_classes if cfg.conditional else None, cfg.dropout)
@@ -178,10 +143,10 @@ def load_model(cfg: TrainConfig, path: Path | None = None) -> Precond:
     meta_file, weights = path / "model.json", path / "model.safetensors"
     if not meta_file.exists() or not weights.exists():
         raise FileNotFoundError(f"no trained model for {cfg.name} in {path}")
-    meta = _read_json(meta_file)
+    meta = read_json(meta_file)
     _check_meta(meta, cfg, path)
     model = build_model(cfg, tuple(meta["shape"]), meta["num_classes"])
-    state = _load_safetensors(weights)
+    state = load_safetensors(weights)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -234,9 +199,9 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
 
     state_json, state_file = path / "state.json", path / "state.safetensors"
     if state_json.exists() and state_file.exists():
-        meta = _read_json(state_json)
+        meta = read_json(state_json)
         _check_meta(meta, cfg, path)
-        tensors = _load_safetensors(state_file)
+        tensors = load_safetensors(state_file)
         model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         _restore_optimizer(opt, tensors)
@@ -257,8 +222,8 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
         tensors.update({f"net.{k}": v for k, v in raw.state_dict().items()})
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
         tensors["rng"] = gen.get_state()
-        _atomic_save_safetensors(tensors, state_file)
-        _atomic_write_json(dict(hash=cfg.hash, config=cfg.to_dict(), step=step, losses=losses,
+        atomic_save_safetensors(tensors, state_file)
+        atomic_write_json(dict(hash=cfg.hash, config=cfg.to_dict(), step=step, losses=losses,
                                 seconds=seconds, version=__version__), state_json)
 
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {cfg.name}", disable=not progress)
@@ -308,8 +273,8 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
                 steps=step, seconds=round(seconds, 2), losses=losses, shape=list(data.shape),
                 num_classes=data.num_classes, n_train=len(data), parameters=count_parameters(raw.backbone))
     if accelerator.is_main_process:
-        _atomic_save_safetensors(ema.state_dict(), path / "model.safetensors")
-        _atomic_write_json(meta, path / "model.json")
+        atomic_save_safetensors(ema.state_dict(), path / "model.safetensors")
+        atomic_write_json(meta, path / "model.json")
         for f in (state_file, state_json):
             f.unlink(missing_ok=True)
     ema.eval().cpu()
