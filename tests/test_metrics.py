@@ -4,7 +4,7 @@ import torch
 from reprodiff.data import load_dataset
 from reprodiff.metrics import (DescriptorUnavailableError, PixelDescriptor, bootstrap_ci, calibrate_threshold,
                                get_descriptor, gl_score, gu_memorization, nearest_neighbors, null_similarity,
-                               paired_error, paired_similarity, rp_matrix, rp_score)
+                               paired_error, paired_similarity, rp_matrix, rp_score, error_matrix)
 from reprodiff.sampling import Samples
 
 
@@ -49,8 +49,12 @@ def test_rp_calibrated_threshold_from_the_null(digits):
 
 def test_rp_matrix_is_symmetric_with_unit_diagonal(digits):
     sets = [_samples(digits[:100] + s * torch.randn(100, 1, 8, 8), list(range(100)), f"m{s}") for s in (0.0, 0.1, 0.2)]
-    mat, thr, rule = rp_matrix(sets)
-    assert torch.equal(mat, mat.T) and torch.equal(mat.diagonal(), torch.ones(3)) and "across models" in rule
+    res = rp_matrix(sets)
+    mat = res.values
+    assert torch.equal(mat, mat.T) and torch.equal(mat.diagonal(), torch.ones(3, dtype=torch.float64))
+    assert "across 3 sample sets" in res.threshold_rule and res.n == 100
+    assert (res.lower <= mat).all() and (mat <= res.upper).all()
+    assert res.off_diagonal().numel() == 6
 
 
 def test_pixel_descriptor_is_unit_norm_and_shift_invariant(digits):
@@ -92,7 +96,9 @@ def test_bootstrap_interval_contains_the_mean():
 
 def test_paired_error(digits):
     a = _samples(digits[:5], list(range(5)), "a")
+    b = _samples(digits[:5] + 0.5, list(range(5)), "b")
     assert torch.equal(paired_error(a, a, "mae"), torch.zeros(5))
+    assert torch.allclose(error_matrix([a, b])[0, 1], torch.tensor(0.5, dtype=torch.float64))
 
 
 def test_sscd_offline_fails_fast_with_a_clear_message(tmp_path):

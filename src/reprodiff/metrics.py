@@ -28,6 +28,7 @@ __all__ = [
     "Descriptor", "PixelDescriptor", "SSCDDescriptor", "DescriptorUnavailableError", "get_descriptor",
     "Score", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
+    "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -318,26 +319,74 @@ def paired_error(a: Samples, b: Samples, kind: str = "mse") -> torch.Tensor:
     raise ValueError("kind must be 'mse' or 'mae'")
 
 
+@dataclass
+class RPMatrix:
+    """RP between every pair of models under one shared threshold, with bootstrap intervals.
+
+    ``values``, ``lower``, ``upper``: ``(M, M)`` float64, diagonal 1 by definition.
+    """
+
+    labels: list[str]
+    values: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    threshold: float
+    threshold_rule: str
+    descriptor: str
+    n: int
+
+    def off_diagonal(self) -> torch.Tensor:
+        m = len(self.labels)
+        return self.values[~torch.eye(m, dtype=torch.bool)]
+
+    def __str__(self) -> str:
+        off = self.off_diagonal()
+        return (f"RP matrix of {len(self.labels)} models: off-diagonal min {off.min():.3f}, mean {off.mean():.3f}, "
+                f"max {off.max():.3f} | {self.n} seed pairs each | {self.descriptor} descriptor | "
+                f"threshold {self.threshold:.3f} ({self.threshold_rule})")
+
+
+def pooled_null_threshold(samples: Sequence[Samples], descriptor: str | Descriptor = "pixel",
+                          quantile: float = 0.99) -> tuple[float, str]:
+    """One threshold for a whole experiment: the ``quantile`` of different-seed similarities pooled
+    over every pair of *different* sample sets."""
+    desc = get_descriptor(descriptor)
+    m = len(samples)
+    null = torch.cat([null_similarity(samples[i], samples[j], desc) for i in range(m) for j in range(i + 1, m)])
+    return (calibrate_threshold(null, quantile),
+            f"{100 * quantile:g}th percentile of {null.numel():,} different-seed pairs across {m} sample sets")
+
+
 def rp_matrix(samples: Sequence[Samples], descriptor: str | Descriptor = "pixel", threshold: float | None = None,
-              null_quantile: float = 0.99) -> tuple[torch.Tensor, float, str]:
+              null_quantile: float = 0.99, threshold_rule: str = "given") -> RPMatrix:
     """RP between every pair of sample sets with one shared threshold.
 
-    For the pixel descriptor with ``threshold=None`` the threshold is the ``null_quantile`` of the
-    different-seed similarities pooled over all pairs of *different* models. Returns
-    ``(matrix (M, M), threshold, rule)``; the diagonal is 1 by definition.
+    ``threshold=None``: 0.6 for SSCD; for the pixel descriptor :func:`pooled_null_threshold`.
     """
     desc = get_descriptor(descriptor)
     m = len(samples)
-    rule = "given"
     if threshold is None:
         if desc.name == "sscd":
-            threshold, rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
+            threshold, threshold_rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
         else:
-            null = torch.cat([null_similarity(samples[i], samples[j], desc) for i in range(m) for j in range(i + 1, m)])
-            threshold = calibrate_threshold(null, null_quantile)
-            rule = f"{100 * null_quantile:g}th percentile of {null.numel():,} different-seed pairs across models"
-    mat = torch.eye(m, dtype=torch.float64)
+            threshold, threshold_rule = pooled_null_threshold(samples, desc, null_quantile)
+    vals, lo, hi = (torch.eye(m, dtype=torch.float64) for _ in range(3))
+    n = 0
     for i in range(m):
         for j in range(i + 1, m):
-            mat[i, j] = mat[j, i] = (paired_similarity(samples[i], samples[j], desc) > threshold).double().mean()
-    return mat, float(threshold), rule
+            s = rp_score(samples[i], samples[j], desc, threshold=threshold, threshold_rule=threshold_rule)
+            vals[i, j] = vals[j, i] = s.value
+            lo[i, j] = lo[j, i] = s.ci[0]
+            hi[i, j] = hi[j, i] = s.ci[1]
+            n = s.n
+    return RPMatrix([s.name for s in samples], vals, lo, hi, float(threshold), threshold_rule, desc.name, n)
+
+
+def error_matrix(samples: Sequence[Samples], kind: str = "mae") -> torch.Tensor:
+    """Median per-seed pixel error (``"mae"`` or ``"mse"``) between every pair: the pixel-space twin of RP."""
+    m = len(samples)
+    mat = torch.zeros(m, m, dtype=torch.float64)
+    for i in range(m):
+        for j in range(i + 1, m):
+            mat[i, j] = mat[j, i] = paired_error(samples[i], samples[j], kind).median()
+    return mat
