@@ -92,12 +92,17 @@ def test_conditional_training_and_molrg_data():
     assert out.shape == (3, 1, 8, 8)
 
 
-def test_profiles_and_fail_fast_resources():
+@pytest.mark.parametrize("experiment", ["same_noise", "architectures"])
+def test_profiles_and_fail_fast_resources(experiment):
     for p in PROFILES:
-        assert get_config("same_noise", p).profile == p
+        assert get_config(experiment, p).profile == p
     with pytest.raises(ValueError, match="unknown profile"):
-        get_config("same_noise", "tpu")
-    from reprodiff.data import DatasetUnavailableError
-    with pytest.raises(DatasetUnavailableError):
-        cfg = get_config("same_noise", "gpu")
+        get_config(experiment, "tpu")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        get_config("nope", "cpu")
+    # the gpu profile stops at the first download it cannot make (offline here), before any training
+    from reprodiff.data import ResourceUnavailableError
+    cfg = get_config(experiment, "gpu")
+    assert all(m.dataset == "cifar10" for m in cfg.models.values()) and cfg.descriptor == "sscd"
+    with pytest.raises(ResourceUnavailableError, match="(?s)cifar10.*SSCD"):
         check_resources(list(cfg.models.values()), cfg.descriptor)

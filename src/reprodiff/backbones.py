@@ -28,6 +28,9 @@ class BackboneSpec:
 
 BACKBONES: dict[str, BackboneSpec] = {
     "unet-xs": BackboneSpec("unet", dict(channels=(16, 32), layers=1), "UNet, 16/32 channels"),
+    "unet-xs-deep": BackboneSpec("unet", dict(channels=(16, 32), layers=2), "UNet, 16/32 channels, 2 res-blocks per level"),
+    "unet-xs-attn": BackboneSpec("unet", dict(channels=(16, 32), layers=1, attention=True),
+                                 "UNet, 16/32 channels, self-attention at 4x4 and in the middle"),
     "unet-s": BackboneSpec("unet", dict(channels=(32, 64), layers=1), "UNet, 32/64 channels"),
     "unet-m": BackboneSpec("unet", dict(channels=(64, 128), layers=1), "UNet, 64/128 channels"),
     "unet-deep": BackboneSpec("unet", dict(channels=(32, 64), layers=2), "UNet, 32/64 channels, 2 res-blocks per level"),
@@ -35,8 +38,9 @@ BACKBONES: dict[str, BackboneSpec] = {
                               "UNet, 32/64 channels, self-attention at 4x4 and in the middle"),
     "unet-l": BackboneSpec("unet", dict(channels=(128, 256, 256), layers=2, attention=True),
                            "UNet, 128/256/256 channels with attention (gpu profile)"),
-    "uvit-s": BackboneSpec("uvit", dict(width=128, depth=6, heads=4, patch=2), "U-ViT, width 128, 6 blocks, patch 2"),
-    "uvit-m": BackboneSpec("uvit", dict(width=256, depth=8, heads=8, patch=2), "U-ViT, width 256, 8 blocks (gpu profile)"),
+    "uvit-xs": BackboneSpec("uvit", dict(width=64, depth=4, heads=4, patch=2), "U-ViT, width 64, 5 blocks, patch 2"),
+    "uvit-s": BackboneSpec("uvit", dict(width=128, depth=6, heads=4, patch=2), "U-ViT, width 128, 7 blocks, patch 2"),
+    "uvit-m": BackboneSpec("uvit", dict(width=256, depth=8, heads=8, patch=2), "U-ViT, width 256, 9 blocks (gpu profile)"),
 }
 
 

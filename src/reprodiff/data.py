@@ -17,6 +17,7 @@ import torch
 __all__ = [
     "ImageData",
     "DatasetUnavailableError",
+    "ResourceUnavailableError",
     "DATASETS",
     "load_dataset",
     "split_holdout",
@@ -25,7 +26,11 @@ __all__ = [
 ]
 
 
-class DatasetUnavailableError(RuntimeError):
+class ResourceUnavailableError(RuntimeError):
+    """Something that must be downloaded (a dataset, descriptor weights) could not be obtained."""
+
+
+class DatasetUnavailableError(ResourceUnavailableError):
     """A dataset that must be downloaded could not be obtained (typically: no internet)."""
 
 

@@ -22,6 +22,7 @@ from typing import Protocol, Sequence
 
 import torch
 
+from .data import ResourceUnavailableError
 from .sampling import Samples
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 SSCD_THRESHOLD = 0.6
 
 
-class DescriptorUnavailableError(RuntimeError):
+class DescriptorUnavailableError(ResourceUnavailableError):
     """A descriptor's weights could not be obtained (typically: offline)."""
 
 

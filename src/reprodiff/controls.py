@@ -1,0 +1,111 @@
+"""Non-diffusion controls: generators that also map a shared latent code to images.
+
+A VAE decoder, like a diffusion sampler, is a deterministic map from a Gaussian latent to an image,
+so "same latent, same image?" can be asked of two independently trained VAEs with exactly the same
+seeds, descriptor and threshold. Zhang et al. (2024) argue such generators are *not* reproducible
+across models: nothing ties one model's latent coordinates to another's (the prior is rotation
+invariant), whereas the diffusion noise lives in image space and the ODE is pinned to the data by
+the denoiser it integrates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .sampling import Samples, flush_denormal, noise_for_seeds
+
+__all__ = ["VAEConfig", "MLPVAE", "load_or_train_vae", "decode_seeds"]
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """A small fully connected VAE on a dataset (by name, all images)."""
+
+    dataset: str = "digits"
+    latent: int = 8
+    hidden: int = 256
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 2e-3
+    beta: float = 1.0
+    seed: int = 0
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps({"kind": "vae", **asdict(self)}, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return f"vae-h{self.hidden}-z{self.latent}-s{self.seed}"
+
+
+class MLPVAE(nn.Module):
+    """Gaussian-latent VAE with MLP encoder/decoder; images in [-1, 1] (tanh output)."""
+
+    def __init__(self, shape: tuple[int, int, int], latent: int, hidden: int) -> None:
+        super().__init__()
+        d = math.prod(shape)
+        self.shape, self.latent = tuple(shape), latent
+        self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                     nn.Linear(hidden, 2 * latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                     nn.Linear(hidden, d), nn.Tanh())
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, latent)`` -> ``(B, C, H, W)`` in [-1, 1]."""
+        return self.decoder(z).reshape(z.shape[0], *self.shape)
+
+    def loss(self, y: torch.Tensor, generator: torch.Generator, beta: float) -> torch.Tensor:
+        mu, logvar = self.encoder(y.flatten(1)).chunk(2, dim=1)
+        z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator)
+        recon = ((self.decode(z) - y) ** 2).flatten(1).sum(1)
+        kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1)
+        # a fixed observation variance of 0.1 balances the two terms for images in [-1, 1]
+        return (recon / (2 * 0.1) + beta * kl).mean()
+
+
+def load_or_train_vae(cfg: VAEConfig, progress: bool = True) -> MLPVAE:
+    """Train (or load from the model cache) the VAE ``cfg`` describes; returns it in eval mode."""
+    from tqdm.auto import tqdm
+
+    from .data import load_dataset
+    from .storage import CheckpointError, atomic_save_safetensors, atomic_write_json, load_safetensors, read_json
+    from .training import cache_root
+
+    data = load_dataset(cfg.dataset)
+    path = cache_root() / "vae" / f"{cfg.name}-{cfg.hash}"
+    torch.manual_seed(cfg.seed)
+    model = MLPVAE(data.shape, cfg.latent, cfg.hidden)
+    if (path / "model.json").exists():
+        meta = read_json(path / "model.json")
+        if meta.get("hash") != cfg.hash:
+            raise CheckpointError(f"{path} holds a different VAE config; delete it to retrain")
+        model.load_state_dict(load_safetensors(path / "model.safetensors"))
+        return model.eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    with flush_denormal():
+        for _ in tqdm(range(cfg.steps), desc=f"training {cfg.name}", disable=not progress):
+            y = data.images[torch.randint(len(data), (cfg.batch_size,), generator=gen)]
+            loss = model.loss(y, gen, cfg.beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_save_safetensors(model.state_dict(), path / "model.safetensors")
+    atomic_write_json({"hash": cfg.hash, "config": asdict(cfg), "final_loss": loss.item()}, path / "model.json")
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def decode_seeds(vae: MLPVAE, seeds, name: str = "") -> Samples:
+    """Decode latent ``z_k = noise_for_seeds([k], (latent,))`` for each seed k: the VAE's 'same noise'."""
+    seeds = list(map(int, seeds))
+    z = noise_for_seeds(seeds, (vae.latent,))
+    return Samples(vae.decode(z).clamp(-1, 1), torch.tensor(seeds), name=name, sampler="VAE decoder")

@@ -1,0 +1,45 @@
+import torch
+
+from reprodiff.controls import VAEConfig, decode_seeds, load_or_train_vae
+from reprodiff.data import load_dataset
+from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
+from reprodiff.experiments import sample_models, sampler_study, stochastic_control
+from reprodiff.training import cache_root
+
+
+def _dens():
+    d = load_dataset("digits").images
+    return {"gauss": GaussianDenoiser.from_data(d), "opt": OptimalDenoiser(d[:300])}
+
+
+def test_sample_models_shares_seeds_and_names():
+    out = sample_models(_dens(), range(6), (1, 8, 8), steps=4)
+    assert [s.name for s in out] == ["gauss", "opt"]
+    assert all(torch.equal(s.seeds, torch.arange(6)) for s in out)
+
+
+def test_sampler_study_converges_to_its_reference():
+    study = sampler_study(_dens()["gauss"], range(32), (1, 8, 8), samplers=("euler", "heun"), step_counts=(2, 40),
+                          threshold=0.99, threshold_rule="test", reference_steps=80)
+    assert len(study.rows) == 4 and study.curve("heun")[0] == [3, 79]
+    assert study.curve("heun")[1][-1] == 1.0 and study.min_nfe("heun", 0.99) == 79
+    assert study.min_nfe("euler", 2.0) is None
+
+
+def test_stochastic_control_breaks_reproducibility_of_the_same_model():
+    g = _dens()["opt"]
+    between, within, sets = stochastic_control(g, g, range(64), (1, 8, 8), threshold=0.95, threshold_rule="test",
+                                               steps=10)
+    det = sample_models({"a": g, "b": g}, range(64), (1, 8, 8), steps=10)
+    assert torch.equal(det[0].images, det[1].images)  # deterministic: identical
+    assert within.value < 0.9 and len(sets) == 3
+
+
+def test_vae_trains_caches_and_decodes_by_seed():
+    cfg = VAEConfig(steps=20, hidden=32)
+    vae = load_or_train_vae(cfg, progress=False)
+    again = load_or_train_vae(cfg, progress=False)  # from the cache
+    assert any((cache_root() / "vae").iterdir())
+    a, b = decode_seeds(vae, [3, 1]), decode_seeds(again, [1, 3])
+    assert torch.equal(a.by_seed([1, 3]), b.by_seed([1, 3]))
+    assert a.images.shape == (2, 1, 8, 8) and a.images.abs().max() <= 1
