@@ -106,3 +106,16 @@ def test_profiles_and_fail_fast_resources(experiment):
     assert all(m.dataset == "cifar10" for m in cfg.models.values()) and cfg.descriptor == "sscd"
     with pytest.raises(ResourceUnavailableError, match="(?s)cifar10.*SSCD"):
         check_resources(list(cfg.models.values()), cfg.descriptor)
+
+
+def test_load_or_train_many_trains_missing_models_in_parallel_and_keeps_order():
+    from reprodiff.training import load_or_train_many
+    a = TrainConfig(**{**TINY, "steps": 2})
+    b = TrainConfig(**{**TINY, "steps": 2, "seed": 1})
+    train(a, progress=False)  # one cached, one missing
+    models = load_or_train_many({"b": b, "a": a}, workers=2, progress=False)
+    assert list(models) == ["b", "a"] and models["b"].config == b and models["a"].config == a
+    both = load_or_train_many([b, TrainConfig(**{**TINY, "steps": 2, "seed": 2}), a], workers=2, progress=False)
+    assert [m.config.seed for m in both] == [1, 2, 0]
+    with pytest.raises(ValueError, match="only 1797 images"):
+        load_or_train_many([TrainConfig(**{**TINY, "n_train": 9999})], progress=False)

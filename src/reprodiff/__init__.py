@@ -19,6 +19,7 @@ _EXPORTS = {
     "noise_for_seeds": "sampling", "karras_sigmas": "sampling", "generate": "sampling", "Samples": "sampling",
     "SAMPLERS": "sampling",
     "TrainConfig": "training", "load_or_train": "training", "train": "training",
+    "load_or_train_many": "training",
     "rp_score": "metrics", "gl_score": "metrics", "get_descriptor": "metrics",
     "get_config": "configs",
 }

@@ -76,7 +76,7 @@ def load_or_train_vae(cfg: VAEConfig, progress: bool = True) -> MLPVAE:
 
     from .data import load_dataset
     from .storage import CheckpointError, atomic_save_safetensors, atomic_write_json, load_safetensors, read_json
-    from .training import cache_root
+    from .training import cache_root, cpu_threads
 
     data = load_dataset(cfg.dataset)
     path = cache_root() / "vae" / f"{cfg.name}-{cfg.hash}"
@@ -90,7 +90,7 @@ def load_or_train_vae(cfg: VAEConfig, progress: bool = True) -> MLPVAE:
         return model.eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    with flush_denormal():
+    with flush_denormal(), cpu_threads(1 if not torch.cuda.is_available() else None):
         for _ in tqdm(range(cfg.steps), desc=f"training {cfg.name}", disable=not progress):
             y = data.images[torch.randint(len(data), (cfg.batch_size,), generator=gen)]
             loss = model.loss(y, gen, cfg.beta)

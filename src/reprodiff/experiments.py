@@ -39,6 +39,16 @@ class SamplerStudy:
         r = [row for row in self.rows if row["sampler"] == sampler]
         return ([x["nfe"] for x in r], [x["rp"] for x in r], [x["lower"] for x in r], [x["upper"] for x in r])
 
+    def table(self) -> str:
+        """Rows: sampler; columns: steps; cells: RP / median similarity to the reference."""
+        steps = sorted({r["steps"] for r in self.rows})
+        lines = ["sampler     " + "".join(f"{s:>12d}" for s in steps) + "   (steps; cell = RP / median similarity)"]
+        for sampler in dict.fromkeys(r["sampler"] for r in self.rows):
+            cells = {r["steps"]: r for r in self.rows if r["sampler"] == sampler}
+            lines.append(f"{sampler:10s}  " + "".join(f"{cells[s]['rp']:5.2f} / {cells[s]['median']:.3f}" if s in cells
+                                                      else " " * 12 for s in steps))
+        return "\n".join(lines)
+
     def min_nfe(self, sampler: str, level: float) -> int | None:
         """Fewest network calls at which ``sampler`` reaches RP >= ``level`` against the reference."""
         hits = [row["nfe"] for row in self.rows if row["sampler"] == sampler and row["rp"] >= level]
@@ -63,7 +73,7 @@ def sampler_study(model: torch.nn.Module, seeds: Sequence[int] | range, shape: S
                          batch_size=batch_size)
             score = rp_score(s, ref, descriptor, threshold=threshold, threshold_rule=threshold_rule)
             rows.append(dict(sampler=sampler, steps=steps, nfe=network_calls(sampler, steps), rp=score.value,
-                             lower=score.ci[0], upper=score.ci[1]))
+                             lower=score.ci[0], upper=score.ci[1], median=float(score.similarities.median())))
     return SamplerStudy(rows, ref, threshold, threshold_rule)
 
 
