@@ -55,7 +55,7 @@ PROFILE = "cpu"
 import matplotlib.pyplot as plt
 import torch
 
-from reprodiff import generate, get_config, load_or_train
+from reprodiff import generate, get_config, load_or_train_many
 from reprodiff.configs import check_resources
 from reprodiff.data import load_dataset
 from reprodiff.metrics import (calibrate_threshold, null_similarity,
@@ -88,11 +88,11 @@ fig = image_grid({"training images": data.images[:16]})
 #
 # Both models are diffusers `UNet2DModel`s trained with the EDM objective {cite:p}`karras2022edm`
 # on all digits; they differ in width (16/32 vs 32/64 channels), so in parameter count, and in
-# their random initialisation and data order. `load_or_train` trains each model once and caches
-# it by a hash of its config, so later chapters reuse them.
+# their random initialisation and data order. `load_or_train_many` trains each missing model once (one per
+# CPU core, in parallel) and caches it by a hash of its config, so later chapters reuse them.
 
 # %%
-models = {name: load_or_train(c) for name, c in cfg.models.items()}
+models = load_or_train_many(cfg.models)  # missing models train in parallel
 for name, m in models.items():
     print(f"{name}: {m.info['parameters']:,} parameters, "
           f"{m.info['steps']:,} steps, "
