@@ -145,11 +145,12 @@ def browser() -> str:
     )
 
 
-def run_browser(browser: str, page: Path, *action: str) -> str:
+def run_browser(browser: str, page: Path, *action: str, window: str | None = None) -> str:
     assert page.is_file(), f"{page} is missing from the build"
     with tempfile.TemporaryDirectory() as profile:
         result = subprocess.run(
-            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, page.as_uri()],
+            [browser, *(f for f in CHROMIUM_FLAGS if not (window and f.startswith("--window-size"))),
+             *([f"--window-size={window}"] if window else []), f"--user-data-dir={profile}", *action, page.as_uri()],
             capture_output=True,
             text=True,
             timeout=120,
@@ -177,17 +178,20 @@ def chapter_dom(browser: str, chapter_page: Path) -> DomIndex:
     return DomIndex(run_browser(browser, chapter_page, "--dump-dom"))
 
 
-def test_sidebar_lists_chapter_1(index_dom: DomIndex):
-    target = Path(CHAPTER).name + ".html"
+def test_sidebar_lists_every_chapter(index_dom: DomIndex):
     links = [
         a.attrs.get("href", "")
         for a in index_dom.find("a")
         if a.inside("bd-docs-nav") or a.inside("bd-sidebar-primary")
     ]
-    assert any(urlparse(h).path.endswith(target) for h in links), (
-        f"The sidebar of book/index.html has no link to {target}; sidebar links: {links}. "
-        "Is the chapter listed in _toc.yml?"
-    )
+    chapters = sorted(p.stem for p in (REPO / "book").glob("[0-9][0-9]_*.ipynb"))
+    assert chapters and Path(CHAPTER).name in chapters
+    for name in chapters:
+        target = name + ".html"
+        assert any(urlparse(h).path.endswith(target) for h in links), (
+            f"The sidebar of book/index.html has no link to {target}; sidebar links: {links}. "
+            "Is the chapter listed in _toc.yml?"
+        )
 
 
 def test_chapter_1_has_a_figure(chapter_dom: DomIndex, chapter_page: Path, html_dir: Path):
@@ -199,8 +203,9 @@ def test_chapter_1_has_a_figure(chapter_dom: DomIndex, chapter_page: Path, html_
         file = (chapter_page.parent / src).resolve()
         if file.parent == (html_dir / "_images").resolve() and file.is_file():
             images.append((file, file.stat().st_size))
-    assert any(size > 0 for _, size in images), (
-        f"{chapter_page.name} shows no rendered figure: no <img> points to a non-empty "
+    # chapter 1 shows the training digits, the same-noise grid and the similarity histogram
+    assert sum(size > 0 for _, size in images) >= 3, (
+        f"{chapter_page.name} shows fewer than 3 rendered figures: too few <img> point to a non-empty "
         "file in _build/html/_images/. Was the chapter notebook executed and saved with "
         f"its outputs before the build? Images found: {images}"
     )
@@ -305,5 +310,6 @@ def test_chapter_1_screenshot(browser: str, chapter_page: Path):
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOT_DIR / f"{Path(CHAPTER).name}.png"
     shot.unlink(missing_ok=True)
-    run_browser(browser, chapter_page, f"--screenshot={shot}")
+    # tall enough to show the sidebar, the same-noise grid and the histogram in one picture
+    run_browser(browser, chapter_page, f"--screenshot={shot}", window="1280,5600")
     assert shot.is_file() and shot.stat().st_size > 0, f"No screenshot written to {shot}"
