@@ -28,8 +28,8 @@
 # look at two controls that show what **non**-reproducibility looks like under the same metric: a
 # stochastic sampler, and a non-diffusion generator (a VAE) decoding a shared latent.
 #
-# **Time to run.** `cpu` profile: about 5 minutes on 2 CPU cores when chapter 1 ran first (its
-# two models come from the cache), about 7 minutes when run alone (it then trains them too).
+# **Time to run.** `cpu` profile: 5.6 minutes on 2 CPU cores when chapter 1 ran first (its two
+# models come from the cache), about 7.5 minutes when run alone (it then trains them too).
 # `gpu` profile: five CIFAR-10 models and two VAEs; several GPU hours, not yet timed end to end.
 
 # %% tags=["remove-cell"]
