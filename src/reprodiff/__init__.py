@@ -20,6 +20,7 @@ _EXPORTS = {
     "SAMPLERS": "sampling",
     "TrainConfig": "training", "load_or_train": "training", "train": "training",
     "load_or_train_many": "training",
+    "train_many": "ensemble",
     "rp_score": "metrics", "gl_score": "metrics", "get_descriptor": "metrics",
     "get_config": "configs",
 }
