@@ -29,7 +29,7 @@
 # stochastic sampler, and a non-diffusion generator (a VAE) decoding a shared latent.
 #
 # **Time to run.** `cpu` profile: 5.6 minutes on 2 CPU cores when chapter 1 ran first (its two
-# models come from the cache), about 7.5 minutes when run alone (it then trains them too).
+# models come from the cache), 6.8 minutes when run alone (it then trains them too).
 # `gpu` profile: five CIFAR-10 models and two VAEs; several GPU hours, not yet timed end to end.
 
 # %% tags=["remove-cell"]
