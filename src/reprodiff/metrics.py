@@ -14,6 +14,7 @@ how close held-out real images come to the training set.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -120,6 +121,12 @@ class SSCDDescriptor:
         return torch.cat(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _sscd(device: str) -> "SSCDDescriptor":
+    # one TorchScript load per device, however many scores name "sscd"
+    return SSCDDescriptor(device)
+
+
 def get_descriptor(name: str | Descriptor, device: str | torch.device = "cpu") -> Descriptor:
     """``"pixel"`` (offline default) or ``"sscd"`` (downloads its weights); a descriptor passes through."""
     if not isinstance(name, str):
@@ -127,7 +134,7 @@ def get_descriptor(name: str | Descriptor, device: str | torch.device = "cpu") -
     if name == "pixel":
         return PixelDescriptor()
     if name == "sscd":
-        return SSCDDescriptor(device)
+        return _sscd(str(device))
     raise ValueError(f"unknown descriptor {name!r}; choose 'pixel' or 'sscd'")
 
 
@@ -192,18 +199,29 @@ def _common_seeds(a: Samples, b: Samples) -> torch.Tensor:
     return torch.tensor(sorted(sa), dtype=torch.int64)
 
 
+def _features(s: Samples, desc: Descriptor) -> torch.Tensor:
+    """Descriptors of ``s`` in sorted-seed order, computed once per sample set and descriptor.
+
+    RP matrices and calibrations compare each sample set with many others; SSCD features at
+    320x320 are far too costly to recompute for every pair.
+    """
+    if desc.name not in s.features:
+        s.features[desc.name] = desc(s.by_seed(torch.sort(s.seeds).values))
+    return s.features[desc.name]
+
+
 def paired_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
     """Cosine similarity of each seed's pair, ``(n,)`` in sorted-seed order (pairs by seed id)."""
     desc = get_descriptor(descriptor)
-    seeds = _common_seeds(a, b)
-    return (desc(a.by_seed(seeds)) * desc(b.by_seed(seeds))).sum(1)
+    _common_seeds(a, b)
+    return (_features(a, desc) * _features(b, desc)).sum(1)
 
 
 def null_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
     """Similarities of every *different-seed* pair (i from A, j from B, i != j): the null distribution."""
     desc = get_descriptor(descriptor)
     seeds = _common_seeds(a, b)
-    sims = desc(a.by_seed(seeds)) @ desc(b.by_seed(seeds)).T
+    sims = _features(a, desc) @ _features(b, desc).T
     off = ~torch.eye(len(seeds), dtype=torch.bool)
     return sims[off]
 

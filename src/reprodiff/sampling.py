@@ -11,7 +11,7 @@ the model's dtype.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -45,6 +45,8 @@ class Samples:
     name: str = ""
     labels: torch.Tensor | None = None
     sampler: str = ""
+    #: descriptor name -> features in sorted-seed order (filled by reprodiff.metrics)
+    features: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.seeds = torch.as_tensor(self.seeds, dtype=torch.int64)
@@ -268,16 +270,20 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
         if stochastic:
             per_seed = noise_for_seeds(chunk.tolist(), (steps, *shape), stream=1 + step_noise_stream)
             kwargs["step_noise"] = per_seed.transpose(0, 1).to(device)
-        with _flush_denormal():
+        with flush_denormal():
             outs.append(fn(model, noise, sigmas, cond, **kwargs).float().clamp(-1, 1).cpu())
     return Samples(torch.cat(outs), seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
 
-class _flush_denormal:
-    """Flush denormal floats to zero inside the block (10-40x slowdowns on CPU otherwise)."""
+class flush_denormal:
+    """Flush denormal floats to zero inside the block (10-40x slowdowns on CPU otherwise).
+
+    It acts on the calling thread only, which is why CPU training runs single-threaded
+    (see :func:`reprodiff.training.cpu_threads`).
+    """
 
     def __enter__(self):
-        self.previous = torch.set_flush_denormal(True)
+        torch.set_flush_denormal(True)
         return self
 
     def __exit__(self, *exc):
@@ -285,5 +291,3 @@ class _flush_denormal:
         torch.set_flush_denormal(False)
         return False
 
-
-flush_denormal = _flush_denormal
