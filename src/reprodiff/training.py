@@ -32,7 +32,7 @@ __all__ = ["TrainConfig", "CheckpointError", "cache_root", "training_data", "tra
            "load_or_train_many", "load_model", "checkpoint_dir"]
 
 #: bump when a change to the code would change what a given config trains into
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: CPU training became single-threaded (different bits than 2 threads)
 
 
 @dataclass(frozen=True)
