@@ -19,7 +19,7 @@ __all__ = ["BackboneSpec", "BACKBONES", "build_backbone", "Backbone", "count_par
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """An architecture by name: ``kind`` is ``"unet"`` or ``"uvit"``; ``kwargs`` its size."""
+    """An architecture by name: ``kind`` is ``"unet"``, ``"uvit"`` or ``"mlp"``; ``kwargs`` its size."""
 
     kind: str
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +41,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "uvit-xs": BackboneSpec("uvit", dict(width=64, depth=4, heads=4, patch=2), "U-ViT, width 64, 5 blocks, patch 2"),
     "uvit-s": BackboneSpec("uvit", dict(width=128, depth=6, heads=4, patch=2), "U-ViT, width 128, 7 blocks, patch 2"),
     "uvit-m": BackboneSpec("uvit", dict(width=256, depth=8, heads=8, patch=2), "U-ViT, width 256, 9 blocks (gpu profile)"),
+    # for MoLRG data, which has no spatial structure for convolutions to exploit
+    "mlp-xs": BackboneSpec("mlp", dict(width=128, depth=3), "MLP on flattened pixels, width 128, 3 residual blocks"),
+    "mlp-s": BackboneSpec("mlp", dict(width=256, depth=3), "MLP on flattened pixels, width 256, 3 residual blocks"),
+    "mlp-m": BackboneSpec("mlp", dict(width=512, depth=3), "MLP on flattened pixels, width 512, 3 residual blocks"),
 }
 
 
@@ -156,6 +160,44 @@ class UViTBackbone(Backbone):
         return h.reshape(b, c, hh, ww)
 
 
+class MLPBackbone(Backbone):
+    """A residual MLP on flattened pixels, for data without spatial structure (MoLRG).
+
+    The noise level enters through diffusers' sinusoidal embedding and is added to every block,
+    as in the small MLP denoisers used for low-rank Gaussian mixtures (Wang et al. 2024).
+    """
+
+    def __init__(self, shape: tuple[int, int, int], width: int, depth: int, num_classes: int | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
+        self.shape, self.num_classes = tuple(shape), num_classes
+        dim = shape[0] * shape[1] * shape[2]
+        self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(width, width)
+        self.class_embed = None if num_classes is None else nn.Embedding(num_classes + 1, width)
+        self.inp = nn.Linear(dim, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Dropout(dropout),
+                          nn.Linear(width, width)) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim))
+        nn.init.zeros_(self.out[1].weight)
+        nn.init.zeros_(self.out[1].bias)
+
+    def forward(self, x, c_noise, class_labels=None):
+        if (class_labels is None) != (self.num_classes is None):
+            raise ValueError("class labels must be given exactly when the backbone is class-conditional")
+        b = x.shape[0]
+        emb = self.time_embed(self.time_proj(c_noise.reshape(-1).expand(b)).to(x.dtype))
+        if self.class_embed is not None:
+            emb = emb + self.class_embed(class_labels)
+        h = self.inp(x.reshape(b, -1))
+        for blk in self.blocks:
+            h = h + blk(h + emb)
+        return self.out(h).reshape(x.shape)
+
+
 def build_backbone(name: str, shape: tuple[int, int, int], num_classes: int | None = None,
                    dropout: float = 0.0) -> Backbone:
     """Instantiate a registered backbone for images of ``shape = (C, H, W)``.
@@ -168,7 +210,7 @@ def build_backbone(name: str, shape: tuple[int, int, int], num_classes: int | No
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     spec = BACKBONES[name]
-    cls = {"unet": UNetBackbone, "uvit": UViTBackbone}[spec.kind]
+    cls = {"unet": UNetBackbone, "uvit": UViTBackbone, "mlp": MLPBackbone}[spec.kind]
     return cls(tuple(shape), **spec.kwargs, num_classes=num_classes, dropout=dropout)
 
 

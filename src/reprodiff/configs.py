@@ -9,12 +9,13 @@ never the code path. Chapters share models through the cache because their confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .controls import VAEConfig
 from .training import TrainConfig
 
-__all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "get_config", "digits_model", "check_resources"]
+__all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "get_config",
+           "digits_model", "check_resources"]
 
 PROFILES = ("cpu", "gpu")
 
@@ -101,6 +102,101 @@ class ZooConfig:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep over nested training-set sizes: one model per (size label, N).
+
+    ``base`` fixes everything but the backbone, ``n_train`` and the seed; model size ``i`` (in the
+    order of ``sizes``) trains with seed ``i``, so the two models at one N differ in width *and*
+    initialisation. ``base.holdout`` images are kept out of every subset (they calibrate GL and the
+    RP threshold).
+    """
+
+    name: str
+    base: TrainConfig
+    sizes: dict[str, str]  # label -> backbone name
+    n_train: tuple[int, ...]
+
+    def model_configs(self) -> dict[tuple[str, int], TrainConfig]:
+        return {(label, n): replace(self.base, backbone=bb, n_train=n, seed=i)
+                for i, (label, bb) in enumerate(self.sizes.items()) for n in self.n_train}
+
+    def summary(self) -> str:
+        b = self.base
+        sizes = ", ".join(f"{k} ({v})" for k, v in self.sizes.items())
+        return (f"{self.name}: N = {', '.join(map(str, self.n_train))} (nested subsets, {b.holdout} held out); "
+                f"models: {sizes}; {b.objective} objective, {b.steps:,} steps x batch {b.batch_size}, lr {b.lr:g}")
+
+
+@dataclass(frozen=True)
+class RegimesConfig:
+    """Chapter 3: RP and GL against training-set size, on real data and on MoLRG.
+
+    GL's copy threshold is calibrated per N on held-out real images (``heldout_quantile``); the RP
+    threshold is one number per sweep, the ``null_quantile`` of the similarity between *distinct
+    held-out real images* (a model-free null, valid at every N). Regimes are read off the GL curves:
+    memorization where every model's GL <= ``memorization_gl``, generalization where every model's
+    GL >= ``generalization_gl``.
+    """
+
+    profile: str
+    sweeps: tuple[SweepConfig, ...]
+    n_seeds: int = 256
+    sampler: str = "heun"
+    steps: int = 18
+    descriptor: str = "pixel"
+    null_quantile: float = 0.99
+    heldout_quantile: float = 0.95
+    memorization_gl: float = 0.1
+    generalization_gl: float = 0.8
+    grid_seeds: int = 6
+    batch_size: int = 256
+    notes: str = ""
+
+    def sweep(self, name: str) -> SweepConfig:
+        for s in self.sweeps:
+            if s.name == name:
+                return s
+        raise KeyError(f"no sweep {name!r}; this profile has {', '.join(s.name for s in self.sweeps)}")
+
+    def all_models(self) -> list[TrainConfig]:
+        return [c for s in self.sweeps for c in s.model_configs().values()]
+
+    def summary(self) -> str:
+        lines = [f"profile: {self.profile}  ({self.notes})"]
+        lines += [s.summary() for s in self.sweeps]
+        lines.append(f"sampling: {self.sampler}-{self.steps}, seeds 0-{self.n_seeds - 1}")
+        if self.descriptor == "sscd":
+            lines.append("similarity: sscd descriptor, the paper's threshold 0.6 for RP and GL")
+        else:
+            lines.append(f"similarity: {self.descriptor} descriptor; RP threshold = {100 * self.null_quantile:g}th pct of "
+                         f"distinct held-out real pairs; GL threshold = {100 * self.heldout_quantile:g}th pct of held-out "
+                         "real images' nearest-training similarity, per N")
+        lines.append(f"regimes: memorization where GL <= {self.memorization_gl} for every model, generalization where "
+                     f"GL >= {self.generalization_gl}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TheoryConfig:
+    """Chapter 4: trained models against the analytic denoisers, on chapter 3's models."""
+
+    profile: str
+    regimes: RegimesConfig
+    n_seeds: int = 256
+    trajectory_seeds: int = 64
+    explorer_seeds: int = 64
+    notes: str = ""
+
+    def summary(self) -> str:
+        r = self.regimes
+        return "\n".join([f"profile: {self.profile}  ({self.notes})", "models: chapter 3's sweeps (cached when it ran)",
+                          *[s.summary() for s in r.sweeps],
+                          f"sampling: {r.sampler}-{r.steps}, seeds 0-{self.n_seeds - 1}; trajectories for "
+                          f"{self.trajectory_seeds} seeds; explorer over seeds 0-{self.explorer_seeds - 1}",
+                          f"similarity: {r.descriptor} descriptor, chapter 3's RP threshold rule"])
+
+
 _CPU_ZOO = {
     # the two chapter-1 models (cached when chapter 1 ran first)
     "UNet-XS edm": digits_model("unet-xs"),
@@ -120,6 +216,35 @@ _GPU_ZOO = {
     "UNet-M v": cifar_model("unet-m", "v", seed=3),
     "U-ViT-M edm": cifar_model("uvit-m", seed=4),
 }
+
+
+# Chapter 3/4 sweeps. cpu: 297 digits held out (the remaining 1,500 are the largest N); batch 64 and
+# 1,200 steps so the 14 UNets train in ~10 minutes on 2 cores (see the chapter for the budget).
+_DIGIT_SWEEP = SweepConfig(
+    "digits",
+    TrainConfig(dataset="digits", holdout=297, objective="edm", steps=1200, batch_size=64, lr=2e-3),
+    {"UNet-XS (0.16M)": "unet-xs", "UNet-S (0.63M)": "unet-s"},
+    (16, 32, 64, 128, 256, 512, 1500),
+)
+_MOLRG_SWEEP = SweepConfig(
+    "molrg",
+    TrainConfig(dataset="molrg", holdout=512, objective="edm", steps=2000, batch_size=128, lr=1e-3),
+    {"MLP-XS (0.15M)": "mlp-xs", "MLP-S (0.56M)": "mlp-s"},
+    (16, 64, 256, 1024, 4096, 16384),
+)
+# gpu: the paper's CIFAR-10 sweep, thinned to fit a Colab T4 in about 30 minutes (estimate in chapter 3)
+_CIFAR_SWEEP = SweepConfig(
+    "cifar10",
+    TrainConfig(dataset="cifar10", holdout=1000, objective="edm", steps=4000, batch_size=128, lr=1e-3,
+                checkpoint_every=1000),
+    {"UNet-XS (0.16M)": "unet-xs", "UNet-S (0.64M)": "unet-s"},
+    (64, 256, 1024, 4096, 16384, 49000),
+)
+
+_REGIMES_CPU = RegimesConfig(profile="cpu", sweeps=(_DIGIT_SWEEP, _MOLRG_SWEEP),
+                             notes="8x8 digits and MoLRG, offline")
+_REGIMES_GPU = RegimesConfig(profile="gpu", sweeps=(_CIFAR_SWEEP, _MOLRG_SWEEP), n_seeds=1000, descriptor="sscd",
+                             batch_size=500, notes="CIFAR-10 and SSCD; needs a GPU and internet")
 
 
 _CONFIGS = {
@@ -147,6 +272,12 @@ _CONFIGS = {
                   "VAE-B": VAEConfig(dataset="cifar10", hidden=2048, latent=64, steps=20_000, seed=1)},
             batch_size=500, notes="CIFAR-10 and SSCD; needs a GPU and internet",
         ),
+    },
+    "regimes": {"cpu": _REGIMES_CPU, "gpu": _REGIMES_GPU},
+    "theory": {
+        "cpu": TheoryConfig(profile="cpu", regimes=_REGIMES_CPU, notes="8x8 digits and MoLRG, offline"),
+        "gpu": TheoryConfig(profile="gpu", regimes=_REGIMES_GPU, n_seeds=1000,
+                            notes="CIFAR-10 and SSCD; needs a GPU and internet"),
     },
 }
 

@@ -179,18 +179,20 @@ class MoLRG:
         shape: image shape ``(C, H, W)``; ``D = C*H*W``.
         num_classes: K.
         dim: subspace dimension d (d >= 8 separates the regimes cleanly at D = 64).
-        scale: standard deviation along each subspace direction.
+        scale: standard deviation along each subspace direction; ``None`` (default) picks
+            ``0.5 * sqrt(D / d)``, so each pixel has standard deviation 0.5 like image data in
+            [-1, 1] (EDM's sigma_data), and models are trained at the scale they are built for.
         seed: seeds the bases.
     """
 
     def __init__(self, shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 4, dim: int = 8,
-                 scale: float = 0.5, seed: int = 0) -> None:
+                 scale: float | None = None, seed: int = 0) -> None:
         self.shape = tuple(shape)
         self.num_classes = num_classes
         self.dim = dim
-        self.scale = float(scale)
         self.seed = seed
         D = math.prod(self.shape)
+        self.scale = float(scale) if scale is not None else 0.5 * math.sqrt(D / dim)
         if not 0 < dim <= D:
             raise ValueError(f"subspace dim {dim} must be in (0, {D}]")
         g = torch.Generator().manual_seed(seed)
@@ -198,10 +200,15 @@ class MoLRG:
         self.bases = torch.linalg.qr(bases).Q  # (K, D, d), orthonormal columns
 
     def sample(self, n: int, seed: int = 0) -> ImageData:
-        """Draw ``n`` labelled samples (deterministic in ``seed``)."""
-        g = torch.Generator().manual_seed(seed)
-        labels = torch.randint(self.num_classes, (n,), generator=g)
-        z = torch.randn(n, self.dim, 1, generator=g, dtype=torch.float64)
+        """Draw ``n`` labelled samples (deterministic in ``seed``, and nested: the first ``m < n`` are
+        ``sample(m, seed)``), so MoLRG training sets grow like the digits' nested subsets."""
+        block = 1024
+        labels, z = [], []
+        for b in range(-(-n // block)):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + b)
+            labels.append(torch.randint(self.num_classes, (block,), generator=g))
+            z.append(torch.randn(block, self.dim, 1, generator=g, dtype=torch.float64))
+        labels, z = torch.cat(labels)[:n], torch.cat(z)[:n]
         x = self.scale * (self.bases[labels] @ z).squeeze(-1)
         return ImageData(x.float().reshape(n, *self.shape), labels, f"molrg-K{self.num_classes}-d{self.dim}",
                          self.num_classes)

@@ -6,15 +6,18 @@ live here, tested, and every returned number carries its measurement statement.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
 
-from .metrics import Descriptor, Score, rp_score
+from .metrics import (Descriptor, Score, get_descriptor, gl_score, nearest_neighbors, real_null_threshold,
+                      rp_score)
 from .sampling import Samples, generate, network_calls
 
-__all__ = ["sample_models", "SamplerStudy", "sampler_study", "stochastic_control"]
+__all__ = ["sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult",
+           "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap"]
 
 
 def sample_models(models: Mapping[str, torch.nn.Module], seeds: Sequence[int] | range, shape: Sequence[int], *,
@@ -94,3 +97,231 @@ def stochastic_control(model_a: torch.nn.Module, model_b: torch.nn.Module, seeds
     between = rp_score(a2, b2, descriptor, threshold=threshold, threshold_rule=threshold_rule)
     within = rp_score(a1, a2, descriptor, threshold=threshold, threshold_rule=threshold_rule)
     return between, within, [a1, a2, b2]
+
+
+# ----------------------------------------------------------------------------- regimes (chapter 3)
+
+
+def classify_regimes(n_train: Sequence[int], gl: Mapping[str, Sequence[float]], memorization_gl: float,
+                     generalization_gl: float) -> list[str]:
+    """Label each N from the measured GL of every model at that N.
+
+    ``"memorization"`` when every model's GL <= ``memorization_gl``, ``"generalization"`` when every
+    model's GL >= ``generalization_gl``, ``"transition"`` otherwise.
+    """
+    labels = []
+    for i, _ in enumerate(n_train):
+        values = [v[i] for v in gl.values()]
+        if all(v <= memorization_gl for v in values):
+            labels.append("memorization")
+        elif all(v >= generalization_gl for v in values):
+            labels.append("generalization")
+        else:
+            labels.append("transition")
+    return labels
+
+
+def regime_spans(n_train: Sequence[int], labels: Sequence[str]) -> list[tuple[float, float, str]]:
+    """Shaded ``(x0, x1, label)`` spans on a log axis: each N owns the interval to the geometric
+    midpoints with its neighbours; consecutive N with one label merge."""
+    n = list(n_train)
+    edges = [n[0] / math.sqrt(n[1] / n[0])] if len(n) > 1 else [n[0] / 1.5]
+    edges += [math.sqrt(a * b) for a, b in zip(n, n[1:])]
+    edges.append(n[-1] * math.sqrt(n[-1] / n[-2]) if len(n) > 1 else n[0] * 1.5)
+    spans: list[tuple[float, float, str]] = []
+    for i, label in enumerate(labels):
+        if spans and spans[-1][2] == label:
+            spans[-1] = (spans[-1][0], edges[i + 1], label)
+        else:
+            spans.append((edges[i], edges[i + 1], label))
+    return spans
+
+
+@dataclass
+class SweepResult:
+    """Everything measured along one sweep over training-set sizes.
+
+    ``gl[size]`` and ``rp[pair]`` hold one :class:`Score` per N (in ``n_train`` order);
+    ``samples[(size, N)]`` the generated images; ``nearest[(size, N)]`` each sample's nearest
+    training image (index into ``train_sets[N]``).
+    """
+
+    name: str
+    n_train: list[int]
+    sizes: list[str]
+    samples: dict[tuple[str, int], Samples]
+    train_sets: dict[int, torch.Tensor]
+    heldout: torch.Tensor
+    gl: dict[str, list[Score]]
+    rp: dict[str, list[Score]]
+    nearest: dict[tuple[str, int], torch.Tensor]
+    threshold: float
+    threshold_rule: str
+    per_pair_null: dict[int, float] = field(default_factory=dict)
+
+    def curves(self, kind: str) -> dict[str, tuple[list[float], list[float], list[float]]]:
+        """``{label: (values, lower, upper)}`` of ``"gl"`` or ``"rp"``, for :func:`reprodiff.plots.curve_with_band`."""
+        scores = {"gl": self.gl, "rp": self.rp}[kind]
+        return {k: ([s.value for s in v], [s.ci[0] for s in v], [s.ci[1] for s in v]) for k, v in scores.items()}
+
+    def regimes(self, memorization_gl: float, generalization_gl: float) -> list[str]:
+        return classify_regimes(self.n_train, {k: [s.value for s in v] for k, v in self.gl.items()},
+                                memorization_gl, generalization_gl)
+
+    def spans(self, memorization_gl: float, generalization_gl: float) -> list[tuple[float, float, str]]:
+        return regime_spans(self.n_train, self.regimes(memorization_gl, generalization_gl))
+
+    def table(self, memorization_gl: float, generalization_gl: float) -> str:
+        """One row per N: GL per size, RP per pair (with 95% intervals), and the regime."""
+        regimes = self.regimes(memorization_gl, generalization_gl)
+        cols = [f"GL {k.split(' ')[0]}" for k in self.gl] + [f"RP {k}" for k in self.rp]
+        head = f"{'N':>6s}  " + "".join(f"{c:>20s}" for c in cols) + "   regime"
+        lines = [head]
+        for i, n in enumerate(self.n_train):
+            cells = [s[i] for s in self.gl.values()] + [s[i] for s in self.rp.values()]
+            row = "".join(f"{c.value:8.2f} [{c.ci[0]:.2f},{c.ci[1]:.2f}]" for c in cells)
+            lines.append(f"{n:6d}  {row}   {regimes[i]}")
+        return "\n".join(lines)
+
+
+def regime_sweep(models: Mapping[tuple[str, int], torch.nn.Module], train_sets: Mapping[int, torch.Tensor],
+                 heldout: torch.Tensor, seeds: Sequence[int] | range, *, name: str = "", sampler: str = "heun",
+                 steps: int = 18, descriptor: str | Descriptor = "pixel", null_quantile: float = 0.99,
+                 heldout_quantile: float = 0.95, batch_size: int = 256, progress: bool = True) -> SweepResult:
+    """Sample every model of a sweep from the same seeds, then score GL per model and RP per pair.
+
+    Args:
+        models: ``{(size label, N): model}``; every size must have a model at every N.
+        train_sets: ``{N: (N, C, H, W) training images}`` (nested subsets).
+        heldout: real images kept out of every training set. They calibrate GL's copy threshold
+            at each N (:func:`reprodiff.metrics.gl_score`) and the one RP threshold of the sweep
+            (:func:`reprodiff.metrics.real_null_threshold`).
+    """
+    from tqdm.auto import tqdm
+
+    desc = get_descriptor(descriptor)
+    sizes = list(dict.fromkeys(k[0] for k in models))
+    n_train = sorted({k[1] for k in models})
+    missing = [(s, n) for s in sizes for n in n_train if (s, n) not in models]
+    if missing:
+        raise ValueError(f"the sweep is not a full grid: no model for {missing}")
+    shape = tuple(heldout.shape[1:])
+    threshold, rule = real_null_threshold(heldout, desc, null_quantile)
+    samples, nearest = {}, {}
+    gl: dict[str, list[Score]] = {s: [] for s in sizes}
+    for key in tqdm(list(models), desc=f"sampling and scoring {len(models)} models", disable=not progress):
+        size, n = key
+        s = generate(models[key], seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size,
+                     name=f"{size} N={n}")
+        samples[key] = s
+    for size in sizes:
+        for n in n_train:
+            s = samples[(size, n)]
+            gl[size].append(gl_score(s, train_sets[n], desc, heldout=heldout, heldout_quantile=heldout_quantile))
+            nearest[(size, n)] = nearest_neighbors(desc(s.images), desc(train_sets[n]))[1][:, 0]
+    rp: dict[str, list[Score]] = {}
+    per_pair_null = {}
+    for i, a in enumerate(sizes):
+        for b in sizes[i + 1:]:
+            label = f"{a.split(' ')[0]} vs {b.split(' ')[0]}"
+            rp[label] = [rp_score(samples[(a, n)], samples[(b, n)], desc, threshold=threshold, threshold_rule=rule)
+                         for n in n_train]
+            if desc.name != "sscd" and not per_pair_null:
+                # what per-pair calibration would have chosen at each N (shown in chapter 3)
+                per_pair_null = {n: rp_score(samples[(a, n)], samples[(b, n)], desc, null_quantile=null_quantile).threshold
+                                 for n in n_train}
+    return SweepResult(name, n_train, sizes, samples, dict(train_sets), heldout, gl, rp, nearest, threshold, rule,
+                       per_pair_null)
+
+
+# ----------------------------------------------------------------------------- theory (chapter 4)
+
+
+@dataclass
+class ReferenceStudy:
+    """RP of trained models against analytic denoisers sampled from the same seeds.
+
+    ``rp[reference][size]`` is one :class:`Score` per N; ``samples[(reference, N)]`` the analytic
+    denoiser's samples (``reference`` e.g. ``"D*"``, ``"Gaussian"``, ``"true"``).
+    """
+
+    n_train: list[int]
+    rp: dict[str, dict[str, list[Score]]]
+    samples: dict[tuple[str, int], Samples]
+
+    def curves(self, reference: str) -> dict[str, tuple[list[float], list[float], list[float]]]:
+        return {size: ([s.value for s in v], [s.ci[0] for s in v], [s.ci[1] for s in v])
+                for size, v in self.rp[reference].items()}
+
+    def table(self) -> str:
+        refs = list(self.rp)
+        sizes = list(next(iter(self.rp.values())))
+        cols = [f"{r} | {s.split(' ')[0]}" for r in refs for s in sizes]
+        lines = [f"{'N':>6s}  " + "".join(f"{c:>20s}" for c in cols)]
+        for i, n in enumerate(self.n_train):
+            cells = [self.rp[r][s][i] for r in refs for s in sizes]
+            lines.append(f"{n:6d}  " + "".join(f"{c.value:8.2f} [{c.ci[0]:.2f},{c.ci[1]:.2f}]" for c in cells))
+        return "\n".join(lines)
+
+
+def reference_study(sweep: SweepResult, references: Mapping[str, Mapping[int, torch.nn.Module]], *,
+                    sampler: str = "heun", steps: int = 18, descriptor: str | Descriptor = "pixel",
+                    batch_size: int = 256) -> ReferenceStudy:
+    """Sample each analytic denoiser (one per N, e.g. ``{"D*": {N: OptimalDenoiser(...)}}``) from the
+    sweep's seeds and score every trained model against it with the sweep's RP threshold."""
+    any_samples = next(iter(sweep.samples.values()))
+    seeds, shape = any_samples.seeds, tuple(any_samples.images.shape[1:])
+    rp: dict[str, dict[str, list[Score]]] = {}
+    samples: dict[tuple[str, int], Samples] = {}
+    for ref, per_n in references.items():
+        rp[ref] = {size: [] for size in sweep.sizes}
+        by_denoiser: dict[int, Samples] = {}  # one denoiser shared by every N (e.g. the true one) samples once
+        for n in sweep.n_train:
+            den = per_n[n]
+            if id(den) not in by_denoiser:
+                by_denoiser[id(den)] = generate(den, seeds, shape, sampler=sampler, steps=steps,
+                                                batch_size=batch_size, name=f"{ref} N={n}")
+            samples[(ref, n)] = s = by_denoiser[id(den)]
+            for size in sweep.sizes:
+                rp[ref][size].append(rp_score(sweep.samples[(size, n)], s, descriptor, threshold=sweep.threshold,
+                                              threshold_rule=sweep.threshold_rule))
+    return ReferenceStudy(sweep.n_train, rp, samples)
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a denoiser and keeps every ``(x, sigma)`` it is called on (for :func:`trajectory_gap`)."""
+
+    def __init__(self, denoiser) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.calls: list[tuple[torch.Tensor, float]] = []
+
+    def forward(self, x, sigma, cond=None):
+        s = torch.as_tensor(sigma).reshape(-1)[0].item()
+        self.calls.append((x.detach().clone(), s))
+        return self.denoiser(x, sigma, cond)
+
+
+def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Module], seeds: Sequence[int] | range,
+                   shape: Sequence[int], *, steps: int = 18) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Where along the sampling trajectory does a trained model depart from an analytic denoiser?
+
+    Runs the Euler sampler with ``model`` and, at every noise level sigma of its own trajectory,
+    compares the model's denoised estimate with each reference's estimate at the *same* point
+    ``x_sigma``. Returns ``(sigmas, {reference: (n_sigmas, n_seeds) RMS pixel distance})``.
+    """
+    from .sampling import karras_sigmas, noise_for_seeds, sample_euler
+
+    rec = _Recorder(model)
+    noise = noise_for_seeds(list(seeds), shape)
+    with torch.no_grad():
+        sample_euler(rec, noise, karras_sigmas(steps))
+        gaps: dict[str, list[torch.Tensor]] = {r: [] for r in references}
+        sigmas = []
+        for x, s in rec.calls:
+            mine = model(x.float(), s).double()
+            for r, den in references.items():
+                other = den(x.float(), s).double()
+                gaps[r].append(((mine - other) ** 2).flatten(1).mean(1).sqrt())
+            sigmas.append(s)
+    return sigmas, {r: torch.stack(v) for r, v in gaps.items()}

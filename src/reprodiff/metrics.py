@@ -30,7 +30,7 @@ __all__ = [
     "Descriptor", "PixelDescriptor", "SSCDDescriptor", "DescriptorUnavailableError", "get_descriptor",
     "Score", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
-    "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix",
+    "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -409,3 +409,25 @@ def error_matrix(samples: Sequence[Samples], kind: str = "mae") -> torch.Tensor:
         for j in range(i + 1, m):
             mat[i, j] = mat[j, i] = paired_error(samples[i], samples[j], kind).median()
     return mat
+
+
+def real_null_threshold(images: torch.Tensor, descriptor: str | Descriptor = "pixel",
+                        quantile: float = 0.99) -> tuple[float, str]:
+    """A model-free RP threshold: the ``quantile`` of the similarity between *distinct* real images.
+
+    Per-pair calibration (:func:`null_similarity`) fails for memorizing models: with N training
+    images they produce at most N distinct samples, so many *different* seeds land on the same
+    image and the different-seed null piles up at 1. Two distinct held-out real images are a null
+    that does not depend on the model, so one threshold serves a whole sweep over N.
+
+    Returns ``(threshold, rule)``; with SSCD, the paper's 0.6.
+    """
+    desc = get_descriptor(descriptor)
+    if desc.name == "sscd":
+        return SSCD_THRESHOLD, "the paper's SSCD threshold"
+    f = desc(images)
+    sims = f @ f.T
+    iu = torch.triu_indices(len(f), len(f), offset=1)
+    vals = sims[iu[0], iu[1]]
+    return (calibrate_threshold(vals, quantile),
+            f"{100 * quantile:g}th percentile of {vals.numel():,} pairs of distinct held-out real images")

@@ -12,7 +12,7 @@ import torch
 
 from .sampling import Samples
 
-__all__ = ["same_noise_grid", "image_grid", "similarity_histogram", "rp_heatmap", "curve_with_band"]
+__all__ = ["same_noise_grid", "image_grid", "similarity_histogram", "rp_heatmap", "curve_with_band", "nearest_grid"]
 
 
 def _to_numpy_image(img: torch.Tensor):
@@ -128,3 +128,17 @@ def curve_with_band(x: Sequence[float], curves: Mapping[str, tuple[Sequence[floa
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def nearest_grid(sweep, size: str, seeds: Sequence[int], n_train: Sequence[int] | None = None,
+                 title: str | None = None):
+    """For each N of a :class:`reprodiff.experiments.SweepResult`: a row of ``size``'s samples for
+    ``seeds`` and, below it, each sample's nearest training image."""
+    rows: dict[str, torch.Tensor] = {}
+    for n in n_train or sweep.n_train:
+        s = sweep.samples[(size, n)]
+        position = {int(k): i for i, k in enumerate(s.seeds)}  # nearest[] follows the samples' order
+        nn = sweep.nearest[(size, n)][torch.tensor([position[int(k)] for k in seeds])]
+        rows[f"N={n}: sample"] = s.by_seed(seeds)
+        rows[f"N={n}: nearest"] = sweep.train_sets[n][nn]
+    return image_grid(rows, [f"seed {k}" for k in seeds], scale=0.75, title=title)

@@ -325,6 +325,15 @@ def _train_in_worker(cfg: TrainConfig) -> str:
     return cfg.name
 
 
+def _relative_cost(cfg: TrainConfig) -> float:
+    """Rough training cost, for scheduling: parameters x steps x batch size (data size is irrelevant)."""
+    from .backbones import BACKBONES
+
+    spec = BACKBONES[cfg.backbone].kwargs
+    width = spec.get("width") or sum(spec.get("channels", (1,)))
+    return float(width) ** 2 * spec.get("layers", spec.get("depth", 1)) * cfg.steps * cfg.batch_size
+
+
 def load_or_train_many(configs, workers: int | None = None, progress: bool = True):
     """``load_or_train`` for several configs, training the missing ones in parallel on CPU.
 
@@ -344,6 +353,8 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
     named = isinstance(configs, dict)
     cfgs = list(configs.values()) if named else list(configs)
     missing = list({c.hash: c for c in cfgs if not (checkpoint_dir(c) / "model.json").exists()}.values())
+    # longest first (largest backbone x steps x batch), so the last job to finish is a short one
+    missing.sort(key=lambda c: -_relative_cost(c))
     for c in missing:
         training_data(c)  # bad subsets fail here, before any process starts
     workers = workers or int(os.environ.get("REPRODIFF_WORKERS", 0)) or (os.cpu_count() or 1)
@@ -361,3 +372,31 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
         bar.close()
     models = [load_model(c) for c in cfgs]
     return dict(zip(configs, models)) if named else models
+
+
+def step_cost(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int = 10) -> tuple[float, int]:
+    """Measured cost of one training step of ``cfg``'s model: ``(FLOPs, aten operator calls)``.
+
+    Runs one forward + backward of the loss on a batch of 2 on CPU, counting matmul/convolution
+    FLOPs with torch's ``FlopCounterMode`` (scaled to ``cfg.batch_size``) and every dispatched
+    operator (each is at least one GPU kernel launch). Used to estimate GPU run times on hardware
+    this machine does not have: time per step ~ max(FLOPs / sustained FLOP/s, calls x launch cost).
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class _Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            _Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    model = build_model(cfg, shape, num_classes)
+    y = torch.zeros(2, *shape)
+    cond = torch.zeros(2, dtype=torch.int64) if cfg.conditional else None
+    gen = torch.Generator().manual_seed(0)
+    flops = FlopCounterMode(display=False)
+    with flops, _Count():
+        model.loss(y, cond, gen).backward()
+    return flops.get_total_flops() / 2 * cfg.batch_size, _Count.calls

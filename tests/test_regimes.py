@@ -1,0 +1,127 @@
+"""Chapter 3/4 machinery: sweeps over N, regime labels, analytic references, trajectories."""
+
+import math
+
+import pytest
+import torch
+
+from reprodiff.backbones import build_backbone, count_parameters
+from reprodiff.configs import get_config
+from reprodiff.data import MoLRG, load_dataset, split_holdout, subset
+from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
+from reprodiff.experiments import (classify_regimes, reference_study, regime_spans, regime_sweep,
+                                   trajectory_gap)
+from reprodiff.metrics import real_null_threshold
+from reprodiff.training import _relative_cost
+
+
+def test_mlp_backbone_shapes_and_zero_init():
+    net = build_backbone("mlp-s", (1, 8, 8))
+    x = torch.randn(5, 1, 8, 8)
+    out = net(x, torch.zeros(5))
+    assert out.shape == x.shape and torch.all(out == 0)  # zero-initialised output layer
+    cond = build_backbone("mlp-s", (1, 8, 8), num_classes=4)
+    assert cond(x, torch.zeros(5), torch.tensor([0, 1, 2, 3, 4])).shape == x.shape
+    with pytest.raises(ValueError, match="class labels"):
+        cond(x, torch.zeros(5))
+    assert count_parameters(build_backbone("mlp-m", (1, 8, 8))) > 3 * count_parameters(net)
+
+
+def test_molrg_samples_are_nested_in_n():
+    d = MoLRG(num_classes=3, dim=4)
+    big, small = d.sample(2500, seed=2), d.sample(1100, seed=2)
+    assert torch.equal(big.images[:1100], small.images) and torch.equal(big.labels[:1100], small.labels)
+    assert not torch.equal(d.sample(10, seed=3).images, big.images[:10])
+
+
+def test_classify_and_shade_regimes_from_gl():
+    n = [16, 64, 256, 1024]
+    labels = classify_regimes(n, {"a": [0.0, 0.05, 0.5, 0.9], "b": [0.02, 0.3, 0.85, 0.95]}, 0.1, 0.8)
+    assert labels == ["memorization", "transition", "transition", "generalization"]
+    spans = regime_spans(n, labels)
+    assert [s[2] for s in spans] == ["memorization", "transition", "generalization"]
+    assert spans[0][1] == pytest.approx(32.0) and spans[1][1] == pytest.approx(512.0)
+    assert spans[0][0] < 16 and spans[-1][1] > 1024
+    for (_, hi, _), (lo, _, _) in zip(spans, spans[1:]):
+        assert math.isclose(hi, lo)
+
+
+def test_real_null_threshold_is_a_quantile_of_distinct_pairs():
+    imgs = load_dataset("digits").images[:100]
+    t, rule = real_null_threshold(imgs, quantile=0.5)
+    f = imgs.reshape(100, -1)
+    f = f - f.mean(1, keepdim=True)  # the pixel descriptor is a correlation
+    f = f / f.norm(dim=1, keepdim=True)
+    sims = (f @ f.T)[torch.triu(torch.ones(100, 100, dtype=torch.bool), 1)]
+    assert t == pytest.approx(float(sims.double().quantile(0.5)), abs=1e-5)
+    assert "4,950 pairs" in rule
+
+
+@pytest.fixture(scope="module")
+def small_sweep():
+    """Analytic 'models': D* memorizes by construction, so GL must be 0 at every N."""
+    pool, held = split_holdout(load_dataset("digits"), 200)
+    sets = {n: subset(pool, n).images for n in (8, 64)}
+    models = {(size, n): OptimalDenoiser(sets[n]) for size in ("A (x)", "B (y)") for n in sets}
+    return regime_sweep(models, sets, held.images, range(48), steps=8, progress=False), sets
+
+
+def test_regime_sweep_scores_optimal_denoiser_as_memorizing(small_sweep):
+    sweep, sets = small_sweep
+    assert sweep.n_train == [8, 64] and sweep.sizes == ["A (x)", "B (y)"]
+    assert all(s.value == 0.0 for v in sweep.gl.values() for s in v)  # every sample a training copy
+    assert list(sweep.rp) == ["A vs B"] and all(s.value == 1.0 for s in sweep.rp["A vs B"])
+    assert sweep.regimes(0.1, 0.8) == ["memorization", "memorization"]
+    nn = sweep.nearest[("A (x)", 8)]
+    assert torch.allclose(sweep.samples[("A (x)", 8)].images, sets[8][nn], atol=1e-3)
+    # per-pair calibration collapses when only 8 distinct images exist: the null is ~1
+    assert sweep.per_pair_null[8] > 0.99 > sweep.threshold
+    assert "GL" in sweep.table(0.1, 0.8).splitlines()[0]
+
+
+def test_regime_sweep_rejects_an_incomplete_grid(small_sweep):
+    sweep, sets = small_sweep
+    with pytest.raises(ValueError, match="full grid"):
+        regime_sweep({("A", 8): OptimalDenoiser(sets[8]), ("B", 64): OptimalDenoiser(sets[64])}, sets,
+                     sweep.heldout, range(4), progress=False)
+
+
+def test_reference_study_and_shared_reference_sampled_once(small_sweep):
+    sweep, sets = small_sweep
+    gauss = GaussianDenoiser.from_data(sets[64])
+    study = reference_study(sweep, {"D*": {n: OptimalDenoiser(sets[n]) for n in sets}, "G": {8: gauss, 64: gauss}},
+                            steps=8)
+    assert all(s.value == 1.0 for s in study.rp["D*"]["A (x)"])
+    assert study.samples[("G", 8)] is study.samples[("G", 64)]
+    assert "D* | A" in study.table().splitlines()[0]
+
+
+def test_trajectory_gap_is_zero_against_itself_and_positive_otherwise():
+    d = load_dataset("digits").images[:32]
+    dstar = OptimalDenoiser(d)
+    sigmas, gaps = trajectory_gap(dstar, {"self": OptimalDenoiser(d), "gauss": GaussianDenoiser.from_data(d)},
+                                  range(6), (1, 8, 8), steps=5)
+    assert len(sigmas) == 5 and sigmas[0] == pytest.approx(80.0)
+    assert gaps["self"].shape == (5, 6) and gaps["self"].abs().max() < 1e-5
+    assert gaps["gauss"].median(1).values.max() > 0.05  # apart at intermediate sigma
+
+
+def test_regime_configs_share_models_between_chapters():
+    reg, th = get_config("regimes"), get_config("theory")
+    assert th.regimes is reg
+    digits = reg.sweep("digits").model_configs()
+    assert len(digits) == 14 and {c.holdout for c in digits.values()} == {297}
+    assert max(c.n_train for c in digits.values()) == 1797 - 297
+    seeds = {label: c.seed for (label, _), c in digits.items()}
+    assert len(set(seeds.values())) == 2  # the two sizes also differ in initialisation
+    with pytest.raises(KeyError, match="no sweep"):
+        reg.sweep("cifar")
+    assert get_config("regimes", "gpu").descriptor == "sscd"
+
+
+def test_longest_jobs_are_scheduled_first():
+    from reprodiff.training import TrainConfig
+
+    small, big = TrainConfig(backbone="unet-xs"), TrainConfig(backbone="unet-s")
+    assert _relative_cost(big) > 3 * _relative_cost(small)
+    assert _relative_cost(TrainConfig(backbone="mlp-m")) > _relative_cost(TrainConfig(backbone="mlp-s"))
