@@ -47,7 +47,8 @@ def image_grid(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | Non
                 ax.set_title(col_titles[c], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.2)
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(pad=0.2, rect=(0, 0, 1, 1 - (0.35 / height if title else 0)))
     return fig
 
 
@@ -113,7 +114,8 @@ def curve_with_band(x: Sequence[float], curves: Mapping[str, tuple[Sequence[floa
     else:
         fig = ax.figure
     for x0, x1, label in shade:
-        ax.axvspan(x0, x1, alpha=0.12, color="tab:orange" if "transition" in label else "tab:green", label=label)
+        color = {"memorization": "tab:blue", "transition": "tab:orange"}.get(label, "tab:green")
+        ax.axvspan(x0, x1, alpha=0.1, color=color, label=label)
     for name, (v, lo, hi) in curves.items():
         line, = ax.plot(x, v, marker="o", ms=3, label=name)
         ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
