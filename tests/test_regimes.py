@@ -125,3 +125,41 @@ def test_longest_jobs_are_scheduled_first():
     small, big = TrainConfig(backbone="unet-xs"), TrainConfig(backbone="unet-s")
     assert _relative_cost(big) > 3 * _relative_cost(small)
     assert _relative_cost(TrainConfig(backbone="mlp-m")) > _relative_cost(TrainConfig(backbone="mlp-s"))
+
+
+def test_nearest_grid_shows_each_sample_above_its_nearest_training_image(small_sweep):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from reprodiff.plots import nearest_grid
+
+    sweep, _ = small_sweep
+    fig = nearest_grid(sweep, "A (x)", [3, 0, 7], title="t")
+    assert len(fig.axes) == 2 * len(sweep.n_train) * 3
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["N=8: sample", "N=8: nearest", "N=64: sample", "N=64: nearest"]
+
+
+def test_step_cost_counts_flops_per_batch_and_operators():
+    from reprodiff.training import TrainConfig, step_cost
+
+    f64, calls = step_cost(TrainConfig(backbone="unet-xs", batch_size=64), (1, 8, 8))
+    f128, _ = step_cost(TrainConfig(backbone="unet-xs", batch_size=128), (1, 8, 8))
+    assert f128 == 2 * f64 > 1e9 and calls > 100
+    assert step_cost(TrainConfig(backbone="unet-s", batch_size=64), (1, 8, 8))[0] > 3 * f64
+
+
+def test_load_sweep_trains_a_grid_and_returns_nested_sets():
+    from reprodiff.configs import SweepConfig
+    from reprodiff.experiments import load_sweep
+    from reprodiff.training import TrainConfig
+
+    sweep = SweepConfig("tiny", TrainConfig(dataset="molrg", holdout=32, steps=3, batch_size=8, warmup=1),
+                        {"A": "mlp-xs", "B": "mlp-xs"}, (8, 24))
+    models, sets, held = load_sweep(sweep, progress=False)
+    assert set(models) == {("A", 8), ("A", 24), ("B", 8), ("B", 24)}
+    assert models[("A", 8)].config.seed == 0 and models[("B", 8)].config.seed == 1
+    assert torch.equal(sets[24][:8], sets[8]) and held.shape == (32, 1, 8, 8)
+    no_holdout = SweepConfig("bad", TrainConfig(dataset="molrg", steps=1, batch_size=2), {"A": "mlp-xs"}, (4,))
+    with pytest.raises(ValueError, match="holds nothing out"):
+        load_sweep(no_holdout, progress=False)

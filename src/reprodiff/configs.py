@@ -159,6 +159,14 @@ class RegimesConfig:
                 return s
         raise KeyError(f"no sweep {name!r}; this profile has {', '.join(s.name for s in self.sweeps)}")
 
+    def sweep_kwargs(self, sweep: SweepConfig) -> dict:
+        """Keyword arguments of :func:`reprodiff.experiments.regime_sweep` for one of the sweeps
+        (MoLRG is always scored in pixel space: it has no images for SSCD to see)."""
+        return dict(name=sweep.name, sampler=self.sampler, steps=self.steps,
+                    descriptor="pixel" if sweep.base.dataset == "molrg" else self.descriptor,
+                    null_quantile=self.null_quantile, heldout_quantile=self.heldout_quantile,
+                    batch_size=self.batch_size)
+
     def all_models(self) -> list[TrainConfig]:
         return [c for s in self.sweeps for c in s.model_configs().values()]
 

@@ -16,7 +16,7 @@ from .metrics import (Descriptor, Score, get_descriptor, gl_score, nearest_neigh
                       rp_score)
 from .sampling import Samples, generate, network_calls
 
-__all__ = ["sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult",
+__all__ = ["sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap"]
 
 
@@ -135,6 +135,21 @@ def regime_spans(n_train: Sequence[int], labels: Sequence[str]) -> list[tuple[fl
         else:
             spans.append((edges[i], edges[i + 1], label))
     return spans
+
+
+def load_sweep(sweep, progress: bool = True) -> tuple[dict, dict[int, torch.Tensor], torch.Tensor]:
+    """The models of a :class:`reprodiff.configs.SweepConfig` (missing ones trained in parallel),
+    its nested training sets ``{N: images}`` and its held-out images."""
+    from .training import load_or_train_many, training_data
+
+    if not sweep.base.holdout:  # before any training
+        raise ValueError(f"sweep {sweep.name!r} holds nothing out (holdout=0): GL and RP need held-out images")
+    configs = sweep.model_configs()
+    models = dict(zip(configs, load_or_train_many(list(configs.values()), progress=progress)))
+    first = next(iter(sweep.sizes))
+    train_sets = {n: training_data(configs[(first, n)])[0].images for n in sweep.n_train}
+    heldout = training_data(configs[(first, sweep.n_train[0])])[1]
+    return models, train_sets, heldout.images
 
 
 @dataclass
