@@ -188,7 +188,9 @@ print(f"  (N = {', '.join(map(str, digits.n_train))}; RP threshold {sweep.thresh
 # it lands on another training digit. As N grows, RP with $D^*$ falls and RP with the **Gaussian
 # denoiser** rises from about 0.1 to about 0.9; the two curves cross in chapter 3's transition, as
 # the picture of {cite:t}`li2024gaussian` predicts: generalizing models are much closer to the
-# linear denoiser of their training set's mean and covariance than to its optimal denoiser.
+# linear denoiser of their training set's mean and covariance than to its optimal denoiser. The
+# wider UNet gets there later (its RP with the Gaussian denoiser trails the narrow one's through
+# the transition), matching chapter 3's finding that it memorizes longer.
 #
 # **RP with D\* does not fall to zero here**, unlike the paper's. The RP threshold is calibrated on
 # pairs of *distinct* real digits, and 8x8 digits are dense: with 1,500 training digits a novel
