@@ -123,8 +123,9 @@ def test_longest_jobs_are_scheduled_first():
     from reprodiff.training import TrainConfig
 
     small, big = TrainConfig(backbone="unet-xs"), TrainConfig(backbone="unet-s")
-    assert _relative_cost(big) > 3 * _relative_cost(small)
-    assert _relative_cost(TrainConfig(backbone="mlp-m")) > _relative_cost(TrainConfig(backbone="mlp-s"))
+    shape = (1, 8, 8)
+    assert _relative_cost(big, shape) > 3 * _relative_cost(small, shape)
+    assert _relative_cost(TrainConfig(backbone="mlp-m"), shape) > _relative_cost(TrainConfig(backbone="mlp-s"), shape)
 
 
 def test_nearest_grid_shows_each_sample_above_its_nearest_training_image(small_sweep):
@@ -163,3 +164,21 @@ def test_load_sweep_trains_a_grid_and_returns_nested_sets():
     no_holdout = SweepConfig("bad", TrainConfig(dataset="molrg", steps=1, batch_size=2), {"A": "mlp-xs"}, (4,))
     with pytest.raises(ValueError, match="holds nothing out"):
         load_sweep(no_holdout, progress=False)
+
+
+def test_gl_score_reuses_given_training_features_and_reports_neighbours():
+    from reprodiff.metrics import get_descriptor, gl_score
+    from reprodiff.sampling import Samples
+
+    pool, held = split_holdout(load_dataset("digits"), 100)
+    train = subset(pool, 50).images
+    s = Samples(train[:10] + 0.01, torch.arange(10), name="near-copies")
+    plain = gl_score(s, train, heldout=held.images)
+    shared = gl_score(s, train, heldout=held.images, train_features=get_descriptor("pixel")(train))
+    assert plain.value == shared.value == 0.0 and torch.equal(plain.similarities, shared.similarities)
+    assert torch.equal(plain.nearest, torch.arange(10))
+
+
+def test_classify_regimes_needs_one_gl_per_n():
+    with pytest.raises(ValueError, match="one value per N"):
+        classify_regimes([16, 64], {"a": [0.0]}, 0.1, 0.8)

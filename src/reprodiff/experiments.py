@@ -12,8 +12,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .metrics import (Descriptor, Score, get_descriptor, gl_score, nearest_neighbors, real_null_threshold,
-                      rp_score)
+from .metrics import Descriptor, Score, get_descriptor, gl_score, real_null_threshold, rp_score
 from .sampling import Samples, generate, network_calls
 
 __all__ = ["sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
@@ -109,9 +108,10 @@ def classify_regimes(n_train: Sequence[int], gl: Mapping[str, Sequence[float]], 
     ``"memorization"`` when every model's GL <= ``memorization_gl``, ``"generalization"`` when every
     model's GL >= ``generalization_gl``, ``"transition"`` otherwise.
     """
+    if any(len(v) != len(n_train) for v in gl.values()):
+        raise ValueError(f"every GL curve needs one value per N ({len(n_train)})")
     labels = []
-    for i, _ in enumerate(n_train):
-        values = [v[i] for v in gl.values()]
+    for values in zip(*gl.values()):  # every model's GL at one N
         if all(v <= memorization_gl for v in values):
             labels.append("memorization")
         elif all(v >= generalization_gl for v in values):
@@ -229,11 +229,13 @@ def regime_sweep(models: Mapping[tuple[str, int], torch.nn.Module], train_sets: 
         s = generate(models[key], seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size,
                      name=f"{size} N={n}")
         samples[key] = s
-    for size in sizes:
-        for n in n_train:
-            s = samples[(size, n)]
-            gl[size].append(gl_score(s, train_sets[n], desc, heldout=heldout, heldout_quantile=heldout_quantile))
-            nearest[(size, n)] = nearest_neighbors(desc(s.images), desc(train_sets[n]))[1][:, 0]
+    for n in n_train:
+        train_features = desc(train_sets[n])  # once per N, shared by every size
+        for size in sizes:
+            score = gl_score(samples[(size, n)], train_sets[n], desc, heldout=heldout,
+                             heldout_quantile=heldout_quantile, train_features=train_features)
+            gl[size].append(score)
+            nearest[(size, n)] = score.nearest
     rp: dict[str, list[Score]] = {}
     per_pair_null = {}
     for i, a in enumerate(sizes):
@@ -304,17 +306,17 @@ def reference_study(sweep: SweepResult, references: Mapping[str, Mapping[int, to
 
 
 class _Recorder(torch.nn.Module):
-    """Wraps a denoiser and keeps every ``(x, sigma)`` it is called on (for :func:`trajectory_gap`)."""
+    """Wraps a denoiser and keeps every ``(x, sigma, output)`` of its calls (for :func:`trajectory_gap`)."""
 
     def __init__(self, denoiser) -> None:
         super().__init__()
         self.denoiser = denoiser
-        self.calls: list[tuple[torch.Tensor, float]] = []
+        self.calls: list[tuple[torch.Tensor, float, torch.Tensor]] = []
 
     def forward(self, x, sigma, cond=None):
-        s = torch.as_tensor(sigma).reshape(-1)[0].item()
-        self.calls.append((x.detach().clone(), s))
-        return self.denoiser(x, sigma, cond)
+        out = self.denoiser(x, sigma, cond)
+        self.calls.append((x.detach().clone(), torch.as_tensor(sigma).reshape(-1)[0].item(), out.detach().clone()))
+        return out
 
 
 def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Module], seeds: Sequence[int] | range,
@@ -333,8 +335,8 @@ def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Mod
         sample_euler(rec, noise, karras_sigmas(steps))
         gaps: dict[str, list[torch.Tensor]] = {r: [] for r in references}
         sigmas = []
-        for x, s in rec.calls:
-            mine = model(x.float(), s).double()
+        for x, s, out in rec.calls:
+            mine = out.double()  # the model's estimate, as the sampler used it
             for r, den in references.items():
                 other = den(x.float(), s).double()
                 gaps[r].append(((mine - other) ** 2).flatten(1).mean(1).sqrt())

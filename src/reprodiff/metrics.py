@@ -154,6 +154,8 @@ class Score:
     descriptor: str
     details: str = ""
     similarities: torch.Tensor | None = field(default=None, repr=False)
+    #: GL only: index of each sample's nearest training image (same order as ``similarities``)
+    nearest: torch.Tensor | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
         lo, hi = self.ci
@@ -279,7 +281,7 @@ def nearest_neighbors(query: torch.Tensor, reference: torch.Tensor, k: int = 1,
 
 def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Descriptor = "pixel",
              threshold: float | None = None, heldout: torch.Tensor | None = None,
-             heldout_quantile: float = 0.95) -> Score:
+             heldout_quantile: float = 0.95, train_features: torch.Tensor | None = None) -> Score:
     """Generalization score: fraction of samples whose nearest training image is *not* a copy.
 
     A sample is a copy when its highest similarity to any training image exceeds ``threshold``.
@@ -287,11 +289,13 @@ def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Des
     similarities of ``heldout`` real images (novel by construction), so a sample counts as a copy
     only if it sits closer to the training set than 95% of genuinely new images do.
 
-    The returned score's ``similarities`` are each sample's nearest-neighbour similarity.
+    ``train_features``: ``descriptor(train_images)`` when the caller already has it (several
+    models scored against one training set need it once). The returned score's ``similarities``
+    are each sample's nearest-neighbour similarity, ``nearest`` that neighbour's index.
     """
     desc = get_descriptor(descriptor)
-    ref = desc(train_images)
-    nn_sim = nearest_neighbors(desc(samples.images), ref)[0][:, 0]
+    ref = desc(train_images) if train_features is None else train_features
+    nn_sim, nn_idx = (t[:, 0] for t in nearest_neighbors(desc(samples.images), ref))
     if threshold is None:
         if desc.name == "sscd":
             threshold, rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
@@ -307,7 +311,7 @@ def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Des
     novel = (nn_sim <= threshold).double()
     return Score("GL", float(novel.mean()), bootstrap_ci(novel), len(novel), float(threshold), rule, desc.name,
                  f"{samples.name or 'samples'}: {len(novel)} samples ({_seed_range(samples.seeds)}) vs "
-                 f"{train_images.shape[0]} training images, {samples.sampler}", nn_sim)
+                 f"{train_images.shape[0]} training images, {samples.sampler}", nn_sim, nn_idx)
 
 
 def gu_memorization(images: torch.Tensor, train_images: torch.Tensor, ratio: float = 1 / 3) -> Score:

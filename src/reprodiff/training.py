@@ -325,13 +325,9 @@ def _train_in_worker(cfg: TrainConfig) -> str:
     return cfg.name
 
 
-def _relative_cost(cfg: TrainConfig) -> float:
+def _relative_cost(cfg: TrainConfig, shape: tuple[int, int, int]) -> float:
     """Rough training cost, for scheduling: parameters x steps x batch size (data size is irrelevant)."""
-    from .backbones import BACKBONES
-
-    spec = BACKBONES[cfg.backbone].kwargs
-    width = spec.get("width") or sum(spec.get("channels", (1,)))
-    return float(width) ** 2 * spec.get("layers", spec.get("depth", 1)) * cfg.steps * cfg.batch_size
+    return float(count_parameters(build_backbone(cfg.backbone, shape))) * cfg.steps * cfg.batch_size
 
 
 def load_or_train_many(configs, workers: int | None = None, progress: bool = True):
@@ -353,10 +349,10 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
     named = isinstance(configs, dict)
     cfgs = list(configs.values()) if named else list(configs)
     missing = list({c.hash: c for c in cfgs if not (checkpoint_dir(c) / "model.json").exists()}.values())
+    # bad subsets fail here, before any process starts
+    shapes = {c.hash: training_data(c)[0].shape for c in missing}
     # longest first (largest backbone x steps x batch), so the last job to finish is a short one
-    missing.sort(key=lambda c: -_relative_cost(c))
-    for c in missing:
-        training_data(c)  # bad subsets fail here, before any process starts
+    missing.sort(key=lambda c: -_relative_cost(c, shapes[c.hash]))
     workers = workers or int(os.environ.get("REPRODIFF_WORKERS", 0)) or (os.cpu_count() or 1)
     if missing and (workers == 1 or len(missing) == 1 or torch.cuda.is_available()):
         for c in missing:
