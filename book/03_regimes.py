@@ -52,7 +52,6 @@ print(runtime_report())
 PROFILE = "cpu"
 
 # %%
-import math
 import time
 
 import matplotlib.pyplot as plt
@@ -211,20 +210,11 @@ fig = image_grid(rows, [f"seed {k}" for k in range(cfg.grid_seeds)], scale=0.75,
 # (linear interpolation in log N); the RP minimum as the N with the lowest RP.
 
 # %%
-def crossing(ns, values, level=0.5):
-    """N where a curve first crosses ``level`` upwards (interpolated in log N), or None."""
-    for (n0, v0), (n1, v1) in zip(zip(ns, values), zip(ns[1:], values[1:])):
-        if v0 < level <= v1:
-            t = (level - v0) / (v1 - v0)
-            return 2 ** (math.log2(n0) + t * (math.log2(n1) - math.log2(n0)))
-    return None
-
-
-for size, scores in sweep.gl.items():
-    n_half = crossing(sweep.n_train, [s.value for s in scores])
+for size in sweep.gl:
+    n_half = sweep.gl_crossing(size, 0.5)
     print(f"{size}: GL crosses 0.5 at N ~ {n_half:.0f}" if n_half else f"{size}: GL never crosses 0.5")
 for pair, scores in sweep.rp.items():
-    i = min(range(len(scores)), key=lambda k: scores[k].value)
+    i = sweep.rp_minimum(pair)
     print(f"RP {pair}: {scores[0].value:.2f} at N={sweep.n_train[0]}, minimum {scores[i].value:.2f} "
           f"[{scores[i].ci[0]:.2f}, {scores[i].ci[1]:.2f}] at N={sweep.n_train[i]}, "
           f"{scores[-1].value:.2f} at N={sweep.n_train[-1]}")
@@ -300,20 +290,14 @@ paper = {  # Zhang et al. 2024, Figure 2 (CIFAR-10, SSCD > 0.6), read off the of
 }
 
 
-def regime_edges(s):
-    labels = s.regimes(cfg.memorization_gl, cfg.generalization_gl)
-    mem = [n for n, lab in zip(s.n_train, labels) if lab == "memorization"]
-    gen = [n for n, lab in zip(s.n_train, labels) if lab == "generalization"]
-    return (f"N = {max(mem)}" if mem else "not reached"), (f"N = {min(gen)}" if gen else "not reached")
-
-
 def ours(s):
-    mem, gen = regime_edges(s)
+    mem, gen = s.regime_edges(cfg.memorization_gl, cfg.generalization_gl)
     mid = s.n_train[len(s.n_train) // 2]
     gl_mid = " / ".join(f"{v[s.n_train.index(mid)].value:.2f}" for v in s.gl.values())
-    rp = next(iter(s.rp.values()))
-    i = min(range(len(rp)), key=lambda k: rp[k].value)
-    return [mem, gen, f"GL at {mid}: {gl_mid} (small / large)", f"{rp[0].value:.2f} (N={s.n_train[0]})",
+    pair = next(iter(s.rp))
+    rp, i = s.rp[pair], s.rp_minimum(pair)
+    return [f"N = {mem}" if mem else "not reached", f"N = {gen}" if gen else "not reached",
+            f"GL at {mid}: {gl_mid} (small / large)", f"{rp[0].value:.2f} (N={s.n_train[0]})",
             f"{rp[i].value:.2f} at N={s.n_train[i]}", f"{rp[-1].value:.2f} (N={s.n_train[-1]})"]
 
 
@@ -400,6 +384,6 @@ for s in (sweep, mix_sweep):
         print(f"{s.name} {size}: GL {scores[0].value:.2f} at N={s.n_train[0]}, "
               f"{scores[-1].value:.2f} at N={s.n_train[-1]}")
     for pair, scores in s.rp.items():
-        i = min(range(len(scores)), key=lambda k: scores[k].value)
+        i = s.rp_minimum(pair)
         print(f"{s.name} RP {pair}: {scores[0].value:.2f} at N={s.n_train[0]}, minimum "
               f"{scores[i].value:.2f} at N={s.n_train[i]}, {scores[-1].value:.2f} at N={s.n_train[-1]}")

@@ -182,3 +182,20 @@ def test_gl_score_reuses_given_training_features_and_reports_neighbours():
 def test_classify_regimes_needs_one_gl_per_n():
     with pytest.raises(ValueError, match="one value per N"):
         classify_regimes([16, 64], {"a": [0.0]}, 0.1, 0.8)
+
+
+def test_sweep_reads_transition_and_rp_minimum_off_its_curves(small_sweep):
+    sweep, _ = small_sweep
+    assert sweep.gl_crossing("A (x)") is None  # D* never generalizes
+    assert sweep.rp_minimum("A vs B") == 0  # all RP equal: the first N
+    assert sweep.regime_edges(0.1, 0.8) == (64, None)
+
+
+def test_gl_crossing_interpolates_in_log_n(small_sweep):
+    import dataclasses
+
+    from reprodiff.metrics import Score
+
+    sweep, _ = small_sweep
+    fake = dataclasses.replace(sweep, gl={"A": [Score("GL", v, (v, v), 1, 0.0, "", "pixel") for v in (0.0, 1.0)]})
+    assert fake.gl_crossing("A", 0.5) == pytest.approx(math.sqrt(8 * 64))

@@ -186,6 +186,27 @@ class SweepResult:
     def spans(self, memorization_gl: float, generalization_gl: float) -> list[tuple[float, float, str]]:
         return regime_spans(self.n_train, self.regimes(memorization_gl, generalization_gl))
 
+    def rp_minimum(self, pair: str) -> int:
+        """Index into ``n_train`` of the lowest RP of ``pair`` (the first, on ties)."""
+        scores = self.rp[pair]
+        return min(range(len(scores)), key=lambda k: scores[k].value)
+
+    def gl_crossing(self, size: str, level: float = 0.5) -> float | None:
+        """N at which ``size``'s GL first rises through ``level`` (interpolated in log N), or None."""
+        ns, values = self.n_train, [s.value for s in self.gl[size]]
+        for n0, v0, n1, v1 in zip(ns, values, ns[1:], values[1:]):
+            if v0 < level <= v1:
+                t = (level - v0) / (v1 - v0)
+                return 2 ** (math.log2(n0) + t * (math.log2(n1) - math.log2(n0)))
+        return None
+
+    def regime_edges(self, memorization_gl: float, generalization_gl: float) -> tuple[int | None, int | None]:
+        """(largest N of the memorization regime, smallest N of the generalization regime); None if absent."""
+        labels = self.regimes(memorization_gl, generalization_gl)
+        mem = [n for n, lab in zip(self.n_train, labels) if lab == "memorization"]
+        gen = [n for n, lab in zip(self.n_train, labels) if lab == "generalization"]
+        return (max(mem) if mem else None), (min(gen) if gen else None)
+
     def table(self, memorization_gl: float, generalization_gl: float) -> str:
         """One row per N: GL per size, RP per pair (with 95% intervals), and the regime."""
         regimes = self.regimes(memorization_gl, generalization_gl)
