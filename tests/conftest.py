@@ -8,3 +8,30 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRODIFF_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """A machine without network, whatever this one has: downloads fail as they would offline.
+
+    The SSCD weights download raises ``URLError``; torchvision is replaced by a stand-in whose
+    dataset constructors raise ``URLError`` (so the test does not depend on whether torchvision is
+    installed either); datasets are looked for in an empty folder.
+    """
+    import sys
+    import types
+    import urllib.error
+
+    import reprodiff.metrics as metrics
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable (simulated offline by the test)")
+
+    monkeypatch.setattr(metrics, "_download", refuse)
+    fake = types.ModuleType("torchvision")
+    fake.datasets = types.SimpleNamespace(MNIST=refuse, FashionMNIST=refuse, CIFAR10=refuse)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    monkeypatch.setenv("REPRODIFF_DATA", str(tmp_path / "data"))
+    if hasattr(metrics, "_sscd"):
+        metrics._sscd.cache_clear()
+    yield

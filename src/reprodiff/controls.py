@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .sampling import Samples, flush_denormal, noise_for_seeds
+from .runtime import cpu_threads, derive_seed, flush_denormal
+from .sampling import Samples, noise_for_seeds
 
 __all__ = ["VAEConfig", "MLPVAE", "load_or_train_vae", "decode_seeds"]
 
@@ -38,7 +39,10 @@ class VAEConfig:
 
     @property
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps({"kind": "vae", **asdict(self)}, sort_keys=True).encode()).hexdigest()[:12]
+        from .cache import CACHE_FORMAT
+
+        payload = {"kind": "vae", "format": CACHE_FORMAT, **asdict(self)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def name(self) -> str:
@@ -71,35 +75,48 @@ class MLPVAE(nn.Module):
 
 
 def load_or_train_vae(cfg: VAEConfig, progress: bool = True) -> MLPVAE:
-    """Train (or load from the model cache) the VAE ``cfg`` describes; returns it in eval mode."""
+    """Train (or load from the model cache) the VAE ``cfg`` describes; returns it in eval mode.
+
+    Shares the model cache's conventions (:mod:`reprodiff.cache`): checksummed files, a lock per
+    entry, and the caller's global RNG left alone.
+    """
     from tqdm.auto import tqdm
 
+    from .cache import entry_dir, entry_lock, is_cached, read_model, write_model
     from .data import load_dataset
-    from .storage import CheckpointError, atomic_save_safetensors, atomic_write_json, load_safetensors, read_json
-    from .training import cache_root, cpu_threads
 
     data = load_dataset(cfg.dataset)
-    path = cache_root() / "vae" / f"{cfg.name}-{cfg.hash}"
-    torch.manual_seed(cfg.seed)
-    model = MLPVAE(data.shape, cfg.latent, cfg.hidden)
-    if (path / "model.json").exists():
-        meta = read_json(path / "model.json")
-        if meta.get("hash") != cfg.hash:
-            raise CheckpointError(f"{path} holds a different VAE config; delete it to retrain")
-        model.load_state_dict(load_safetensors(path / "model.safetensors"))
+    path = entry_dir("vae", cfg.name, cfg.hash)
+
+    def build() -> MLPVAE:
+        torch.manual_seed(cfg.seed)
+        return MLPVAE(data.shape, cfg.latent, cfg.hidden)
+
+    def load() -> MLPVAE:
+        _, weights = read_model(path, cfg.hash, asdict(cfg))
+        with torch.random.fork_rng(devices=[]):
+            model = build()
+        model.load_state_dict(weights)
         return model.eval().requires_grad_(False)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    with flush_denormal(), cpu_threads(1 if not torch.cuda.is_available() else None):
-        for _ in tqdm(range(cfg.steps), desc=f"training {cfg.name}", disable=not progress):
-            y = data.images[torch.randint(len(data), (cfg.batch_size,), generator=gen)]
-            loss = model.loss(y, gen, cfg.beta)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_save_safetensors(model.state_dict(), path / "model.safetensors")
-    atomic_write_json({"hash": cfg.hash, "config": asdict(cfg), "final_loss": loss.item()}, path / "model.json")
+
+    if is_cached(path):
+        return load()
+    with entry_lock(path):
+        if is_cached(path):  # another process trained it while we waited
+            return load()
+        with torch.random.fork_rng(devices=[]):
+            model = build()
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "vae-batches"))
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        with flush_denormal(), cpu_threads(1 if not torch.cuda.is_available() else None):
+            for _ in tqdm(range(cfg.steps), desc=f"training {cfg.name}", disable=not progress):
+                y = data.images[torch.randint(len(data), (cfg.batch_size,), generator=gen)]
+                loss = model.loss(y, gen, cfg.beta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        path.mkdir(exist_ok=True)
+        write_model(path, model.state_dict(), {"hash": cfg.hash, "config": asdict(cfg), "final_loss": loss.item()})
     return model.eval().requires_grad_(False)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .runtime import derive_seed
+
 __all__ = [
     "ImageData",
     "DatasetUnavailableError",
@@ -148,7 +150,7 @@ def split_holdout(data: ImageData, n_holdout: int, seed: int = 0) -> tuple[Image
     """
     if not 0 <= n_holdout < len(data):
         raise ValueError(f"n_holdout={n_holdout} must be in [0, {len(data)}) for {data.name}")
-    perm = _permutation(len(data), seed + 10_007)
+    perm = _permutation(len(data), derive_seed(seed, "holdout"))
     return data.select(perm[n_holdout:]), data.select(perm[:n_holdout], f"{data.name}-holdout")
 
 
@@ -192,9 +194,11 @@ class MoLRG:
         self.dim = dim
         self.seed = seed
         D = math.prod(self.shape)
-        self.scale = float(scale) if scale is not None else 0.5 * math.sqrt(D / dim)
         if not 0 < dim <= D:
             raise ValueError(f"subspace dim {dim} must be in (0, {D}]")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.scale = float(scale) if scale is not None else 0.5 * math.sqrt(D / dim)
         g = torch.Generator().manual_seed(seed)
         bases = torch.randn(num_classes, D, dim, generator=g, dtype=torch.float64)
         self.bases = torch.linalg.qr(bases).Q  # (K, D, d), orthonormal columns
@@ -202,10 +206,12 @@ class MoLRG:
     def sample(self, n: int, seed: int = 0) -> ImageData:
         """Draw ``n`` labelled samples (deterministic in ``seed``, and nested: the first ``m < n`` are
         ``sample(m, seed)``), so MoLRG training sets grow like the digits' nested subsets."""
+        if n < 1:
+            raise ValueError(f"MoLRG needs a positive number of samples, got {n}")
         block = 1024
         labels, z = [], []
         for b in range(-(-n // block)):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + b)
+            g = torch.Generator().manual_seed(derive_seed(seed, "molrg-block", b))
             labels.append(torch.randint(self.num_classes, (block,), generator=g))
             z.append(torch.randn(block, self.dim, 1, generator=g, dtype=torch.float64))
         labels, z = torch.cat(labels)[:n], torch.cat(z)[:n]

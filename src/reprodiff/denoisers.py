@@ -33,6 +33,9 @@ __all__ = [
     "MoLRGDenoiser",
     "Guided",
     "as_sigma",
+    "draw_noise",
+    "denoising_loss",
+    "get_objective",
 ]
 
 
@@ -138,14 +141,18 @@ def get_objective(name: str) -> Objective:
 class Precond(nn.Module):
     """A backbone made into a denoiser by a training objective's preconditioning.
 
-    ``forward(x, sigma, cond=None) -> x0_hat``; ``loss(y, cond, generator)`` is the objective's
-    training loss on a batch of clean images ``y``.
+    ``forward(x, sigma, cond=None) -> x0_hat``. Training uses :func:`denoising_loss` with the
+    objective's noise distribution (:func:`draw_noise`). A model loaded from the cache also carries
+    ``config`` (its :class:`~reprodiff.training.TrainConfig`) and ``info`` (its metadata: image
+    ``shape``, training ``steps``, ``losses``, ...).
     """
 
     def __init__(self, backbone: Backbone, objective: str) -> None:
         super().__init__()
         self.backbone = backbone
         self.objective = get_objective(objective)
+        self.config = None
+        self.info: dict = {}
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,13 +161,28 @@ class Precond(nn.Module):
         F = self.backbone(c_in * x, c_noise.reshape(-1), cond)
         return c_skip * x + c_out * F.to(x.dtype)
 
-    def loss(self, y: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-        """Mean weighted denoising loss of clean images ``y`` (noise drawn from ``generator`` on CPU)."""
-        sigma = self.objective.sample_sigma(y.shape[0], generator).to(y.device)
-        n = torch.randn(y.shape, generator=generator).to(y.device)
-        s = sigma.reshape(-1, 1, 1, 1)
-        x0_hat = self(y + s * n, sigma, cond)
-        return (self.objective.weight(s) * (x0_hat - y) ** 2).mean()
+
+
+def draw_noise(objective: Objective, shape: tuple[int, ...] | torch.Size,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch's noise: ``sigma (B,)`` from the objective's distribution, then unit noise
+    ``(B, ...)``, both on CPU from ``generator``, in this order (the order fixes the trained bits)."""
+    sigma = objective.sample_sigma(shape[0], generator)
+    return sigma, torch.randn(tuple(shape), generator=generator)
+
+
+def denoising_loss(denoiser: Denoiser, objective: Objective, y: torch.Tensor, sigma: torch.Tensor,
+                   noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """The objective-weighted denoising loss ``mean(weight(sigma) * (D(y + sigma n, sigma) - y)^2)``.
+
+    It receives its noise (:func:`draw_noise`) instead of drawing it, so every trainer shares one
+    loss, and ``denoiser`` may be a :class:`Precond`, a DDP-wrapped one, or any function with the
+    denoiser signature. ``weight`` makes this equal to each framework's own loss (epsilon-, v- or
+    F-MSE). Shapes: ``y`` and ``noise`` ``(B, C, H, W)``, ``sigma`` ``(B,)``.
+    """
+    s = sigma.reshape(-1, *([1] * (y.ndim - 1)))
+    x0_hat = denoiser(y + s * noise, sigma, cond)
+    return (objective.weight(s) * (x0_hat - y) ** 2).mean()
 
 
 # ----------------------------------------------------------------------------- analytic denoisers

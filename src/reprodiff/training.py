@@ -2,9 +2,12 @@
 
 ``load_or_train(TrainConfig(...))`` trains a model once and every chapter reuses it: the checkpoint's
 directory is named by a hash of the config, weights are safetensors and everything else JSON (no
-pickles). Training writes a resumable state every ``checkpoint_every`` steps (and on Ctrl-C), with
-atomic renames so an interruption never leaves a half-written file; a corrupt or mismatched
-checkpoint raises :class:`CheckpointError` instead of being trusted.
+pickles); :mod:`reprodiff.cache` owns the files. Training writes a resumable state every
+``checkpoint_every`` steps and on Ctrl-C (at the end of the step under way), and resumes from it
+to *bitwise* the weights an uninterrupted run reaches: the state holds the batch generator, the
+global RNG (dropout), the optimizer and the EMA. A corrupt or mismatched checkpoint raises
+:class:`CheckpointError` instead of being trusted, and two processes asking for one model train
+it once.
 """
 
 from __future__ import annotations
@@ -12,27 +15,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import operator
 import os
+import signal
+import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
 from . import __version__
-from .backbones import build_backbone, count_parameters
-from .data import ImageData, MoLRG, load_dataset, split_holdout, subset
-from .denoisers import Precond, get_objective
-from .sampling import flush_denormal
-from .storage import CheckpointError, atomic_save_safetensors, atomic_write_json, load_safetensors, read_json
+from .backbones import BACKBONES, build_backbone, count_parameters
+from .cache import (CACHE_FORMAT, CheckpointError, cache_root, clean_temporaries, entry_dir, entry_lock, is_cached,
+                    read_model, read_state, write_model, write_state)
+from .data import DATASETS, ImageData, MoLRG, load_dataset, split_holdout, subset
+from .denoisers import Precond, denoising_loss, draw_noise, get_objective
+from .runtime import cpu_threads, derive_seed, flush_denormal
 
 __all__ = ["TrainConfig", "CheckpointError", "cache_root", "training_data", "train", "load_or_train",
-           "load_or_train_many", "load_model", "checkpoint_dir"]
+           "load_or_train_many", "load_model", "checkpoint_dir", "build_model", "step_cost", "cpu_threads"]
 
-#: bump when a change to the code would change what a given config trains into
-CACHE_FORMAT = 2  # 2: CPU training became single-threaded (different bits than 2 threads)
+_INT_FIELDS = ("holdout", "subset_seed", "molrg_classes", "molrg_dim", "molrg_seed", "steps", "batch_size",
+               "warmup", "seed", "checkpoint_every")
+_FLOAT_FIELDS = ("label_dropout", "dropout", "lr", "weight_decay", "ema")
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,11 @@ class TrainConfig:
     ``subset_seed``. Model: ``backbone`` (a name in :data:`reprodiff.backbones.BACKBONES`),
     ``objective`` (``"eps"``, ``"v"``, ``"edm"``), ``conditional`` (+ ``label_dropout`` for
     classifier-free guidance). Optimisation: AdamW with linear warm-up, EMA of the weights.
+    ``checkpoint_every`` only says how often a resumable state is written: it does not change the
+    weights, so it is left out of the hash.
+
+    Every field is checked on construction (types and ranges), so a bad value fails before any
+    folder is created or any step is trained; numpy integers are accepted and stored as ``int``.
     """
 
     dataset: str = "digits"
@@ -65,27 +79,62 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema: float = 0.999
     seed: int = 0
-    checkpoint_every: int = 500
+    checkpoint_every: int = field(default=500, metadata={"hashed": False})
 
     def __post_init__(self) -> None:
-        from .backbones import BACKBONES
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
 
+        for name in _INT_FIELDS + (("n_train",) if self.n_train is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            try:
+                put(name, operator.index(value))
+            except TypeError:
+                raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            put(name, float(value))
+        if not isinstance(self.conditional, bool):
+            raise ValueError(f"conditional must be True or False, got {self.conditional!r}")
+
+        if self.dataset not in (*DATASETS, "molrg"):
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)} or molrg")
         get_objective(self.objective)
-
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
-        if self.n_train is not None and self.n_train < 1:
-            raise ValueError("n_train must be positive (or None for all)")
+        checks = [
+            (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be positive"),
+            (self.n_train is None or self.n_train >= 1, "n_train must be positive (or None for all)"),
+            (self.holdout >= 0, f"holdout must be >= 0, got {self.holdout}"),
+            (min(self.subset_seed, self.molrg_seed, self.seed) >= 0, "seeds must be non-negative"),
+            (self.molrg_classes >= 1 and self.molrg_dim >= 1, "molrg_classes and molrg_dim must be positive"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 <= self.label_dropout <= 1, f"label_dropout must be in [0, 1], got {self.label_dropout}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}"),
+            (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that determine the trained weights (everything but ``checkpoint_every``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("hashed", True)}
+
     @property
     def hash(self) -> str:
         """12 hex digits naming this config's checkpoint (stable across runs and machines)."""
-        payload = json.dumps({"format": CACHE_FORMAT, **self.to_dict()}, sort_keys=True)
+        payload = json.dumps({"format": CACHE_FORMAT, **self.hashed_fields()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     @property
@@ -94,13 +143,9 @@ class TrainConfig:
         return f"{self.backbone}-{self.objective}-{self.dataset}{n}-s{self.seed}"
 
 
-def cache_root() -> Path:
-    """The model cache: ``$REPRODIFF_CACHE`` or ``~/.cache/reprodiff``."""
-    return Path(os.environ.get("REPRODIFF_CACHE", Path.home() / ".cache" / "reprodiff"))
-
-
 def checkpoint_dir(cfg: TrainConfig) -> Path:
-    return cache_root() / "models" / f"{cfg.name}-{cfg.hash}"
+    """The cache folder of ``cfg``'s model."""
+    return entry_dir("models", cfg.name, cfg.hash)
 
 
 def training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData | None]:
@@ -130,30 +175,25 @@ def build_model(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int)
     return Precond(backbone, cfg.objective)
 
 
-def _check_meta(meta: dict, cfg: TrainConfig, path: Path) -> None:
-    if meta.get("hash") != cfg.hash or meta.get("config") != json.loads(json.dumps(cfg.to_dict())):
-        raise CheckpointError(
-            f"checkpoint in {path} was written for a different config (hash {meta.get('hash')} != {cfg.hash}); "
-            "it will not be used. Delete the directory to retrain."
-        )
-
-
 def load_model(cfg: TrainConfig, path: Path | None = None) -> Precond:
-    """Load a finished model for ``cfg`` from the cache (or ``path``), verifying it belongs to ``cfg``."""
+    """Load a finished model for ``cfg`` from the cache (or ``path``), verifying it belongs to ``cfg``.
+
+    Raises ``FileNotFoundError`` when it was never trained, :class:`CheckpointError` when the files
+    are corrupt, edited, or belong to another config.
+    """
     path = Path(path) if path is not None else checkpoint_dir(cfg)
-    meta_file, weights = path / "model.json", path / "model.safetensors"
-    if not meta_file.exists() or not weights.exists():
-        raise FileNotFoundError(f"no trained model for {cfg.name} in {path}")
-    meta = read_json(meta_file)
-    _check_meta(meta, cfg, path)
-    model = build_model(cfg, tuple(meta["shape"]), meta["num_classes"])
-    state = load_safetensors(weights)
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights in {weights} do not fit {cfg.backbone}: {exc}") from exc
+        meta, weights = read_model(path, cfg.hash, cfg.hashed_fields())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no trained model for {cfg.name} in {path}") from None
+    try:
+        shape, num_classes = tuple(int(v) for v in meta["shape"]), meta["num_classes"]
+        model = build_model(cfg, shape, num_classes)
+        model.load_state_dict(weights, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"the model in {path} does not fit {cfg.backbone} ({exc}); delete {path} to retrain") from exc
     model.eval().requires_grad_(False)
-    model.config, model.info = cfg, meta  # type: ignore[attr-defined]
+    model.config, model.info = cfg, meta
     return model
 
 
@@ -173,48 +213,112 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
         if key.startswith("opt."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
+    n_params = sum(len(g["params"]) for g in sd["param_groups"])
+    if state and set(state) != set(range(n_params)):
+        raise KeyError("the optimizer state does not cover the model's parameters")
     sd["state"] = state
     opt.load_state_dict(sd)
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Hold Ctrl-C (SIGINT) until the training step under way has finished.
+
+    Yields a function that tells whether an interrupt is pending; the loop checks it at each step
+    boundary, writes a consistent state and raises ``KeyboardInterrupt`` there. A second Ctrl-C
+    stops at once (the last periodic state stays valid). Off the main thread, signals cannot be
+    handled and this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    pending: list[int] = []
+
+    def handler(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(pending)
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) -> Precond:
     """Train the model ``cfg`` describes into the cache (resuming a previous partial run) and return it.
 
-    The returned model is the EMA of the weights, in eval mode, with ``.config`` and ``.info``.
+    If the model is already cached (or another process finishes it while this one waits for the
+    entry's lock), it is loaded instead of trained again. The returned model is the EMA of the
+    weights, in eval mode, with ``.config`` and ``.info``. The caller's global RNG is left as it
+    was. Bad configs and impossible subsets raise before anything is written.
     """
+    data, _ = training_data(cfg)  # raises on impossible subsets before anything heavy
+    path = checkpoint_dir(cfg)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # every rank must train: no per-entry lock
+    with nullcontext() if distributed else entry_lock(path):
+        if is_cached(path) and not distributed:
+            return load_model(cfg)
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise PermissionError(f"the model cache is not writable at {path} ({exc})") from exc
+        clean_temporaries(path)
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            return _train_locked(cfg, data, path, progress, device)
+
+
+def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool, device: str | None) -> Precond:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    data, _ = training_data(cfg)  # raises on impossible subsets before anything heavy
-    path = checkpoint_dir(cfg)
-    path.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=(device == "cpu") or not torch.cuda.is_available())
-    torch.manual_seed(cfg.seed)  # parameter initialisation
+    torch.manual_seed(cfg.seed)  # parameter initialisation (and then dropout masks)
     model = build_model(cfg, data.shape, data.num_classes)
     ema = build_model(cfg, data.shape, data.num_classes)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + 1 + accelerator.process_index * 104_729)
-    step, losses, seconds = 0, [], 0.0
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-batches", accelerator.process_index))
+    step, losses, seconds, running = 0, [], 0.0, None
+    global_rng: dict[str, torch.Tensor] = {}
 
-    state_json, state_file = path / "state.json", path / "state.safetensors"
-    if state_json.exists() and state_file.exists():
-        meta = read_json(state_json)
-        _check_meta(meta, cfg, path)
-        tensors = load_safetensors(state_file)
-        model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        _restore_optimizer(opt, tensors)
-        gen.set_state(tensors["rng"])
-        step, losses, seconds = meta["step"], meta["losses"], meta["seconds"]
+    saved = read_state(path, cfg.hash, cfg.hashed_fields())
+    if saved is not None:
+        meta, tensors = saved
+        try:
+            step, losses, seconds, running = int(meta["step"]), list(meta["losses"]), float(meta["seconds"]), meta["running"]
+            if not 0 <= step < cfg.steps:
+                raise ValueError(f"step {step} is outside [0, {cfg.steps})")
+            adam_steps = {float(v) for k, v in tensors.items() if k.startswith("opt.") and k.endswith(".step")}
+            if step > 0 and adam_steps != {float(step)}:
+                raise ValueError(f"the optimizer state is at step {sorted(adam_steps)}, the state file says {step}")
+            model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+            _restore_optimizer(opt, tensors)
+            gen.set_state(tensors["rng"])
+            global_rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
+            if "rng.cpu" not in global_rng:
+                raise KeyError("rng.cpu")
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"the resumable state in {path} is inconsistent ({type(exc).__name__}: {exc}); "
+                                  f"delete {path} to retrain") from exc
 
     images = data.images.to(accelerator.device)
     labels = data.labels.to(accelerator.device)
     model, opt = accelerator.prepare(model, opt)
     raw = accelerator.unwrap_model(model)
+    # DDP hooks gradients on forward(): go through the wrapper when there is one
+    net = raw if accelerator.num_processes == 1 else model
     ema.to(accelerator.device)
     null_label = data.num_classes
+    if global_rng:  # dropout draws from the global RNG: resume it where the state left it
+        torch.set_rng_state(global_rng["rng.cpu"])
+        for i in range(torch.cuda.device_count()):
+            if f"rng.cuda{i}" in global_rng:
+                torch.cuda.set_rng_state(global_rng[f"rng.cuda{i}"], i)
 
     def save_state() -> None:
         if not accelerator.is_main_process:
@@ -223,15 +327,18 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
         tensors.update({f"net.{k}": v for k, v in raw.state_dict().items()})
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
         tensors["rng"] = gen.get_state()
-        atomic_save_safetensors(tensors, state_file)
-        atomic_write_json(dict(hash=cfg.hash, config=cfg.to_dict(), step=step, losses=losses,
-                                seconds=seconds, version=__version__), state_json)
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if accelerator.device.type == "cuda":
+            tensors.update({f"rng.cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        write_state(path, tensors, dict(hash=cfg.hash, config=cfg.hashed_fields(), step=step, losses=losses,
+                                        running=running, seconds=seconds, version=__version__))
 
     bar = tqdm(total=cfg.steps, initial=step, desc=f"training {cfg.name}", disable=not progress)
-    running, t0 = None, time.perf_counter()
+    t0 = time.perf_counter()
     model.train()
     try:
-        with flush_denormal(), cpu_threads(1 if accelerator.device.type == "cpu" else None):
+        with flush_denormal(), cpu_threads(1 if accelerator.device.type == "cpu" else None), \
+                _deferred_interrupt() as interrupted:
             while step < cfg.steps:
                 idx = torch.randint(len(data), (cfg.batch_size,), generator=gen).to(accelerator.device)
                 y = images[idx]
@@ -241,7 +348,9 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
                     cond = torch.where(drop, torch.full_like(labels[idx], null_label), labels[idx])
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(cfg, step)
-                loss = raw.loss(y, cond, gen) if accelerator.num_processes == 1 else _ddp_loss(model, y, cond, gen)
+                sigma, noise = draw_noise(raw.objective, y.shape, gen)
+                loss = denoising_loss(net, raw.objective, y, sigma.to(accelerator.device),
+                                      noise.to(accelerator.device), cond)
                 opt.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 opt.step()
@@ -258,64 +367,38 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
                 bar.update(1)
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{running:.4f}")
-                if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                stop = interrupted()
+                if (step % cfg.checkpoint_every == 0 or stop) and step < cfg.steps:
                     seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     save_state()
-    except KeyboardInterrupt:
-        seconds += time.perf_counter() - t0
-        save_state()
+                if stop and step < cfg.steps:
+                    raise KeyboardInterrupt(f"training {cfg.name} interrupted; its state at step {step} is saved "
+                                            "and the next call resumes it")
+            stopped_at_end = interrupted()
+    finally:
         bar.close()
-        raise
-    bar.close()
     seconds += time.perf_counter() - t0
 
-    meta = dict(hash=cfg.hash, config=cfg.to_dict(), version=__version__, format=CACHE_FORMAT,
+    meta = dict(hash=cfg.hash, config=cfg.hashed_fields(), version=__version__,
                 steps=step, seconds=round(seconds, 2), losses=losses, shape=list(data.shape),
                 num_classes=data.num_classes, n_train=len(data), parameters=count_parameters(raw.backbone))
     if accelerator.is_main_process:
-        atomic_save_safetensors(ema.state_dict(), path / "model.safetensors")
-        atomic_write_json(meta, path / "model.json")
-        for f in (state_file, state_json):
-            f.unlink(missing_ok=True)
+        write_model(path, ema.state_dict(), meta)
+        (path / "state.safetensors").unlink(missing_ok=True)
     ema.eval().cpu()
-    ema.config, ema.info = cfg, meta  # type: ignore[attr-defined]
+    ema.config, ema.info = cfg, meta
+    if stopped_at_end:  # Ctrl-C during the last step: the model is saved, then the interrupt goes on
+        raise KeyboardInterrupt(f"training {cfg.name} interrupted after its last step; the model is saved")
     return ema
 
 
-@contextmanager
-def cpu_threads(n: int | None):
-    """Run the block with ``n`` intra-op threads (``None``: unchanged).
-
-    Training on CPU is single-threaded on purpose. These models are too small to gain much from
-    intra-op threads, and torch's worker threads do not honour flush-to-zero: denormal numbers
-    made epsilon- and v-prediction training up to 10x slower with 2 threads (834 vs 73 s per
-    1,000 steps for UNet-XS measured here). Use :func:`load_or_train_many` to keep every core busy
-    with one model each instead.
-    """
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _ddp_loss(model, y, cond, gen):  # pragma: no cover - multi-GPU only
-    # DDP hooks gradients on forward(); compute the loss through the wrapped module
-    sigma = model.module.objective.sample_sigma(y.shape[0], gen).to(y.device)
-    n = torch.randn(y.shape, generator=gen).to(y.device)
-    s = sigma.reshape(-1, 1, 1, 1)
-    x0_hat = model(y + s * n, sigma, cond)
-    return (model.module.objective.weight(s) * (x0_hat - y) ** 2).mean()
-
-
 def load_or_train(cfg: TrainConfig, progress: bool = True) -> Precond:
-    """Load ``cfg``'s model from the cache, or train it (resuming an interrupted run) and cache it."""
-    if (checkpoint_dir(cfg) / "model.json").exists():
+    """Load ``cfg``'s model from the cache, or train it (resuming an interrupted run) and cache it.
+
+    Safe to call from several processes at once: one trains, the others wait and load.
+    """
+    if is_cached(checkpoint_dir(cfg)):
         return load_model(cfg)
     return train(cfg, progress=progress)
 
@@ -348,7 +431,7 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
 
     named = isinstance(configs, dict)
     cfgs = list(configs.values()) if named else list(configs)
-    missing = list({c.hash: c for c in cfgs if not (checkpoint_dir(c) / "model.json").exists()}.values())
+    missing = list({c.hash: c for c in cfgs if not is_cached(checkpoint_dir(c))}.values())
     # bad subsets fail here, before any process starts
     shapes = {c.hash: training_data(c)[0].shape for c in missing}
     # longest first (largest backbone x steps x batch), so the last job to finish is a short one
@@ -391,8 +474,8 @@ def step_cost(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int = 
     model = build_model(cfg, shape, num_classes)
     y = torch.zeros(2, *shape)
     cond = torch.zeros(2, dtype=torch.int64) if cfg.conditional else None
-    gen = torch.Generator().manual_seed(0)
+    sigma, noise = draw_noise(model.objective, y.shape, torch.Generator().manual_seed(0))
     flops = FlopCounterMode(display=False)
     with flops, _Count():
-        model.loss(y, cond, gen).backward()
+        denoising_loss(model, model.objective, y, sigma, noise, cond).backward()
     return flops.get_total_flops() / 2 * cfg.batch_size, _Count.calls

@@ -1,0 +1,257 @@
+"""Every on-disk convention of the package: where the cache lives, how entries are named, locked,
+written and read back.
+
+The cache holds one folder per entry, ``<root>/<kind>/<name>-<digest>/`` (``kind`` is ``models``,
+``vae`` or ``sscd``), named by a content hash of the config that produced it, so chapters share
+what they trained. What it promises:
+
+* **Atomic files.** Every file is written to a unique temporary name in the same folder and
+  renamed into place, so a crash never leaves a half-written file under a real name, and two
+  writers never share a temporary file. Temporaries left by a killed process are removed the next
+  time the entry is trained.
+* **Checked reads.** A finished model is ``model.safetensors`` + ``model.json``. The JSON records
+  the SHA-256 of the weights and of its own content, so flipped bytes and hand edits are detected
+  and raise :class:`CheckpointError` (with the folder to delete) instead of being trusted.
+* **One-file resumable state.** ``state.safetensors`` carries the tensors *and* the step counter
+  (in the safetensors header), so the two can never disagree after a crash.
+* **One writer per entry.** :func:`entry_lock` is an inter-process lock: two processes asking for
+  the same model train it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "entry_dir", "entry_lock", "is_cached",
+           "clean_temporaries", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors",
+           "read_json", "load_safetensors", "write_model", "read_model", "write_state", "read_state",
+           "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE"]
+
+#: bump when a change to the code would change what a given config trains into, or the file format.
+#: 2: CPU training became single-threaded (other bits than 2 threads);
+#: 3: checksummed model.json, one-file resumable state, checkpoint_every left out of the hash.
+CACHE_FORMAT = 3
+
+MODEL_JSON, MODEL_WEIGHTS, STATE_FILE = "model.json", "model.safetensors", "state.safetensors"
+_TMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupt, incomplete, or belongs to a different config."""
+
+
+def cache_root() -> Path:
+    """The cache folder: ``$REPRODIFF_CACHE`` or ``~/.cache/reprodiff``.
+
+    Raises ``ValueError`` when ``REPRODIFF_CACHE`` is set but empty (it would otherwise mean the
+    current directory, and models would land wherever a notebook happens to run).
+    """
+    value = os.environ.get("REPRODIFF_CACHE")
+    if value is None:
+        return Path.home() / ".cache" / "reprodiff"
+    if not value.strip():
+        raise ValueError("REPRODIFF_CACHE is set but empty: unset it (default ~/.cache/reprodiff) or name a folder")
+    return Path(value).expanduser()
+
+
+def entry_dir(kind: str, name: str, digest: str) -> Path:
+    """The folder of one cache entry: ``<root>/<kind>/<name>-<digest>``."""
+    return cache_root() / kind / f"{name}-{digest}"
+
+
+def is_cached(path: Path) -> bool:
+    """Whether ``path`` holds a finished model (its metadata is written last, so it marks completion)."""
+    return (Path(path) / MODEL_JSON).exists()
+
+
+def _writable_error(path: Path, exc: OSError) -> PermissionError:
+    return PermissionError(f"the model cache is not writable at {path} ({exc.strerror or exc}); "
+                           "set REPRODIFF_CACHE to a writable folder")
+
+
+@contextmanager
+def entry_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on the entry ``path`` (a sibling ``<entry>.lock`` file).
+
+    Waits for another process holding it. Raises ``PermissionError`` with a clear message, before
+    any work, when the cache cannot be written.
+    """
+    from filelock import FileLock
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError as exc:
+        raise _writable_error(path.parent, exc) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def clean_temporaries(path: Path) -> list[Path]:
+    """Remove temporary files a killed writer left in the entry ``path``; returns what was removed.
+
+    Call it only while holding :func:`entry_lock`, so no live writer's temporary file is touched.
+    """
+    removed = []
+    if Path(path).is_dir():
+        for f in Path(path).iterdir():
+            if f.name.endswith(_TMP_SUFFIX) and f.is_file():
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a unique temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(obj: dict, path: Path) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def _tensor_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
+                            metadata: dict[str, str] | None = None) -> None:
+    atomic_write_bytes(path, _tensor_bytes(tensors, metadata))
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is unreadable ({exc}); delete {path.parent} to retrain")
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    try:
+        return load(Path(path).read_bytes())
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(Path(path).read_text())
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    if not isinstance(obj, dict):
+        raise _unreadable(path, ValueError(f"expected a JSON object, found {type(obj).__name__}"))
+    return obj
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(meta: dict) -> bytes:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+
+
+def check_config(meta: dict, digest: str, config: dict, path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``meta`` was written for the config ``digest``/``config``."""
+    stored = meta.get("config")
+    if meta.get("hash") != digest:
+        raise CheckpointError(f"checkpoint in {path} was written for a different config (hash "
+                              f"{meta.get('hash')} != {digest}); it will not be used. Delete the directory to retrain.")
+    if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in config.items()):
+        changed = sorted(k for k, v in config.items() if not isinstance(stored, dict) or stored.get(k) != v)
+        shown = ", ".join(f"{k}: {stored.get(k) if isinstance(stored, dict) else None!r} on disk, {config[k]!r} asked"
+                          for k in changed[:4])
+        raise CheckpointError(f"checkpoint in {path} carries the right hash but another config ({shown}); "
+                              "it will not be used. Delete the directory to retrain.")
+
+
+def write_model(path: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a finished model: weights first, then the checksummed metadata (which marks completion)."""
+    data = _tensor_bytes(weights)
+    atomic_write_bytes(Path(path) / MODEL_WEIGHTS, data)
+    meta = {**meta, "format": CACHE_FORMAT, "weights_sha256": _digest(data)}
+    meta["meta_sha256"] = _digest(_canonical(meta))
+    atomic_write_json(meta, Path(path) / MODEL_JSON)
+
+
+def read_model(path: Path, digest: str, config: dict) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify a finished model: ``(meta, weights)``.
+
+    Raises ``FileNotFoundError`` when there is none, :class:`CheckpointError` when it is corrupt,
+    edited, or belongs to another config.
+    """
+    from safetensors.torch import load
+
+    path = Path(path)
+    meta_file, weights_file = path / MODEL_JSON, path / MODEL_WEIGHTS
+    if not meta_file.exists():
+        raise FileNotFoundError(f"no trained model in {path}")
+    if not weights_file.exists():
+        raise CheckpointError(f"{path} has {MODEL_JSON} but no {MODEL_WEIGHTS}; delete {path} to retrain")
+    meta = read_json(meta_file)
+    claimed = meta.pop("meta_sha256", None)
+    if claimed != _digest(_canonical(meta)):
+        raise CheckpointError(f"{meta_file} was edited or is corrupt (its checksum does not match); "
+                              f"delete {path} to retrain")
+    check_config(meta, digest, config, path)
+    data = weights_file.read_bytes()
+    if meta.get("weights_sha256") != _digest(data):
+        raise CheckpointError(f"{weights_file} is corrupt (its SHA-256 differs from the one recorded when it was "
+                              f"written); delete {path} to retrain")
+    try:
+        weights = load(data)
+    except Exception as exc:
+        raise _unreadable(weights_file, exc) from exc
+    return meta, weights
+
+
+def write_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a resumable training state as ONE file: tensors, with ``meta`` (JSON) in the header."""
+    atomic_save_safetensors(tensors, Path(path) / STATE_FILE,
+                            metadata={"meta": json.dumps({**meta, "format": CACHE_FORMAT}, sort_keys=True)})
+
+
+def read_state(path: Path, digest: str, config: dict) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """The resumable state in ``path`` as ``(meta, tensors)``, ``None`` if there is none.
+
+    Raises :class:`CheckpointError` when it is unreadable or written for another config; the
+    caller checks the contents (:class:`CheckpointError` too).
+    """
+    from safetensors import safe_open
+
+    file = Path(path) / STATE_FILE
+    if not file.exists():
+        return None
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["meta"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise _unreadable(file, exc) from exc
+    if not isinstance(meta, dict):
+        raise _unreadable(file, ValueError("its header holds no state metadata"))
+    check_config(meta, digest, config, Path(path))
+    return meta, tensors
