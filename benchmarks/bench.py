@@ -9,9 +9,9 @@ Every comparison is measured in this one run against a baseline measured alongsi
    formula, at N = 1,797 digits: time per call and peak memory, each in a fresh subprocess.
    Goal: >= 10x.
 3. sampler throughput in images/s for every sampler.
-4. ``reprodiff.ensemble.train_many`` (K same-architecture models in one vmapped step) vs training the
-   same K models one by one with ``train``: time per step and the speed-up ``K * single / ensemble``,
-   in one process and over worker processes (next to ``load_or_train_many``). Goal: >= 1.5x.
+
+Earlier measurements of code that has left the package (vmapped model ensembles) are in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -89,77 +89,6 @@ def bench_training(steps: int, batch: int, backbone: str) -> dict:
             "ratio": res["ours"][0] / res["plain"][0]}
 
 
-def bench_ensemble(ks: tuple[int, ...], steps: int, batch: int, backbone: str, workers: int = 2) -> dict:
-    """Per-step cost of K models trained by ``train_many`` vs the same K models one by one with ``train``.
-
-    Every cost is the slope between a short and a long run of the real function (set-up, i.e.
-    building and stacking K models, starting worker processes, writing checkpoints, cancels),
-    measured in this one run. Training on CPU is single-threaded, so the in-process rows measure
-    what vmapping gains per core; the ``workers`` rows use that many cores, once with
-    ``train_many`` and once with ``load_or_train_many`` (one model per process, no vmap), so the
-    last two rows separate what vmap adds from what a second core adds. Wall time is what a chapter
-    waits; a CPU-time ratio (this process only, so in-process rows only) is robust to other
-    processes on a shared machine.
-    """
-    from reprodiff.ensemble import train_many
-    from reprodiff.training import TrainConfig, load_or_train_many, train
-
-    def configs(k, n):
-        return [TrainConfig(backbone=backbone, steps=n, batch_size=batch, seed=s, n_train=1500,
-                            checkpoint_every=10**9) for s in range(k)]
-
-    def run(how, k, w, n):
-        os.environ["REPRODIFF_CACHE"] = tempfile.mkdtemp()
-        t, c = time.perf_counter(), time.process_time()
-        if how == "train":
-            train(configs(1, n)[0], progress=False)
-        elif how == "train_many":
-            train_many(configs(k, n), progress=False, workers=w)
-        else:
-            load_or_train_many(configs(k, n), workers=w, progress=False)
-        return time.perf_counter() - t, time.process_time() - c
-
-    short = max(steps // 4, 1)
-    run("train", 1, 1, 2), run("train_many", 2, 1, 2)  # warm-up (imports, first allocations, first vmap)
-    cases = [("train", 1, 1), *(("train_many", k, 1) for k in ks)]
-    if workers > 1:
-        cases += [("train_many", max(ks), workers), ("load_or_train_many", max(ks), workers)]
-    per_step = {}
-    for case in cases:
-        (w_s, c_s), (w_l, c_l) = run(*case, short), run(*case, steps)
-        per_step[case] = ((w_l - w_s) / (steps - short), (c_l - c_s) / (steps - short))
-    single_wall, single_cpu = per_step[cases[0]]
-    rows = [{"how": how, "k": k, "workers": w, "ms_per_step": 1000 * per_step[how, k, w][0],
-             "one_by_one_ms_per_step": 1000 * k * single_wall, "speedup": k * single_wall / per_step[how, k, w][0],
-             "cpu_speedup": k * single_cpu / per_step[how, k, w][1] if w == 1 else float("nan")}
-            for how, k, w in cases[1:]]
-    return {"backbone": backbone, "batch": batch, "steps": steps, "single_ms_per_step": 1000 * single_wall,
-            "single_cpu_ms_per_step": 1000 * single_cpu, "rows": rows, "cores": os.cpu_count(),
-            "load": os.getloadavg()[0]}
-
-
-_DSTAR_CHILD = r"""
-import json, resource, sys, time, torch
-from reprodiff.data import load_dataset
-from reprodiff.denoisers import OptimalDenoiser, optimal_denoiser_naive
-mode, batch, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-train = load_dataset("digits").images
-x = torch.randn(batch, *train.shape[1:]) * 2.0
-fast = OptimalDenoiser(train)
-fn = (lambda: fast(x, 1.0)) if mode == "chunked" else (lambda: optimal_denoiser_naive(train, x, 1.0))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-fn()
-times = []
-for _ in range(repeats):
-    t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-working = (x.shape[0] * len(train) * x[0].numel() * 8 if mode == "naive"
-           else x.shape[0] * (min(fast.chunk_size, len(train)) + x[0].numel()) * 8)
-print(json.dumps({"seconds": min(times), "peak_extra_mb": (peak - base) / 1024, "n_train": len(train),
-                  "working_set_mb": working / 2**20}))
-"""
-
-
 def bench_optimal_denoiser(batch: int, repeats: int) -> dict:
     out = {}
     for mode in ("chunked", "naive"):
@@ -193,11 +122,7 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=80)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--backbone", default="unet-s")
-    p.add_argument("--only", choices=["train", "dstar", "samplers", "ensemble"], default=None)
-    p.add_argument("--ensemble-k", default="8,16", help="comma-separated group sizes K")
-    p.add_argument("--ensemble-steps", type=int, default=40)
-    p.add_argument("--ensemble-backbone", default="unet-xs")
-    p.add_argument("--ensemble-workers", type=int, default=2, help="processes for the last two rows (1: none)")
+    p.add_argument("--only", choices=["train", "dstar", "samplers"], default=None)
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -220,19 +145,6 @@ def main() -> None:
         for name, v in r["samplers"].items():
             print(f"[sampler] {name:16s} {r['backbone']}, {r['steps']} steps, {r['n']} images: "
                   f"{v['images_per_s']:.0f} images/s")
-
-
-    if args.only in (None, "ensemble"):
-        r = bench_ensemble(tuple(int(k) for k in args.ensemble_k.split(",")), args.ensemble_steps, args.batch,
-                           args.ensemble_backbone, args.ensemble_workers)
-        print(f"[ensemble] {r['backbone']}, batch {r['batch']}, {r['steps']} steps, {r['cores']} cores, load average "
-              f"{r['load']:.1f} at the end; one model with train(): {r['single_ms_per_step']:.1f} ms/step "
-              f"({r['single_cpu_ms_per_step']:.1f} ms CPU)")
-        for row in r["rows"]:
-            cpu = "" if row["workers"] > 1 else f", {row['cpu_speedup']:.2f}x CPU time"
-            print(f"[ensemble] {row['how']:>18s}, K={row['k']:2d}, {row['workers']} process(es): "
-                  f"{row['ms_per_step']:.0f} ms/step vs one by one {row['one_by_one_ms_per_step']:.0f} ms/step "
-                  f"-> {row['speedup']:.2f}x wall{cpu}")
 
 
 if __name__ == "__main__":

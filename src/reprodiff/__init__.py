@@ -2,7 +2,9 @@
 
 Importing it has no side effects: no seeding, no downloads, no matplotlib backend changes. The
 public API lives in the submodules (``data``, ``backbones``, ``denoisers``, ``sampling``,
-``training``, ``metrics``, ``plots``, ``configs``); the most used names are re-exported lazily here.
+``training``, ``metrics``, ``experiments``, ``controls``, ``plots``, ``configs``; ``cache`` owns the
+files on disk, ``runtime`` the CPU settings and seed derivations, ``notebook`` the chapters'
+helpers); the most used names are re-exported lazily here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ _EXPORTS = {
     "SAMPLERS": "sampling",
     "TrainConfig": "training", "load_or_train": "training", "train": "training",
     "load_or_train_many": "training",
-    "train_many": "ensemble",
     "rp_score": "metrics", "gl_score": "metrics", "get_descriptor": "metrics",
     "get_config": "configs",
 }
