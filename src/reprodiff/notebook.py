@@ -1,13 +1,11 @@
-"""Small helpers for the chapters: showing package source, reporting the runtime, timing sections."""
+"""Small helpers for the chapters: showing package source and reporting the runtime."""
 
 from __future__ import annotations
 
 import inspect
 import platform
-import time
-from contextlib import contextmanager
 
-__all__ = ["show_source", "runtime_report", "timed"]
+__all__ = ["show_source", "runtime_report"]
 
 
 def show_source(obj) -> "object":
@@ -27,11 +25,3 @@ def runtime_report() -> str:
         where = (f"CPU only ({torch.get_num_threads()} threads). On Colab: Runtime > Change runtime type > "
                  "GPU, then run the 'gpu' profile")
     return f"torch {torch.__version__}, Python {platform.python_version()}; {where}"
-
-
-@contextmanager
-def timed(label: str):
-    """Print how long a block took: ``with timed("training"): ...``."""
-    t0 = time.perf_counter()
-    yield
-    print(f"{label}: {time.perf_counter() - t0:.1f} s")
