@@ -4,6 +4,7 @@ from reprodiff.controls import VAEConfig, decode_seeds, load_or_train_vae
 from reprodiff.data import load_dataset
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import sample_models, sampler_study, stochastic_control
+from reprodiff.sampling import record_calls
 from reprodiff.training import cache_root
 
 
@@ -19,10 +20,16 @@ def test_sample_models_shares_seeds_and_names():
 
 
 def test_sampler_study_converges_to_its_reference():
-    study = sampler_study(_dens()["gauss"], range(32), (1, 8, 8), samplers=("euler", "heun"), step_counts=(2, 40),
+    # the study's cost axis must be what the model really paid: count the calls it received
+    model = record_calls(_dens()["gauss"])
+    study = sampler_study(model, range(32), (1, 8, 8), samplers=("euler", "heun"), step_counts=(2, 40),
                           threshold=0.99, threshold_rule="test", reference_steps=80)
-    assert len(study.rows) == 4 and study.curve("heun")[0] == [3, 79]
+    reference_calls = 2 * 80 - 1  # Heun: two calls per step but the last
+    assert len(study.rows) == 4
+    assert len(model.calls) == reference_calls + sum(row["nfe"] for row in study.rows)
+    assert study.curve("heun")[0] == [3, 79] and study.curve("euler")[0] == [2, 40]
     assert study.curve("heun")[1][-1] == 1.0 and study.min_nfe("heun", 0.99) == 79
+    assert study.curve("heun")[1][0] < 1.0  # 3 calls are too few to reproduce the reference
     assert study.min_nfe("euler", 2.0) is None
 
 

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .metrics import Descriptor, Score, get_descriptor, gl_score, real_null_threshold, rp_score
-from .sampling import Samples, generate, network_calls
+from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
 
 __all__ = ["sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap"]
@@ -264,7 +264,7 @@ def regime_sweep(models: Mapping[tuple[str, int], torch.nn.Module], train_sets: 
             label = f"{a.split(' ')[0]} vs {b.split(' ')[0]}"
             rp[label] = [rp_score(samples[(a, n)], samples[(b, n)], desc, threshold=threshold, threshold_rule=rule)
                          for n in n_train]
-            if desc.name != "sscd" and not per_pair_null:
+            if getattr(desc, "fixed_threshold", None) is None and not per_pair_null:
                 # what per-pair calibration would have chosen at each N (shown in chapter 3)
                 per_pair_null = {n: rp_score(samples[(a, n)], samples[(b, n)], desc, null_quantile=null_quantile).threshold
                                  for n in n_train}
@@ -326,20 +326,6 @@ def reference_study(sweep: SweepResult, references: Mapping[str, Mapping[int, to
     return ReferenceStudy(sweep.n_train, rp, samples)
 
 
-class _Recorder(torch.nn.Module):
-    """Wraps a denoiser and keeps every ``(x, sigma, output)`` of its calls (for :func:`trajectory_gap`)."""
-
-    def __init__(self, denoiser) -> None:
-        super().__init__()
-        self.denoiser = denoiser
-        self.calls: list[tuple[torch.Tensor, float, torch.Tensor]] = []
-
-    def forward(self, x, sigma, cond=None):
-        out = self.denoiser(x, sigma, cond)
-        self.calls.append((x.detach().clone(), torch.as_tensor(sigma).reshape(-1)[0].item(), out.detach().clone()))
-        return out
-
-
 def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Module], seeds: Sequence[int] | range,
                    shape: Sequence[int], *, steps: int = 18) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Where along the sampling trajectory does a trained model depart from an analytic denoiser?
@@ -348,9 +334,7 @@ def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Mod
     compares the model's denoised estimate with each reference's estimate at the *same* point
     ``x_sigma``. Returns ``(sigmas, {reference: (n_sigmas, n_seeds) RMS pixel distance})``.
     """
-    from .sampling import karras_sigmas, noise_for_seeds, sample_euler
-
-    rec = _Recorder(model)
+    rec = record_calls(model)
     noise = noise_for_seeds(list(seeds), shape)
     with torch.no_grad():
         sample_euler(rec, noise, karras_sigmas(steps))

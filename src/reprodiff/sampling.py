@@ -1,35 +1,79 @@
 """Explicit noise and deterministic samplers of the probability-flow ODE.
 
-Noise is data: :func:`noise_for_seeds` draws sample k from its own generator seeded with k (on CPU),
-so sample k is the same whatever the batch size, order or device. Samplers take that noise as an
-argument and never draw randomness themselves; the one stochastic sampler takes its per-step noise
-explicitly too. All samplers integrate ``dx/dsigma = (x - D(x, sigma)) / sigma`` (EDM's ODE) on a
-shared sigma grid, keep the state in float64 (as the paper's sampler does) and call the denoiser in
-the model's dtype.
+Noise is data: :func:`noise_for_seeds` draws sample k's initial noise from its own generator seeded
+with k (on CPU), so the *noise* of sample k is bitwise the same whatever the batch size, order or
+device. Samplers take that noise as an argument and never draw randomness themselves; the one
+stochastic sampler takes its per-step noise explicitly too. All samplers integrate
+``dx/dsigma = (x - D(x, sigma)) / sigma`` (EDM's ODE) on a shared sigma grid, keep the state in
+float64 (as the paper's sampler does) and call the denoiser in the model's dtype.
+
+What that buys for the *samples*: the same seeds, model, sampler and batch size give bitwise
+identical images, run after run and process after process (on one machine and torch build). Across
+batch sizes they agree only to float rounding, because the network's batched kernels (matrix
+products, convolutions) may block and sum in a different order for a different batch; on CPU we
+measured a maximum difference of about 6e-7 between batch sizes 7 and 32.
 """
 
 from __future__ import annotations
 
-import math
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
 
 from .denoisers import Denoiser
+from .runtime import flush_denormal
 
 __all__ = [
     "Samples",
     "noise_for_seeds",
     "karras_sigmas",
+    "SamplerSpec",
     "SAMPLERS",
+    "network_calls",
     "sample_euler",
     "sample_heun",
     "sample_ddim",
     "sample_dpmpp_2m",
     "sample_euler_ancestral",
+    "CallRecorder",
+    "record_calls",
     "generate",
+    "flush_denormal",
 ]
+
+
+def _is_integer(value) -> bool:
+    """True for Python and numpy integers and one-element integer tensors (never bools or floats)."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _seed_tensor(seeds: Iterable[int] | torch.Tensor) -> torch.Tensor:
+    """``seeds`` as a 1-d int64 tensor, or ValueError: seed ids are integers and a float is never truncated.
+
+    Accepts a sequence or iterable of Python/numpy integers, an integer numpy array or an integer tensor.
+    """
+    if not isinstance(seeds, torch.Tensor) and hasattr(seeds, "dtype") and hasattr(seeds, "shape"):
+        seeds = torch.as_tensor(seeds)  # a numpy array
+    if isinstance(seeds, torch.Tensor):
+        if seeds.dtype == torch.bool or seeds.dtype.is_floating_point or seeds.dtype.is_complex:
+            raise ValueError(f"seeds must be integers, got a {seeds.dtype} tensor")
+        if seeds.ndim != 1:
+            raise ValueError(f"seeds must be a 1-d list of ids, got shape {tuple(seeds.shape)}")
+        return seeds.to(torch.int64)
+    values = list(seeds)
+    bad = [v for v in values if not _is_integer(v)]
+    if bad:
+        raise ValueError(f"seeds must be integers, got {len(bad)} that are not (e.g. {bad[0]!r}); "
+                         "a float seed would be silently truncated")
+    return torch.tensor([operator.index(v) for v in values], dtype=torch.int64)
 
 
 @dataclass
@@ -49,7 +93,7 @@ class Samples:
     features: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.seeds = torch.as_tensor(self.seeds, dtype=torch.int64)
+        self.seeds = _seed_tensor(self.seeds)
         if self.images.shape[0] != self.seeds.shape[0]:
             raise ValueError("one seed per image is required")
         if torch.unique(self.seeds).numel() != self.seeds.numel():
@@ -107,27 +151,25 @@ def _prepare(noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def sample_euler(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, cond=None,
-                 model_dtype: torch.dtype = torch.float32, trajectory: list | None = None) -> torch.Tensor:
+                 model_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """First-order Euler steps of the probability-flow ODE (one network call per step).
 
     Args:
         noise: ``(B, C, H, W)`` unit-variance initial noise (scaled here by ``sigmas[0]``).
         sigmas: decreasing grid ending in 0, e.g. :func:`karras_sigmas`.
-        trajectory: if a list is given, ``(sigma, x, x0_hat)`` for every step is appended to it.
 
-    Returns: ``(B, C, H, W)`` float64 final sample.
+    Returns: ``(B, C, H, W)`` float64 final sample. To observe the trajectory, wrap the denoiser
+    (:func:`record_calls`).
     """
     x = _prepare(noise, sigmas)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         x0 = _call(denoiser, x, s, cond, model_dtype)
-        if trajectory is not None:
-            trajectory.append((float(s), x.clone(), x0.clone()))
         x = x0 + (s_next / s) * (x - x0)  # = x + (s_next - s) * (x - x0) / s
     return x
 
 
 def sample_ddim(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, cond=None,
-                model_dtype: torch.dtype = torch.float32, trajectory: list | None = None) -> torch.Tensor:
+                model_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """DDIM with eta = 0 (Song et al. 2021), written in its own variance-preserving coordinates.
 
     ``x_t = alpha x0 + sqrt(1 - alpha^2) eps`` with ``alpha = 1/sqrt(1 + sigma^2)``. Karras et al.
@@ -137,8 +179,6 @@ def sample_ddim(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, c
     x = _prepare(noise, sigmas)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         x0 = _call(denoiser, x, s, cond, model_dtype)
-        if trajectory is not None:
-            trajectory.append((float(s), x.clone(), x0.clone()))
         a, a_next = 1 / (1 + s**2).sqrt(), 1 / (1 + s_next**2).sqrt()
         x_t = a * x
         eps = (x_t - a * x0) / (1 - a**2).sqrt()
@@ -147,7 +187,7 @@ def sample_ddim(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, c
 
 
 def sample_heun(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, cond=None,
-                model_dtype: torch.dtype = torch.float32, trajectory: list | None = None) -> torch.Tensor:
+                model_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """EDM's deterministic 2nd-order Heun sampler (Karras et al. 2022, Algorithm 1 without churn).
 
     With the default 18-step grid it makes 35 network calls, the paper's setting.
@@ -155,8 +195,6 @@ def sample_heun(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, c
     x = _prepare(noise, sigmas)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         x0 = _call(denoiser, x, s, cond, model_dtype)
-        if trajectory is not None:
-            trajectory.append((float(s), x.clone(), x0.clone()))
         d = (x - x0) / s
         x_euler = x + (s_next - s) * d
         if s_next > 0:
@@ -168,7 +206,7 @@ def sample_heun(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, c
 
 
 def sample_dpmpp_2m(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, cond=None,
-                    model_dtype: torch.dtype = torch.float32, trajectory: list | None = None) -> torch.Tensor:
+                    model_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022): multistep 2nd order in ``lambda = -log sigma``, data prediction.
 
     One network call per step; the previous step's ``x0_hat`` supplies the second-order correction.
@@ -177,8 +215,6 @@ def sample_dpmpp_2m(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tenso
     prev_x0, prev_h = None, None
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         x0 = _call(denoiser, x, s, cond, model_dtype)
-        if trajectory is not None:
-            trajectory.append((float(s), x.clone(), x0.clone()))
         if s_next == 0:
             x = x0
             break
@@ -194,7 +230,7 @@ def sample_dpmpp_2m(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tenso
 
 
 def sample_euler_ancestral(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, cond=None,
-                           model_dtype: torch.dtype = torch.float32, trajectory: list | None = None,
+                           model_dtype: torch.dtype = torch.float32,
                            step_noise: torch.Tensor | None = None) -> torch.Tensor:
     """A *stochastic* control: ancestral Euler steps that inject fresh noise at every step.
 
@@ -208,86 +244,237 @@ def sample_euler_ancestral(denoiser: Denoiser, noise: torch.Tensor, sigmas: torc
     x = _prepare(noise, sigmas)
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         x0 = _call(denoiser, x, s, cond, model_dtype)
-        if trajectory is not None:
-            trajectory.append((float(s), x.clone(), x0.clone()))
         s_up = torch.minimum(s_next, (s_next**2 * (s**2 - s_next**2) / s**2).sqrt())
         s_down = (s_next**2 - s_up**2).sqrt()
         x = x0 + (s_down / s) * (x - x0) + s_up * step_noise[i].to(torch.float64)
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
-    "euler": sample_euler,
-    "ddim": sample_ddim,
-    "heun": sample_heun,
-    "dpmpp-2m": sample_dpmpp_2m,
-    "euler-ancestral": sample_euler_ancestral,
+@dataclass(frozen=True)
+class SamplerSpec:
+    """What the rest of the package needs to know about a sampler, kept next to its function.
+
+    ``fn(denoiser, noise, sigmas, cond=None, model_dtype=...)`` returns the ``(B, C, H, W)`` float64
+    sample; ``calls(steps)`` is how many denoiser evaluations it makes on a grid of ``steps`` sigmas
+    (plus the final 0), the cost axis of chapter 2's sampler study; ``stochastic`` samplers also take
+    ``step_noise`` (``(steps, B, C, H, W)``), which :func:`generate` draws from an explicit stream.
+    """
+
+    fn: Callable[..., torch.Tensor]
+    calls: Callable[[int], int]
+    stochastic: bool = False
+    description: str = ""
+
+
+def _one_call_per_step(steps: int) -> int:
+    return steps
+
+
+def _heun_calls(steps: int) -> int:
+    # two calls per step, except the last step to sigma = 0, which is a plain Euler step
+    return 2 * steps - 1
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "euler": SamplerSpec(sample_euler, _one_call_per_step, description="Euler, 1st order"),
+    "ddim": SamplerSpec(sample_ddim, _one_call_per_step, description="DDIM (eta = 0), 1st order"),
+    "heun": SamplerSpec(sample_heun, _heun_calls, description="EDM's Heun, 2nd order"),
+    "dpmpp-2m": SamplerSpec(sample_dpmpp_2m, _one_call_per_step, description="DPM-Solver++(2M), 2nd order multistep"),
+    "euler-ancestral": SamplerSpec(sample_euler_ancestral, _one_call_per_step, stochastic=True,
+                                   description="ancestral Euler, injects fresh noise every step"),
 }
+
+
+def _sampler_spec(sampler: str) -> SamplerSpec:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler]
 
 
 def network_calls(sampler: str, steps: int) -> int:
     """Number of denoiser evaluations a sampler makes on a grid of ``steps`` sigmas (plus the final 0)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    return _sampler_spec(sampler).calls(steps)
+
+
+class CallRecorder(torch.nn.Module):
+    """A denoiser that forwards to another and keeps every evaluation (made by :func:`record_calls`).
+
+    ``calls``: one ``(x, sigma, output)`` per call, in call order: ``x`` and ``output`` are detached
+    copies of the ``(B, C, H, W)`` input and output, ``sigma`` a float (the samplers evaluate a whole
+    batch at one noise level).
+    """
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.calls: list[tuple[torch.Tensor, float, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.denoiser(x, sigma, cond)
+        self.calls.append((x.detach().clone(), torch.as_tensor(sigma).reshape(-1)[0].item(), out.detach().clone()))
+        return out
+
+
+def record_calls(denoiser: Denoiser) -> CallRecorder:
+    """Wrap ``denoiser`` so that every evaluation a sampler makes is kept in ``.calls``.
+
+    The samplers have no trajectory hook on purpose: observing them is done from the outside, so the
+    code that produces the book's samples is the code that is observed. The wrapper returns the
+    denoiser's outputs unchanged, so a recorded run gives bit-identical samples::
+
+        rec = record_calls(model)
+        sample_euler(rec, noise, karras_sigmas(18))
+        for x, sigma, x0_hat in rec.calls: ...
+    """
+    return CallRecorder(denoiser)
+
+
+# ----------------------------------------------------------------------------- generate and its checks
+
+
+def _wrapped(denoiser) -> Iterable:
+    """``denoiser`` and the models it wraps through ``.denoiser`` (guidance, call recorders)."""
+    seen = set()
+    while denoiser is not None and id(denoiser) not in seen:
+        seen.add(id(denoiser))
+        yield denoiser
+        denoiser = getattr(denoiser, "denoiser", None)
+
+
+def _as_shape(value) -> tuple[int, ...] | None:
+    try:
+        shape = tuple(operator.index(v) for v in value)
+    except TypeError:
+        return None
+    return shape if len(shape) == 3 else None
+
+
+def _declared_shape(denoiser) -> tuple[int, ...] | None:
+    """The ``(C, H, W)`` a model says it works on: its own ``.shape`` (analytic MoLRG denoiser), its
+    backbone's (U-ViT, MLP) or the ``info`` a loaded checkpoint carries; None when it declares none."""
+    for d in _wrapped(denoiser):
+        info = getattr(d, "info", None)
+        for value in (getattr(d, "shape", None), getattr(getattr(d, "backbone", None), "shape", None),
+                      info.get("shape") if isinstance(info, dict) else None):
+            if value is not None and (shape := _as_shape(value)) is not None:
+                return shape
+    return None
+
+
+def _check_shape(shape: Sequence[int], denoiser) -> tuple[int, int, int]:
+    try:
+        values = tuple(shape)
+    except TypeError:
+        values = ()
+    if len(values) != 3 or not all(_is_integer(v) and operator.index(v) > 0 for v in values):
+        raise ValueError(f"shape must be (C, H, W), three positive integers; got {shape!r}")
+    shape = tuple(operator.index(v) for v in values)
+    declared = _declared_shape(denoiser)
+    if declared is not None and declared != shape:
+        raise ValueError(f"model trained on {declared} images, asked for {shape}")
+    return shape  # type: ignore[return-value]
+
+
+def _check_seeds(seeds) -> torch.Tensor:
+    seeds = _seed_tensor(seeds)
+    if seeds.numel() == 0:
+        raise ValueError("no seeds given: generate makes one sample per seed")
+    if (seeds < 0).any():
+        raise ValueError(f"seeds must be non-negative, got {int(seeds.min())}")
+    unique, counts = torch.unique(seeds, return_counts=True)
+    if (counts > 1).any():
+        dup = unique[counts > 1].tolist()
+        raise ValueError(f"seed ids must be unique (samples are paired by seed); repeated: {dup[:5]}"
+                         + ("..." if len(dup) > 5 else ""))
+    return seeds
+
+
+def _check_positive(value, what: str) -> int:
+    if not _is_integer(value) or operator.index(value) < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    return operator.index(value)
+
+
+def _backbone_classes(denoiser) -> tuple[bool, int | None]:
+    """``(known, num_classes)`` of the trained backbone behind ``denoiser``; ``known`` is False for
+    analytic denoisers, which have no backbone and check their ``cond`` themselves."""
+    for d in _wrapped(denoiser):
+        backbone = getattr(d, "backbone", None)
+        if backbone is not None and hasattr(backbone, "num_classes"):
+            return True, backbone.num_classes
+    return False, None
+
+
+def _check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
+    known, num_classes = _backbone_classes(denoiser)
+    if labels is None:
+        if known and num_classes is not None:
+            raise ValueError(f"this model is class-conditional ({num_classes} classes): pass labels= "
+                             f"(0-{num_classes - 1}, or {num_classes} for the unconditional null label)")
+        return None
+    if known and num_classes is None:
+        raise ValueError("this model is unconditional (its backbone has no class embedding): do not pass labels=")
+    labels = torch.as_tensor(labels)
+    if labels.dtype == torch.bool or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype}")
+    labels = labels.to(torch.int64)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have one entry per seed: shape ({n},), got {tuple(labels.shape)}")
+    if known and (int(labels.min()) < 0 or int(labels.max()) > num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}] ({num_classes} is the null label of "
+                         f"classifier-free guidance); got values from {int(labels.min())} to {int(labels.max())}")
+    return labels
 
 
 @torch.no_grad()
 def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Sequence[int], *,
              sampler: str = "heun", steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
-             labels: torch.Tensor | None = None, batch_size: int = 256, noise_stream: int = 0,
+             labels: torch.Tensor | Sequence[int] | None = None, batch_size: int = 256, noise_stream: int = 0,
              step_noise_stream: int | None = None, device: str | torch.device = "cpu",
              name: str = "", progress: bool = False) -> Samples:
     """Sample one image per seed with a given sampler: the book's everyday entry point.
 
     Args:
-        seeds: seed ids; sample k starts from ``noise_for_seeds([k], shape)``.
-        shape: ``(C, H, W)``.
-        labels: ``(len(seeds),)`` class labels for conditional models.
+        seeds: distinct non-negative integer seed ids; sample k starts from ``noise_for_seeds([k], shape)``.
+        shape: ``(C, H, W)``; must match the image shape the model declares, if it declares one.
+        labels: ``(len(seeds),)`` integer class labels, required exactly for class-conditional models.
         step_noise_stream: for ``euler-ancestral`` only, which noise stream supplies the injected
             noise (two models given different streams see different fresh noise).
+
+    Every argument is checked before any sampling work (a bad seed must not surface after an hour).
+    The model is put in eval mode for sampling and left in the train/eval modes it came in.
+    Results are bitwise reproducible for a fixed batch size and equal to float rounding across
+    batch sizes (see the module docstring).
 
     Returns: :class:`Samples` with float32 images clamped to [-1, 1].
     """
     from tqdm.auto import tqdm
 
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    stochastic = sampler == "euler-ancestral"
-    if stochastic and step_noise_stream is None:
+    spec = _sampler_spec(sampler)
+    if spec.stochastic and step_noise_stream is None:
         raise ValueError("the stochastic sampler needs step_noise_stream (its injected noise is explicit)")
-    seeds = torch.as_tensor(list(map(int, seeds)), dtype=torch.int64)
-    if labels is not None and labels.shape != seeds.shape:
-        raise ValueError("labels must have one entry per seed")
+    seeds = _check_seeds(seeds)
+    steps = _check_positive(steps, "steps")
+    batch_size = _check_positive(batch_size, "batch_size")
+    shape = _check_shape(shape, denoiser)
+    labels = _check_labels(labels, len(seeds), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
-    fn = SAMPLERS[sampler]
+    modes = [(m, m.training) for m in denoiser.modules()] if isinstance(denoiser, torch.nn.Module) else []
     model = denoiser.eval() if hasattr(denoiser, "eval") else denoiser
     outs = []
-    starts = range(0, len(seeds), batch_size)
-    for start in tqdm(starts, desc=f"sampling {name or sampler}", disable=not progress, leave=False):
-        chunk = seeds[start:start + batch_size]
-        noise = noise_for_seeds(chunk.tolist(), shape, stream=noise_stream).to(device)
-        cond = None if labels is None else labels[start:start + batch_size].to(device)
-        kwargs = {}
-        if stochastic:
-            per_seed = noise_for_seeds(chunk.tolist(), (steps, *shape), stream=1 + step_noise_stream)
-            kwargs["step_noise"] = per_seed.transpose(0, 1).to(device)
-        with flush_denormal():
-            outs.append(fn(model, noise, sigmas, cond, **kwargs).float().clamp(-1, 1).cpu())
+    try:
+        starts = range(0, len(seeds), batch_size)
+        for start in tqdm(starts, desc=f"sampling {name or sampler}", disable=not progress, leave=False):
+            chunk = seeds[start:start + batch_size]
+            noise = noise_for_seeds(chunk.tolist(), shape, stream=noise_stream).to(device)
+            cond = None if labels is None else labels[start:start + batch_size].to(device)
+            kwargs = {}
+            if spec.stochastic:
+                per_seed = noise_for_seeds(chunk.tolist(), (steps, *shape), stream=1 + step_noise_stream)
+                kwargs["step_noise"] = per_seed.transpose(0, 1).to(device)
+            with flush_denormal():
+                outs.append(spec.fn(model, noise, sigmas, cond, **kwargs).float().clamp(-1, 1).cpu())
+    finally:
+        for module, training in modes:
+            module.training = training
     return Samples(torch.cat(outs), seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
-
-
-class flush_denormal:
-    """Flush denormal floats to zero inside the block (10-40x slowdowns on CPU otherwise).
-
-    It acts on the calling thread only, which is why CPU training runs single-threaded
-    (see :func:`reprodiff.training.cpu_threads`).
-    """
-
-    def __enter__(self):
-        torch.set_flush_denormal(True)
-        return self
-
-    def __exit__(self, *exc):
-        # torch cannot report the previous state; restoring 'off' is what a fresh process has
-        torch.set_flush_denormal(False)
-        return False
-
