@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from reprodiff.data import load_dataset
-from reprodiff.metrics import (DescriptorUnavailableError, PixelDescriptor, bootstrap_ci, calibrate_threshold,
-                               get_descriptor, gl_score, gu_memorization, nearest_neighbors, null_similarity,
-                               paired_error, paired_similarity, rp_matrix, rp_score, error_matrix)
+from reprodiff.metrics import (SSCD_THRESHOLD, DescriptorUnavailableError, PixelDescriptor, SSCDDescriptor,
+                               bootstrap_ci, calibrate_threshold, error_matrix, get_descriptor, gl_score,
+                               gu_memorization, nearest_neighbors, null_similarity, paired_error, paired_similarity,
+                               real_null_threshold, resolve_threshold, rp_matrix, rp_score, wilson_ci)
 from reprodiff.sampling import Samples
 
 
@@ -108,3 +109,91 @@ def test_sscd_offline_fails_fast_with_a_clear_message(tmp_path):
     assert not (tmp_path / "sscd.pt").exists()
     with pytest.raises(ValueError, match="unknown descriptor"):
         get_descriptor("clip")
+
+
+class _FakeSSCD:
+    """A descriptor that, like SSCD, brings its own threshold (and counts how often it is used)."""
+
+    name = "fake-sscd"
+    fixed_threshold = 0.6
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        return PixelDescriptor()(images)
+
+
+def test_a_descriptor_with_a_fixed_threshold_uses_it_everywhere(digits):
+    desc = _FakeSSCD()
+    a = _samples(digits[:20], list(range(20)), "a")
+    b = _samples(digits[20:40], list(range(20)), "b")
+    rule = "the fake-sscd descriptor's fixed threshold"
+    assert real_null_threshold(digits[:50], desc) == (0.6, rule) and desc.calls == 0  # nothing to calibrate
+    score = rp_score(a, b, desc)
+    assert (score.threshold, score.threshold_rule, score.descriptor) == (0.6, rule, "fake-sscd")
+    gl = gl_score(a, digits[100:200], desc)  # no heldout= needed
+    assert (gl.threshold, gl.threshold_rule) == (0.6, rule)
+    mat = rp_matrix([a, b], desc)
+    assert (mat.threshold, mat.threshold_rule) == (0.6, rule)
+    assert rp_score(a, b, desc, threshold=0.3).threshold_rule == "given"  # a given threshold still wins
+
+
+def test_threshold_rules_of_the_builtin_descriptors():
+    def never():
+        raise AssertionError("calibrated although the threshold is fixed")
+
+    sscd = SSCDDescriptor.__new__(SSCDDescriptor)  # no weights needed to read its rule
+    assert resolve_threshold(sscd, None, never) == (SSCD_THRESHOLD, "the paper's SSCD threshold")
+    assert resolve_threshold(PixelDescriptor(), None, lambda: (0.4, "calibrated")) == (0.4, "calibrated")
+    assert resolve_threshold(PixelDescriptor(), 0.7, never, "my rule") == (0.7, "my rule")
+    assert resolve_threshold(object(), 0.7, never) == (0.7, "given")  # descriptors without the attribute
+
+
+def test_sscd_preprocessing_offline_with_a_stand_in_network(tmp_path):
+    class Probe(torch.nn.Module):
+        # features: per-channel mean, min and max of the network's input, exposing the preprocessing
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.shape[1:] == (3, 320, 320)
+            return torch.cat([x.mean((2, 3)), x.amin((2, 3)), x.amax((2, 3))], 1)
+
+    path = tmp_path / "probe.torchscript.pt"
+    torch.jit.script(Probe()).save(str(path))
+    desc = SSCDDescriptor(path=path, batch_size=2)
+    gray = torch.full((3, 1, 8, 8), -1.0)
+    gray[1], gray[2] = 1.0, 0.0  # black, white, mid-gray
+    f = desc(gray)
+    assert f.shape == (3, 9) and f.dtype == torch.float32
+    torch.testing.assert_close(f.norm(dim=1), torch.ones(3))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    for img, level in zip(f, (0.0, 1.0, 0.5)):
+        expected = ((level - mean) / std).repeat(3)  # gray repeated to RGB, constant after resizing
+        torch.testing.assert_close(img, expected / expected.norm())
+
+
+@pytest.mark.parametrize("k,n,lower,upper", [
+    # Newcombe (1998), Statistics in Medicine 17:857, Table II, method 3 (Wilson score, no correction)
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+])
+def test_wilson_interval_matches_published_values(k, n, lower, upper):
+    lo, hi = wilson_ci(k, n)
+    assert lo == pytest.approx(lower, abs=5e-5) and hi == pytest.approx(upper, abs=5e-5)
+
+
+@pytest.mark.parametrize("k,n", [(0, 256), (3, 7), (199, 200), (50, 50)])
+def test_wilson_interval_agrees_with_scipy(k, n):
+    stats = pytest.importorskip("scipy.stats")
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.9, method="wilson")
+    assert wilson_ci(k, n, level=0.9) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+def test_wilson_interval_at_the_edges_where_the_bootstrap_collapses():
+    zeros = torch.zeros(256)
+    assert bootstrap_ci(zeros) == (0.0, 0.0)
+    lo, hi = wilson_ci(0, 256)
+    assert lo == 0.0 and hi == pytest.approx(1.959964**2 / (256 + 1.959964**2), rel=1e-6)  # about 0.0148
+    assert wilson_ci(256, 256) == pytest.approx((1 - hi, 1.0))
+    assert wilson_ci(5, 10, level=0.99)[0] < wilson_ci(5, 10)[0]
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_ci(3, 2)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import functools
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
@@ -29,8 +30,8 @@ from .sampling import Samples
 __all__ = [
     "Descriptor", "PixelDescriptor", "SSCDDescriptor", "DescriptorUnavailableError", "get_descriptor",
     "Score", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
-    "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
-    "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold",
+    "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "wilson_ci", "SSCD_THRESHOLD",
+    "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold", "resolve_threshold",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -42,6 +43,10 @@ class DescriptorUnavailableError(ResourceUnavailableError):
 
 
 class Descriptor(Protocol):
+    """Maps images to unit vectors. ``fixed_threshold`` (optional; absent means ``None``) is a similarity
+    threshold that comes with the descriptor itself, e.g. the paper's 0.6 for SSCD; a descriptor
+    without one has its thresholds calibrated from data (:func:`resolve_threshold`)."""
+
     name: str
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -52,6 +57,8 @@ class PixelDescriptor:
     """Each image flattened, centred and normalised: cosine similarity = pixel correlation."""
 
     name = "pixel"
+    #: no threshold of its own: unrelated digits already correlate ~0.5, so thresholds are calibrated
+    fixed_threshold = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         f = images.reshape(images.shape[0], -1).float()
@@ -85,11 +92,16 @@ class SSCDDescriptor:
     """
 
     name = "sscd"
+    fixed_threshold = SSCD_THRESHOLD
+    fixed_threshold_rule = "the paper's SSCD threshold"
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 64, path: str | Path | None = None) -> None:
-        from .training import cache_root
+        if path:
+            self.path = Path(path)
+        else:
+            from .training import cache_root
 
-        self.path = Path(path) if path else cache_root() / "sscd" / "sscd_disc_large.torchscript.pt"
+            self.path = cache_root() / "sscd" / "sscd_disc_large.torchscript.pt"
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".part")
@@ -108,6 +120,7 @@ class SSCDDescriptor:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` images in [-1, 1], C = 1 or 3 -> ``(B, F)`` float32 unit vectors on CPU."""
         mean = torch.tensor([0.485, 0.456, 0.406], device=self.device).reshape(1, 3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225], device=self.device).reshape(1, 3, 1, 1)
         out = []
@@ -183,6 +196,36 @@ def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, se
     return (float(q[0]), float(q[1]))
 
 
+def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion of ``k`` hits in ``n`` trials (Wilson 1927).
+
+    Unlike :func:`bootstrap_ci`, which collapses to ``[0, 0]`` when no sample is a hit (every
+    resample is all zeros too), it stays honest at the edges: 0 of 256 gives ``[0, 0.0148]``. With
+    ``z`` the normal quantile of ``(1 + level) / 2`` and ``p = k / n``::
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
+
+    Returns ``(lower, upper)`` within [0, 1]; ``(nan, nan)`` for ``n = 0``.
+    """
+    if isinstance(k, bool) or isinstance(n, bool) or int(k) != k or int(n) != n:
+        raise ValueError(f"k and n must be integer counts, got k={k!r}, n={n!r}")
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n == 0:
+        return (math.nan, math.nan)
+    z = statistics.NormalDist().inv_cdf((1 + level) / 2)
+    p, z2 = k / n, z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # at k = 0 (k = n) the lower (upper) end is exactly 0 (1); clamp away the rounding
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
 def _seed_range(seeds: torch.Tensor) -> str:
     s = sorted(seeds.tolist())
     if s == list(range(s[0], s[-1] + 1)):
@@ -201,6 +244,49 @@ def _common_seeds(a: Samples, b: Samples) -> torch.Tensor:
     return torch.tensor(sorted(sa), dtype=torch.int64)
 
 
+def resolve_threshold(desc: Descriptor, threshold: float | None, calibrate: Callable[[], tuple[float, str]],
+                      rule: str | None = None) -> tuple[float, str]:
+    """The one rule every score follows to pick its similarity threshold, with its statement.
+
+    * ``threshold`` given: ``(threshold, rule or "given")``;
+    * otherwise, a descriptor with a ``fixed_threshold`` (SSCD: the paper's 0.6) uses it, stated by
+      its ``fixed_threshold_rule``;
+    * otherwise ``calibrate()`` is called (only then: calibrating costs descriptor evaluations) and
+      must return ``(threshold, rule)``.
+
+    A user-supplied descriptor without a ``fixed_threshold`` attribute counts as having none.
+    """
+    if threshold is not None:
+        return threshold, rule or "given"
+    fixed = getattr(desc, "fixed_threshold", None)
+    if fixed is not None:
+        return fixed, getattr(desc, "fixed_threshold_rule", f"the {desc.name} descriptor's fixed threshold")
+    return calibrate()
+
+
+def _check_finite(s: Samples, role: str) -> None:
+    """ValueError when images of ``s`` hold NaN or inf (they would silently score as 'not the same'
+    in RP, turn a calibrated threshold into nan, and count as novel/copies in GL)."""
+    bad = ~torch.isfinite(s.images.reshape(len(s), -1)).all(1)
+    if bad.any():
+        seeds = s.seeds[bad].tolist()
+        raise ValueError(f"{int(bad.sum())} of {len(s)} samples in {role} {s.name!r} have non-finite pixels "
+                         f"(NaN or inf), e.g. seeds {seeds[:5]}; a diverged sampler or model cannot be scored")
+
+
+def _check_pair(a: Samples, b: Samples) -> torch.Tensor:
+    """Checks shared by every seed-paired comparison; returns the common seeds (sorted)."""
+    seeds = _common_seeds(a, b)
+    if len(seeds) == 0:
+        raise ValueError(f"samples {a.name!r} and {b.name!r} are empty: there are no seed pairs to compare")
+    if a.images.shape[1:] != b.images.shape[1:]:
+        raise ValueError(f"{a.name or 'A'} has {tuple(a.images.shape[1:])} images, {b.name or 'B'} has "
+                         f"{tuple(b.images.shape[1:])}: seed-paired similarities compare images of one shape")
+    _check_finite(a, "the first set")
+    _check_finite(b, "the second set")
+    return seeds
+
+
 def _features(s: Samples, desc: Descriptor) -> torch.Tensor:
     """Descriptors of ``s`` in sorted-seed order, computed once per sample set and descriptor.
 
@@ -212,24 +298,38 @@ def _features(s: Samples, desc: Descriptor) -> torch.Tensor:
     return s.features[desc.name]
 
 
-def paired_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
-    """Cosine similarity of each seed's pair, ``(n,)`` in sorted-seed order (pairs by seed id)."""
-    desc = get_descriptor(descriptor)
-    _common_seeds(a, b)
+def _paired(a: Samples, b: Samples, desc: Descriptor) -> torch.Tensor:
     return (_features(a, desc) * _features(b, desc)).sum(1)
 
 
-def null_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
-    """Similarities of every *different-seed* pair (i from A, j from B, i != j): the null distribution."""
-    desc = get_descriptor(descriptor)
-    seeds = _common_seeds(a, b)
+def _null(a: Samples, b: Samples, desc: Descriptor) -> torch.Tensor:
     sims = _features(a, desc) @ _features(b, desc).T
-    off = ~torch.eye(len(seeds), dtype=torch.bool)
+    off = ~torch.eye(sims.shape[0], dtype=torch.bool)
     return sims[off]
+
+
+def paired_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
+    """Cosine similarity of each seed's pair, ``(n,)`` in sorted-seed order (pairs by seed id).
+
+    ValueError when the seed sets differ, the image shapes differ or an image is not finite.
+    """
+    desc = get_descriptor(descriptor)
+    _check_pair(a, b)
+    return _paired(a, b, desc)
+
+
+def null_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel") -> torch.Tensor:
+    """Similarities of every *different-seed* pair (i from A, j from B, i != j): the null distribution,
+    ``(n * (n - 1),)`` for ``n`` common seeds."""
+    desc = get_descriptor(descriptor)
+    _check_pair(a, b)
+    return _null(a, b, desc)
 
 
 def calibrate_threshold(null: torch.Tensor, quantile: float = 0.99) -> float:
     """The ``quantile`` of a null distribution: a pair above it is rarer than ``1 - quantile`` by chance."""
+    if null.numel() == 0:
+        raise ValueError("cannot calibrate a threshold from an empty null distribution")
     return float(torch.quantile(null.double(), quantile))
 
 
@@ -242,21 +342,27 @@ def rp_score(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel", thr
             paper's), and for the pixel descriptor the ``null_quantile`` of this pair's
             different-seed similarities.
         threshold_rule: how a given threshold was obtained, for the printed statement.
+
+    ValueError when the seed sets or image shapes differ, an image is not finite, or the threshold
+    must be calibrated from fewer than 2 seed pairs (there is no different-seed pair then).
     """
     desc = get_descriptor(descriptor)
-    sims = paired_similarity(a, b, desc)
-    if threshold is None:
-        if desc.name == "sscd":
-            threshold, threshold_rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
-        else:
-            null = null_similarity(a, b, desc)
-            threshold = calibrate_threshold(null, null_quantile)
-            threshold_rule = (f"{100 * null_quantile:g}th percentile of {null.numel():,} different-seed pairs")
+    seeds = _check_pair(a, b)
+    sims = _paired(a, b, desc)
+
+    def calibrate() -> tuple[float, str]:
+        if len(seeds) < 2:
+            raise ValueError(f"rp_score calibrates its threshold from different-seed pairs, which needs at least "
+                             f"2 seeds (got {len(seeds)}); pass threshold= for fewer")
+        null = _null(a, b, desc)
+        return (calibrate_threshold(null, null_quantile),
+                f"{100 * null_quantile:g}th percentile of {null.numel():,} different-seed pairs")
+
+    threshold, threshold_rule = resolve_threshold(desc, threshold, calibrate, threshold_rule)
     hits = (sims > threshold).double()
-    seeds = _common_seeds(a, b)
     sampler = a.sampler if a.sampler == b.sampler else f"{a.sampler} vs {b.sampler}"
     return Score("RP", float(hits.mean()), bootstrap_ci(hits), len(sims), float(threshold),
-                 threshold_rule or "given", desc.name,
+                 threshold_rule, desc.name,
                  f"{a.name or 'A'} vs {b.name or 'B'}, {len(sims)} seed pairs ({_seed_range(seeds)}), {sampler}",
                  sims)
 
@@ -292,22 +398,30 @@ def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Des
     ``train_features``: ``descriptor(train_images)`` when the caller already has it (several
     models scored against one training set need it once). The returned score's ``similarities``
     are each sample's nearest-neighbour similarity, ``nearest`` that neighbour's index.
+
+    ValueError when a sample is not finite or the training (or held-out) images are not shaped like
+    the samples (``(N, C, H, W)`` against ``(B, C, H, W)``).
     """
     desc = get_descriptor(descriptor)
+    _check_finite(samples, "the sample set")
+    shape = tuple(samples.images.shape[1:])
+    for what, images in (("training images", train_images), ("held-out images", heldout)):
+        if images is not None and tuple(images.shape[1:]) != shape:
+            raise ValueError(f"{what} are {tuple(images.shape[1:])} each, the samples {shape}: GL compares "
+                             "images of one shape")
     ref = desc(train_images) if train_features is None else train_features
     nn_sim, nn_idx = (t[:, 0] for t in nearest_neighbors(desc(samples.images), ref))
-    if threshold is None:
-        if desc.name == "sscd":
-            threshold, rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
-        elif heldout is None:
-            raise ValueError("the pixel descriptor needs a calibrated GL threshold: pass heldout= real images "
+
+    def calibrate() -> tuple[float, str]:
+        if heldout is None:
+            raise ValueError(f"the {desc.name} descriptor needs a calibrated GL threshold: pass heldout= real images "
                              "kept out of training (or an explicit threshold=)")
-        else:
-            held_nn = nearest_neighbors(desc(heldout), ref)[0][:, 0]
-            threshold = calibrate_threshold(held_nn, heldout_quantile)
-            rule = f"{100 * heldout_quantile:g}th percentile of {len(held_nn)} held-out real images' nearest-training similarity"
-    else:
-        rule = "given"
+        held_nn = nearest_neighbors(desc(heldout), ref)[0][:, 0]
+        return (calibrate_threshold(held_nn, heldout_quantile),
+                f"{100 * heldout_quantile:g}th percentile of {len(held_nn)} held-out real images' "
+                "nearest-training similarity")
+
+    threshold, rule = resolve_threshold(desc, threshold, calibrate)
     novel = (nn_sim <= threshold).double()
     return Score("GL", float(novel.mean()), bootstrap_ci(novel), len(novel), float(threshold), rule, desc.name,
                  f"{samples.name or 'samples'}: {len(novel)} samples ({_seed_range(samples.seeds)}) vs "
@@ -385,14 +499,12 @@ def rp_matrix(samples: Sequence[Samples], descriptor: str | Descriptor = "pixel"
     """RP between every pair of sample sets with one shared threshold.
 
     ``threshold=None``: 0.6 for SSCD; for the pixel descriptor :func:`pooled_null_threshold`.
+    Every pair is checked as in :func:`rp_score` (seeds, shapes, finite images).
     """
     desc = get_descriptor(descriptor)
     m = len(samples)
-    if threshold is None:
-        if desc.name == "sscd":
-            threshold, threshold_rule = SSCD_THRESHOLD, "the paper's SSCD threshold"
-        else:
-            threshold, threshold_rule = pooled_null_threshold(samples, desc, null_quantile)
+    threshold, threshold_rule = resolve_threshold(
+        desc, threshold, lambda: pooled_null_threshold(samples, desc, null_quantile), threshold_rule)
     vals, lo, hi = (torch.eye(m, dtype=torch.float64) for _ in range(3))
     n = 0
     for i in range(m):
@@ -424,14 +536,18 @@ def real_null_threshold(images: torch.Tensor, descriptor: str | Descriptor = "pi
     image and the different-seed null piles up at 1. Two distinct held-out real images are a null
     that does not depend on the model, so one threshold serves a whole sweep over N.
 
-    Returns ``(threshold, rule)``; with SSCD, the paper's 0.6.
+    Returns ``(threshold, rule)``; with SSCD, the paper's 0.6 (and ``images`` are not described).
     """
     desc = get_descriptor(descriptor)
-    if desc.name == "sscd":
-        return SSCD_THRESHOLD, "the paper's SSCD threshold"
-    f = desc(images)
-    sims = f @ f.T
-    iu = torch.triu_indices(len(f), len(f), offset=1)
-    vals = sims[iu[0], iu[1]]
-    return (calibrate_threshold(vals, quantile),
-            f"{100 * quantile:g}th percentile of {vals.numel():,} pairs of distinct held-out real images")
+
+    def calibrate() -> tuple[float, str]:
+        if len(images) < 2:
+            raise ValueError(f"a real-image null needs at least 2 images, got {len(images)}")
+        f = desc(images)
+        sims = f @ f.T
+        iu = torch.triu_indices(len(f), len(f), offset=1)
+        vals = sims[iu[0], iu[1]]
+        return (calibrate_threshold(vals, quantile),
+                f"{100 * quantile:g}th percentile of {vals.numel():,} pairs of distinct held-out real images")
+
+    return resolve_threshold(desc, None, calibrate)
