@@ -1,21 +1,126 @@
-import pytest
+import subprocess
+import sys
 
-from reprodiff.cli import main
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from reprodiff.cache import cache_root
+from reprodiff.cli import main, parse_seeds
+
+COMMON = ["--backbone", "unet-xs", "--steps", "3", "--batch-size", "8", "--n-train", "32"]
 
 
 def test_cli_train_sample_score(tmp_path, capsys):
-    common = ["--backbone", "unet-xs", "--steps", "3", "--batch-size", "8", "--n-train", "32"]
-    assert main(["train", *common]) == 0
+    assert main(["train", *COMMON]) == 0
+    assert "trained:" in capsys.readouterr().out
+    assert main(["train", *COMMON]) == 0  # a cached model is reused, not retrained
+    assert "already cached" in capsys.readouterr().out
     for name, seed in (("a", "0"), ("b", "1")):
-        assert main(["sample", *common, "--seed", seed, "--seeds", "0-15", "--sampler-steps", "4",
+        assert main(["sample", *COMMON, "--seed", seed, "--seeds", "0-15", "--sampler-steps", "4",
                      "--out", str(tmp_path / f"{name}.safetensors")]) == 0
     assert main(["score", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]) == 0
     out = capsys.readouterr().out
     assert "RP = " in out and "16 seed pairs" in out
 
 
-def test_cli_rejects_bad_input(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["score", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.safetensors")])
-    with pytest.raises(ValueError, match="unknown backbone"):
-        main(["train", "--backbone", "nope"])
+def test_cli_samples_conditional_models_and_the_stochastic_sampler(tmp_path, capsys):
+    cond = ["--backbone", "unet-xs", "--steps", "2", "--batch-size", "8", "--n-train", "32", "--conditional"]
+    out = tmp_path / "threes.safetensors"
+    assert main(["sample", *cond, "--labels", "3", "--seeds", "0-3", "--sampler-steps", "2", "--out", str(out)]) == 0
+    from safetensors.torch import load_file
+    assert load_file(str(out))["labels"].tolist() == [3, 3, 3, 3]
+    assert main(["sample", *COMMON, "--sampler", "euler-ancestral", "--step-noise-stream", "1", "--seeds", "0-3",
+                 "--sampler-steps", "2", "--out", str(tmp_path / "anc.safetensors")]) == 0
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+    assert parse_seeds("5") == [5]
+
+
+def _junk(tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    return str(tmp_path / "junk.safetensors")
+
+
+def _no_seeds(tmp_path):
+    save_file({"images": torch.zeros(2, 1, 8, 8)}, str(tmp_path / "noseeds.safetensors"))
+    return str(tmp_path / "noseeds.safetensors")
+
+
+def _samples(tmp_path, name, seeds, size=8):
+    save_file({"images": torch.rand(len(seeds), 1, size, size), "seeds": torch.tensor(seeds)},
+              str(tmp_path / name))
+    return str(tmp_path / name)
+
+
+OUT = ["--out", "x.safetensors"]
+BAD = {
+    "unknown backbone": (["train", "--backbone", "resnet"], "unknown backbone 'resnet'"),
+    "unknown objective": (["train", "--objective", "flow"], "unknown objective"),
+    "unknown dataset": (["train", "--dataset", "imagenet"], "unknown dataset"),
+    "n_train too large": (["train", *COMMON[:6], "--n-train", "5000"], "only 1797 images"),
+    "holdout too large": (["train", *COMMON, "--holdout", "1797"], "n_holdout=1797"),
+    "negative holdout": (["train", *COMMON, "--holdout", "-5"], "holdout must be"),
+    "bad dropout": (["train", *COMMON, "--dropout", "1.5"], "dropout must be in"),
+    "bad lr": (["train", *COMMON, "--lr", "-1"], "lr must be positive"),
+    "bad ema": (["train", *COMMON, "--ema", "1.5"], "ema must be in"),
+    "checkpoint_every 0": (["train", *COMMON, "--checkpoint-every", "0"], "checkpoint_every must be"),
+    "unknown sampler": (["sample", *COMMON, "--sampler", "foo", *OUT], "unknown sampler 'foo'"),
+    "negative seed": (["sample", *COMMON, "--seeds", "-1", *OUT], "not a seed"),
+    "seeds not numbers": (["sample", *COMMON, "--seeds", "abc", *OUT], "not a seed"),
+    "empty range": (["sample", *COMMON, "--seeds", "5-2", *OUT], "is empty"),
+    "repeated seeds": (["sample", *COMMON, "--seeds", "0-9,5", *OUT], "must be unique"),
+    "sampler steps 0": (["sample", *COMMON, "--sampler-steps", "0", *OUT], "--sampler-steps must be >= 1"),
+    "stochastic sampler without its noise": (["sample", *COMMON, "--sampler", "euler-ancestral", *OUT],
+                                             "--step-noise-stream"),
+    "conditional without labels": (["sample", *COMMON, "--conditional", *OUT], "give --labels"),
+    "label out of range": (["sample", *COMMON, "--conditional", "--labels", "11", *OUT], "outside 0-9"),
+    "labels for an unconditional model": (["sample", *COMMON, "--labels", "3", *OUT], "needs a --conditional"),
+    "out not safetensors": (["sample", *COMMON, "--out", "x.png"], "--out must name a .safetensors"),
+    "missing sample file": (["score", "missing.safetensors", "missing2.safetensors"], "does not exist"),
+    "junk sample file": (["score", _junk, _junk], "not a readable safetensors"),
+    "file without seeds": (["score", _no_seeds, _no_seeds], "holds no samples"),
+    "mismatched seeds": (["score", lambda t: _samples(t, "a.safetensors", [0, 1, 2]),
+                          lambda t: _samples(t, "b.safetensors", [5, 6, 7])], "do not share the same seeds"),
+    "mismatched image sizes": (["score", lambda t: _samples(t, "a.safetensors", [0, 1, 2]),
+                                lambda t: _samples(t, "c.safetensors", [0, 1, 2], 16)], "images"),
+    "threshold outside [-1, 1]": (["score", lambda t: _samples(t, "a.safetensors", [0, 1]),
+                                   lambda t: _samples(t, "a.safetensors", [0, 1]), "--threshold", "3"],
+                                  "--threshold is a cosine"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_cli_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys, monkeypatch):
+    import reprodiff.training as training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the CLI started training before rejecting its input")
+
+    monkeypatch.setattr(training, "_train_locked", no_training)
+    monkeypatch.chdir(tmp_path)
+    argv, message = BAD[case]
+    argv = [a(tmp_path) if callable(a) else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reprodiff: error: ") and message in err, err
+    assert "Traceback" not in err
+    assert not cache_root().exists(), "the cache was touched"
+
+
+def test_cli_sscd_offline_is_a_clear_error(tmp_path, capsys, offline):
+    a = _samples(tmp_path, "a.safetensors", [0, 1, 2])
+    assert main(["score", a, a, "--descriptor", "sscd"]) == 2
+    err = capsys.readouterr().err
+    assert "could not be downloaded" in err and "Traceback" not in err
+    assert not cache_root().exists()
+
+
+def test_cli_error_from_a_real_process_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "reprodiff", "sample", "--sampler", "foo", "--out", "x.safetensors"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("reprodiff: error: --sampler: unknown sampler 'foo'")
+    assert "Traceback" not in proc.stderr
