@@ -102,13 +102,22 @@ def test_paired_error(digits):
     assert torch.allclose(error_matrix([a, b])[0, 1], torch.tensor(0.5, dtype=torch.float64))
 
 
-def test_sscd_offline_fails_fast_with_a_clear_message(tmp_path):
+def test_sscd_offline_fails_fast_with_a_clear_message(tmp_path, offline):
+    from reprodiff.cache import cache_root
     from reprodiff.metrics import SSCDDescriptor
-    with pytest.raises(DescriptorUnavailableError, match="descriptor='pixel'"):
+    with pytest.raises(DescriptorUnavailableError, match="(?s)could not be downloaded.*descriptor='pixel'"):
         SSCDDescriptor(path=tmp_path / "sscd.pt")
     assert not (tmp_path / "sscd.pt").exists()
-    with pytest.raises(ValueError, match="unknown descriptor"):
-        get_descriptor("clip")
+    with pytest.raises(DescriptorUnavailableError):
+        SSCDDescriptor()  # into the cache: which must stay as it was
+    assert not (cache_root() / "sscd").exists()
+
+
+def test_corrupt_sscd_weights_are_reported(tmp_path):
+    from reprodiff.metrics import SSCDDescriptor
+    (tmp_path / "sscd.pt").write_bytes(b"half a download")
+    with pytest.raises(DescriptorUnavailableError, match="unreadable"):
+        SSCDDescriptor(path=tmp_path / "sscd.pt")
 
 
 class _FakeSSCD:

@@ -99,23 +99,31 @@ class SSCDDescriptor:
         if path:
             self.path = Path(path)
         else:
-            from .training import cache_root
+            from .cache import cache_root
 
             self.path = cache_root() / "sscd" / "sscd_disc_large.torchscript.pt"
         if not self.path.exists():
+            created = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".part")
+            tmp = self.path.with_suffix(f".{os.getpid()}.part")
             try:
                 _download(SSCD_URL, tmp)
             except Exception as exc:
                 tmp.unlink(missing_ok=True)
+                for d in created:  # leave the cache as it was
+                    if d.exists() and not any(d.iterdir()):
+                        d.rmdir()
                 raise DescriptorUnavailableError(
                     f"the SSCD descriptor could not be downloaded from {SSCD_URL} ({type(exc).__name__}: {exc}). "
                     f"It needs internet once (e.g. on Colab); or place the file at {self.path}. "
                     "Offline, use descriptor='pixel' (the cpu profile's calibrated pixel descriptor)."
                 ) from exc
             os.replace(tmp, self.path)
-        self.model = torch.jit.load(str(self.path), map_location=device).eval()
+        try:
+            self.model = torch.jit.load(str(self.path), map_location=device).eval()
+        except Exception as exc:
+            raise DescriptorUnavailableError(f"the SSCD weights at {self.path} are unreadable ({exc}); delete the file "
+                                             "to download them again") from exc
         self.device, self.batch_size = device, batch_size
 
     @torch.no_grad()

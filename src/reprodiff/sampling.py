@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .denoisers import Denoiser
-from .runtime import flush_denormal
+from .runtime import derive_seed, flush_denormal
 
 __all__ = [
     "Samples",
@@ -123,7 +123,7 @@ def noise_for_seeds(seeds: Iterable[int], shape: Sequence[int], dtype: torch.dty
     for i, s in enumerate(seeds):
         if s < 0:
             raise ValueError(f"seeds must be non-negative, got {s}")
-        g = torch.Generator().manual_seed(s + stream * 1_000_003_489)
+        g = torch.Generator().manual_seed(derive_seed(s, "sample-noise", stream))
         out[i] = torch.randn(tuple(shape), generator=g, dtype=dtype)
     return out
 
