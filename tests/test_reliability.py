@@ -11,12 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from _reliability_children import _log_trainings, _slow_after_checkpoint
 
 from reprodiff.cache import (CheckpointError, STATE_FILE, atomic_write_bytes, cache_root, read_state,
                              write_state)
@@ -24,50 +24,30 @@ from reprodiff.training import TrainConfig, checkpoint_dir, load_model, load_or_
 
 SMALL = dict(backbone="unet-xs", steps=24, batch_size=8, n_train=64, checkpoint_every=6)
 
-# A child process that trains SMALL-like configs slowly once its first state is written (so a
-# signal lands between two checkpoints, at a step chosen by the parent), announcing that moment
-# through a marker file. Any extra wrapping (a log of real trainings) is configured by argv.
-CHILD = textwrap.dedent("""
-    import json, sys, time
-    from pathlib import Path
-    import reprodiff.cache as cache
-    import reprodiff.training as training
-
-    cfg = training.TrainConfig(**json.loads(sys.argv[1]))
-    marker, mode = Path(sys.argv[2]), sys.argv[3]
-    if mode == "slow-after-checkpoint":
-        real_write, real_loss = training.write_state, training.denoising_loss
-        def write_state(*args, **kwargs):
-            real_write(*args, **kwargs)
-            marker.touch()
-        def slow_loss(*args, **kwargs):
-            if marker.exists():
-                time.sleep(0.03)
-            return real_loss(*args, **kwargs)
-        training.write_state, training.denoising_loss = write_state, slow_loss
-        training.train(cfg, progress=False)
-    elif mode == "log-trainings":
-        real = training._train_locked
-        def logged(*args, **kwargs):
-            with open(marker, "a") as f:
-                f.write("trained\\n")
-            return real(*args, **kwargs)
-        training._train_locked = logged
-        # both processes start asking at the same instant, once both have imported everything
-        Path(sys.argv[4]).touch()
-        while len(list(Path(sys.argv[5]).glob("ready-*"))) < 2:
-            time.sleep(0.001)
-        model = training.load_or_train(cfg, progress=False)
-        assert model.info["steps"] == cfg.steps
-""")
+# Children are forked from one warm server process that has imported torch, diffusers and
+# accelerate once (~15 s of imports on 2 cores, instead of paying them in every child). The server
+# itself never computes, so forking it is safe with OpenMP.
+_SERVER_PRELOAD = ["reprodiff.training", "accelerate", "diffusers.models.unets.unet_2d", "tqdm.auto",
+                   "safetensors.torch", "filelock", "_reliability_children"]
 
 
-def _child(tmp_path: Path, cfg: dict, marker: Path, mode: str, *extra: str) -> subprocess.Popen:
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    env = {**os.environ, "REPRODIFF_CACHE": str(cache_root())}
-    return subprocess.Popen([sys.executable, str(script), json.dumps(cfg), str(marker), mode, *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _ctx():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_SERVER_PRELOAD)
+    return ctx
+
+
+def _start_server_early() -> None:
+    # at collection: the server does its imports while the other test files run
+    import multiprocessing.forkserver
+
+    _ctx()
+    multiprocessing.forkserver.ensure_running()
+
+
+_start_server_early()
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -81,41 +61,46 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
 
 def test_killed_or_interrupted_training_resumes_bitwise(tmp_path):
     """SIGKILL and SIGINT at an arbitrary step, with and without dropout: resuming reaches exactly the
-    weights (and loss log) of an uninterrupted run. The four children run at once to share imports."""
+    weights (and loss log) of an uninterrupted run."""
     cases = [(sig, dropout, seed) for seed, sig in enumerate((signal.SIGKILL, signal.SIGINT)) for dropout in (0.0, 0.1)]
     rng = random.Random(0)
+    ctx = _ctx()
     runs = []
     for sig, dropout, seed in cases:
         kwargs = {**SMALL, "dropout": dropout, "seed": seed}
         cfg = TrainConfig(**kwargs)
         reference = train(cfg, progress=False)
-        runs.append(dict(sig=sig, cfg=cfg, weights=_weights(reference), losses=reference.info["losses"],
-                         marker=tmp_path / f"checkpointed-{cfg.hash}", delay=rng.uniform(0.0, 0.25)))
+        runs.append(dict(sig=sig, cfg=cfg, kwargs=kwargs, weights=_weights(reference),
+                         losses=reference.info["losses"], marker=tmp_path / f"checkpointed-{cfg.hash}",
+                         result=tmp_path / f"result-{cfg.hash}", delay=rng.uniform(0.0, 0.25)))
         shutil.rmtree(checkpoint_dir(cfg))
     for run in runs:
-        run["proc"] = _child(tmp_path, {**SMALL, "dropout": run["cfg"].dropout, "seed": run["cfg"].seed},
-                             run["marker"], "slow-after-checkpoint")
+        run["proc"] = ctx.Process(target=_slow_after_checkpoint,
+                                  args=(str(cache_root()), run["kwargs"], str(run["marker"]), str(run["result"])))
+        run["proc"].start()
     deadline = time.time() + 180
     pending = list(runs)
     while pending:
         for run in list(pending):
-            proc = run["proc"]
-            assert proc.poll() is None, f"child ended before its first checkpoint:\n{proc.stdout.read()}"
+            assert run["proc"].is_alive(), f"child ended (exit {run['proc'].exitcode}) before its first checkpoint"
             if run["marker"].exists():
                 run.setdefault("seen", time.time())
                 if time.time() - run["seen"] >= run["delay"]:  # an arbitrary step after the checkpoint
-                    proc.send_signal(run["sig"])
+                    os.kill(run["proc"].pid, run["sig"])
                     pending.remove(run)
         assert time.time() < deadline, "a child never wrote a checkpoint"
         time.sleep(0.005)
     for run in runs:
-        cfg, out = run["cfg"], run["proc"].communicate(timeout=120)[0]
-        assert run["proc"].returncode != 0, f"the child finished before the signal:\n{out}"
+        cfg = run["cfg"]
+        run["proc"].join(120)
+        if run["sig"] == signal.SIGKILL:
+            assert run["proc"].exitcode == -signal.SIGKILL
+        else:
+            assert run["proc"].exitcode == 3, "SIGINT did not stop training with KeyboardInterrupt"
+            assert "interrupted; its state at step" in run["result"].read_text()
         assert not (checkpoint_dir(cfg) / "model.json").exists()
         meta, _ = read_state(checkpoint_dir(cfg), cfg.hash, cfg.hashed_fields())
         assert 0 < meta["step"] < cfg.steps
-        if run["sig"] == signal.SIGINT:
-            assert "interrupted; its state at step" in out, out
         resumed = train(cfg, progress=False)
         _assert_bitwise_equal(run["weights"], _weights(resumed))
         assert resumed.info["steps"] == cfg.steps and resumed.info["losses"] == run["losses"]
@@ -125,10 +110,15 @@ def test_killed_or_interrupted_training_resumes_bitwise(tmp_path):
 def test_two_processes_asking_for_one_model_train_it_once(tmp_path):
     cfg_kwargs = {**SMALL, "steps": 12}
     log = tmp_path / "trainings.log"
-    procs = [_child(tmp_path, cfg_kwargs, log, "log-trainings", str(tmp_path / f"ready-{i}"), str(tmp_path))
+    ctx = _ctx()
+    procs = [ctx.Process(target=_log_trainings, args=(str(cache_root()), cfg_kwargs, str(log),
+                                                       str(tmp_path / f"ready-{i}"), str(tmp_path)))
              for i in range(2)]
-    outs = [p.communicate(timeout=180)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0, 0]
     assert log.read_text().count("trained") == 1
     model = load_model(TrainConfig(**cfg_kwargs))
     assert model.info["steps"] == 12
