@@ -116,3 +116,27 @@ def test_classifier_free_guidance():
     assert torch.allclose(out[:, 0, 0, 0], torch.tensor([3.0 - 20, 12.0 - 20]))
     with pytest.raises(ValueError, match="class labels"):
         g(torch.zeros(1, 1, 2, 2), 1.0)
+
+
+@pytest.mark.parametrize("objective", ["eps", "v", "edm"])
+def test_denoising_loss_is_each_frameworks_own_loss(objective):
+    """Weighted x0-MSE = the framework's MSE on its own target (eps, v or EDM's F): weight = 1/c_out^2."""
+    from reprodiff.denoisers import Precond, denoising_loss, draw_noise, get_objective
+
+    class Fake(torch.nn.Module):
+        def forward(self, x, c_noise, class_labels=None):
+            return torch.sin(3 * x + 1e-3 * c_noise.reshape(-1, 1, 1, 1))
+
+    obj = get_objective(objective)
+    model = Precond(Fake(), objective).double()
+    y = torch.rand(16, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    sigma, noise = draw_noise(obj, y.shape, torch.Generator().manual_seed(0))
+    sigma, noise = sigma.double(), noise.double()
+    s = sigma.reshape(-1, 1, 1, 1)
+    x = y + s * noise
+    c_skip, c_out, c_in, c_noise = obj.coefficients(s)
+    target = (y - c_skip * x) / c_out  # what the backbone is trained to output
+    own = ((model.backbone(c_in * x, c_noise.reshape(-1)) - target) ** 2).mean()
+    if objective == "eps":
+        torch.testing.assert_close(target, noise)
+    torch.testing.assert_close(denoising_loss(model, obj, y, sigma, noise), own)

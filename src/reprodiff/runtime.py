@@ -60,7 +60,8 @@ def cpu_threads(n: int | None) -> Iterator[None]:
 #: every random stream derived from a user-facing seed: purpose -> (multiplier, offset, index stride).
 #: ``derive_seed(base, purpose, index) = base * multiplier + offset + index * stride``. The numbers
 #: are the ones the package has always used (changing one would change trained weights or data);
-#: the test suite checks that the streams of small seeds never collide.
+#: the test suite checks that, within one purpose, the streams of small seeds never collide (the
+#: injected noise of seed k is never the initial noise of another seed, and so on).
 SEED_PURPOSES: dict[str, tuple[int, int, int]] = {
     # training: which images, sigmas and noise each step draws (index: accelerate process)
     "train-batches": (7919, 1, 104_729),
