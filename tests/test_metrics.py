@@ -206,3 +206,9 @@ def test_wilson_interval_at_the_edges_where_the_bootstrap_collapses():
     assert wilson_ci(5, 10, level=0.99)[0] < wilson_ci(5, 10)[0]
     with pytest.raises(ValueError, match="0 <= k <= n"):
         wilson_ci(3, 2)
+
+
+def test_unknown_descriptor_is_a_clear_error():
+    from reprodiff.metrics import get_descriptor
+    with pytest.raises(ValueError, match="unknown descriptor 'clip'"):
+        get_descriptor("clip")
