@@ -30,8 +30,8 @@
 # and initialisation, start both from the same 512 noise seeds, and measure how often they produce
 # the same image.
 #
-# **Time to run.** `cpu` profile (default): about 4 minutes on 2 CPU cores (231 s measured), most
-# of it training the two models, in parallel (later chapters reuse them from the cache). `gpu` profile: trains two CIFAR-10
+# **Time to run.** `cpu` profile (default): 4-9 minutes on 2 CPU cores (231 s and 551 s measured on
+# two machines), most of it training the two models, in parallel (later chapters reuse them from the cache). `gpu` profile: trains two CIFAR-10
 # UNets and downloads CIFAR-10 and the SSCD descriptor; plan on a GPU session of a few hours (not
 # yet timed end to end).
 
@@ -58,8 +58,8 @@ import torch
 from reprodiff import generate, get_config, load_or_train_many
 from reprodiff.configs import check_resources
 from reprodiff.data import load_dataset
-from reprodiff.metrics import (calibrate_threshold, null_similarity,
-                               paired_similarity, rp_score)
+from reprodiff.metrics import (calibrate_threshold, get_descriptor, null_similarity,
+                               paired_similarity, resolve_threshold, rp_score)
 from reprodiff.notebook import show_source
 from reprodiff.plots import image_grid, same_noise_grid, similarity_histogram
 from reprodiff.sampling import sample_heun
@@ -149,12 +149,11 @@ fig = same_noise_grid(
 a, b = samples
 paired = paired_similarity(a, b, cfg.descriptor)  # same seed: n pairs
 null = null_similarity(a, b, cfg.descriptor)      # different seeds: n(n-1)
-if cfg.descriptor == "pixel":
-    threshold = calibrate_threshold(null, cfg.null_quantile)
-    rule = (f"{100 * cfg.null_quantile:g}th percentile of "
-            f"{null.numel():,} different-seed pairs")
-else:
-    threshold, rule = 0.6, "the paper's SSCD threshold"
+# SSCD brings the paper's fixed 0.6; the pixel descriptor calibrates on the null
+threshold, rule = resolve_threshold(
+    get_descriptor(cfg.descriptor), None,
+    lambda: (calibrate_threshold(null, cfg.null_quantile),
+             f"{100 * cfg.null_quantile:g}th percentile of {null.numel():,} different-seed pairs"))
 fig = similarity_histogram(
     paired, null, threshold, xlabel=f"{cfg.descriptor} similarity (cosine)",
     title="Same-seed pairs vs different-seed pairs")
