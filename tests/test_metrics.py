@@ -5,7 +5,7 @@ from reprodiff.data import load_dataset
 from reprodiff.metrics import (SSCD_THRESHOLD, DescriptorUnavailableError, PixelDescriptor, SSCDDescriptor,
                                bootstrap_ci, calibrate_threshold, error_matrix, get_descriptor, gl_score,
                                gu_memorization, nearest_neighbors, null_similarity, paired_error, paired_similarity,
-                               real_null_threshold, resolve_threshold, rp_matrix, rp_score, wilson_ci)
+                               real_null_threshold, resolve_threshold, rp_matrix, rp_score)
 from reprodiff.sampling import Samples
 
 
@@ -179,33 +179,6 @@ def test_sscd_preprocessing_offline_with_a_stand_in_network(tmp_path):
     for img, level in zip(f, (0.0, 1.0, 0.5)):
         expected = ((level - mean) / std).repeat(3)  # gray repeated to RGB, constant after resizing
         torch.testing.assert_close(img, expected / expected.norm())
-
-
-@pytest.mark.parametrize("k,n,lower,upper", [
-    # Newcombe (1998), Statistics in Medicine 17:857, Table II, method 3 (Wilson score, no correction)
-    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
-])
-def test_wilson_interval_matches_published_values(k, n, lower, upper):
-    lo, hi = wilson_ci(k, n)
-    assert lo == pytest.approx(lower, abs=5e-5) and hi == pytest.approx(upper, abs=5e-5)
-
-
-@pytest.mark.parametrize("k,n", [(0, 256), (3, 7), (199, 200), (50, 50)])
-def test_wilson_interval_agrees_with_scipy(k, n):
-    stats = pytest.importorskip("scipy.stats")
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.9, method="wilson")
-    assert wilson_ci(k, n, level=0.9) == pytest.approx((ci.low, ci.high), abs=1e-12)
-
-
-def test_wilson_interval_at_the_edges_where_the_bootstrap_collapses():
-    zeros = torch.zeros(256)
-    assert bootstrap_ci(zeros) == (0.0, 0.0)
-    lo, hi = wilson_ci(0, 256)
-    assert lo == 0.0 and hi == pytest.approx(1.959964**2 / (256 + 1.959964**2), rel=1e-6)  # about 0.0148
-    assert wilson_ci(256, 256) == pytest.approx((1 - hi, 1.0))
-    assert wilson_ci(5, 10, level=0.99)[0] < wilson_ci(5, 10)[0]
-    with pytest.raises(ValueError, match="0 <= k <= n"):
-        wilson_ci(3, 2)
 
 
 def test_unknown_descriptor_is_a_clear_error():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -30,7 +29,7 @@ from .sampling import Samples
 __all__ = [
     "Descriptor", "PixelDescriptor", "SSCDDescriptor", "DescriptorUnavailableError", "get_descriptor",
     "Score", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
-    "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "wilson_ci", "SSCD_THRESHOLD",
+    "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
     "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold", "resolve_threshold",
 ]
 
@@ -202,36 +201,6 @@ def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, se
     a = (1 - level) / 2
     q = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64))
     return (float(q[0]), float(q[1]))
-
-
-def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion of ``k`` hits in ``n`` trials (Wilson 1927).
-
-    Unlike :func:`bootstrap_ci`, which collapses to ``[0, 0]`` when no sample is a hit (every
-    resample is all zeros too), it stays honest at the edges: 0 of 256 gives ``[0, 0.0148]``. With
-    ``z`` the normal quantile of ``(1 + level) / 2`` and ``p = k / n``::
-
-        centre = (p + z^2 / 2n) / (1 + z^2 / n)
-        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
-
-    Returns ``(lower, upper)`` within [0, 1]; ``(nan, nan)`` for ``n = 0``.
-    """
-    if isinstance(k, bool) or isinstance(n, bool) or int(k) != k or int(n) != n:
-        raise ValueError(f"k and n must be integer counts, got k={k!r}, n={n!r}")
-    k, n = int(k), int(n)
-    if n < 0 or not 0 <= k <= max(n, 0):
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if n == 0:
-        return (math.nan, math.nan)
-    z = statistics.NormalDist().inv_cdf((1 + level) / 2)
-    p, z2 = k / n, z * z
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # at k = 0 (k = n) the lower (upper) end is exactly 0 (1); clamp away the rounding
-    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
 
 
 def _seed_range(seeds: torch.Tensor) -> str:
