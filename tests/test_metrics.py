@@ -182,6 +182,5 @@ def test_sscd_preprocessing_offline_with_a_stand_in_network(tmp_path):
 
 
 def test_unknown_descriptor_is_a_clear_error():
-    from reprodiff.metrics import get_descriptor
     with pytest.raises(ValueError, match="unknown descriptor 'clip'"):
         get_descriptor("clip")
