@@ -70,17 +70,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
+    """The config the arguments describe and its training set (impossible subsets fail here)."""
     from .training import TrainConfig, training_data
 
     try:
         cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-        training_data(cfg)  # impossible subsets fail here, before anything is trained
+        data, _ = training_data(cfg)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    return cfg
+    return cfg, data
 
 
-def _sample_plan(args, cfg) -> dict:
+def _sample_plan(args, cfg, num_classes: int) -> dict:
     """Everything ``sample`` needs, checked before the model is trained or loaded."""
     import torch
 
@@ -110,9 +111,6 @@ def _sample_plan(args, cfg) -> dict:
             values = values * len(seeds)
         if len(values) != len(seeds):
             raise UserError(f"--labels gives {len(values)} labels for {len(seeds)} seeds")
-        from .training import training_data
-
-        num_classes = training_data(cfg)[0].num_classes
         bad = [v for v in values if not 0 <= v <= num_classes]
         if bad:
             raise UserError(f"--labels: {bad[:5]} outside 0-{num_classes - 1} (or {num_classes}, the unconditional "
@@ -181,7 +179,7 @@ def _run(args) -> None:
         from .cache import is_cached
         from .training import checkpoint_dir, load_or_train
 
-        cfg = _config(args)
+        cfg, _ = _config(args)
         cached = is_cached(checkpoint_dir(cfg))
         model = load_or_train(cfg)
         verb = "already cached" if cached else "trained"
@@ -193,8 +191,8 @@ def _run(args) -> None:
         from .sampling import generate
         from .training import load_or_train
 
-        cfg = _config(args)
-        plan = _sample_plan(args, cfg)
+        cfg, data = _config(args)
+        plan = _sample_plan(args, cfg, data.num_classes)
         try:
             args.out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
