@@ -79,7 +79,8 @@ def _writable_error(path: Path, exc: OSError) -> PermissionError:
 
 @contextmanager
 def entry_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive inter-process lock on the entry ``path`` (a sibling ``<entry>.lock`` file).
+    """Hold an exclusive inter-process lock on the entry ``path`` (a sibling ``<entry>.lock`` file),
+    creating the entry's folder once the lock is held.
 
     Waits for another process holding it. Raises ``PermissionError`` with a clear message, before
     any work, when the cache cannot be written.
@@ -93,6 +94,11 @@ def entry_lock(path: Path) -> Iterator[None]:
         lock.acquire()
     except OSError as exc:
         raise _writable_error(path.parent, exc) from exc
+    try:
+        path.mkdir(exist_ok=True)
+    except OSError as exc:
+        lock.release()
+        raise _writable_error(path, exc) from exc
     try:
         yield
     finally:

@@ -115,7 +115,6 @@ def load_or_train_vae(cfg: VAEConfig, progress: bool = True) -> MLPVAE:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        path.mkdir(exist_ok=True)
         write_model(path, model.state_dict(), {"hash": cfg.hash, "config": asdict(cfg), "final_loss": loss.item()})
     return model.eval().requires_grad_(False)
 

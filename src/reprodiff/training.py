@@ -260,10 +260,6 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
     with nullcontext() if distributed else entry_lock(path):
         if is_cached(path) and not distributed:
             return load_model(cfg)
-        try:
-            path.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise PermissionError(f"the model cache is not writable at {path} ({exc})") from exc
         clean_temporaries(path)
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
