@@ -184,3 +184,56 @@ def test_sscd_preprocessing_offline_with_a_stand_in_network(tmp_path):
 def test_unknown_descriptor_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown descriptor 'clip'"):
         get_descriptor("clip")
+
+
+def test_wilson_interval_is_honest_at_the_edges():
+    from reprodiff.metrics import wilson_ci
+
+    lo, hi = wilson_ci(0, 256)
+    assert lo == 0.0 and hi == pytest.approx(0.0148, abs=2e-4)
+    assert wilson_ci(256, 256)[1] == 1.0 and wilson_ci(256, 256)[0] == pytest.approx(1 - 0.0148, abs=2e-4)
+    lo, hi = wilson_ci(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    for bad in ((3, 2), (-1, 5), (1.5, 4)):
+        with pytest.raises(ValueError):
+            wilson_ci(*bad)
+
+
+def test_scores_of_a_proportion_use_wilson_intervals(digits):
+    a = _samples(digits[:64], list(range(64)), "a")
+    b = _samples(digits[64:128], list(range(64)), "b")
+    s = rp_score(a, b, threshold=0.999)
+    assert s.value == 0.0 and s.ci[1] > 0.03  # the bootstrap would have said [0, 0]
+
+
+def test_same_image_rule_is_shared_by_rp_and_gl_and_checks_its_descriptor(digits):
+    from reprodiff.metrics import same_image_rule, survival
+
+    train, held = digits[:1000], digits[1000:1300]
+    rule = same_image_rule(train, held, dataset="digits")
+    nn = nearest_neighbors(PixelDescriptor()(held), PixelDescriptor()(train))[0][:, 0]
+    assert rule.threshold == pytest.approx(float(nn.double().quantile(0.99)), abs=1e-6)
+    a = _samples(train[:50], list(range(50)), "a")
+    rp, gl = rp_score(a, a, threshold=rule), gl_score(a, train, threshold=rule)
+    assert (rp.threshold, rp.threshold_rule) == (gl.threshold, gl.threshold_rule) == (rule.threshold, rule.rule)
+    assert rp.value == 1.0 and gl.value == 0.0  # a copy is the same image, for RP and GL alike
+    other = type(rule)(rule.threshold, rule.rule, "sscd", "digits")
+    with pytest.raises(ValueError, match="calibrated for the sscd"):
+        rp_score(a, a, threshold=other)
+    with pytest.raises(ValueError, match="quantile"):
+        same_image_rule(train, held, quantile=1.0)
+    sims = torch.tensor([0.1, 0.5, 0.9, 0.95])
+    assert survival(sims, [0.0, 0.5, 0.92, 1.0]).tolist() == [1.0, 0.5, 0.25, 0.0]
+
+
+def test_seed_spread_summarises_training_seed_pairs(digits):
+    from reprodiff.metrics import seed_spread
+
+    a = _samples(digits[:40], list(range(40)), "a")
+    scores = [rp_score(a, a, threshold=0.5), rp_score(a, _samples(digits[40:80], list(range(40)), "b"), threshold=0.5)]
+    spread = seed_spread(scores)
+    assert spread.values == [1.0, scores[1].value] and "2 training-seed pairs" in str(spread)
+    with pytest.raises(ValueError):
+        seed_spread([])
+    with pytest.raises(ValueError, match="share"):
+        seed_spread([rp_score(a, a, threshold=0.5), rp_score(a, a, threshold=0.6)])

@@ -11,7 +11,7 @@ from reprodiff.data import MoLRG, load_dataset, split_holdout, subset
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import (classify_regimes, reference_study, regime_spans, regime_sweep,
                                    trajectory_gap)
-from reprodiff.metrics import real_null_threshold
+from reprodiff.metrics import real_null_threshold, same_image_rule
 from reprodiff.training import _relative_cost
 
 
@@ -63,7 +63,10 @@ def small_sweep():
     pool, held = split_holdout(load_dataset("digits"), 200)
     sets = {n: subset(pool, n).images for n in (8, 64)}
     models = {(size, n): OptimalDenoiser(sets[n]) for size in ("A (x)", "B (y)") for n in sets}
-    return regime_sweep(models, sets, held.images, range(48), steps=8, progress=False), sets
+    replicates = {("A (x)", 8, 5): OptimalDenoiser(sets[8]), ("A (x)", 8, 6): GaussianDenoiser.from_data(sets[8])}
+    rule = same_image_rule(sets[64], held.images, dataset="digits")
+    return regime_sweep(models, sets, held.images, range(48), rule, steps=8, progress=False,
+                        replicates=replicates), sets
 
 
 def test_regime_sweep_scores_optimal_denoiser_as_memorizing(small_sweep):
@@ -75,15 +78,24 @@ def test_regime_sweep_scores_optimal_denoiser_as_memorizing(small_sweep):
     nn = sweep.nearest[("A (x)", 8)]
     assert torch.allclose(sweep.samples[("A (x)", 8)].images, sets[8][nn], atol=1e-3)
     # per-pair calibration collapses when only 8 distinct images exist: the null is ~1
-    assert sweep.per_pair_null[8] > 0.99 > sweep.threshold
+    assert sweep.per_pair_null[8] > 0.99
     assert "GL" in sweep.table(0.1, 0.8).splitlines()[0]
+    # held-out real images are novel at N=8 under the same rule: GL's ceiling is ~1, not ~0
+    assert sweep.gl_ceiling[0].value > 0.9 and sweep.gl_ceiling[0].n == len(sweep.heldout)
+    # training seeds at N=8: A's two D* copies reproduce B's D* exactly, the Gaussian never does
+    spread = sweep.rp_seeds[8]
+    assert list(sweep.rp_seeds) == [8] and sorted(spread.values) == [0.0, 1.0, 1.0]
+    assert "3 training-seed pairs" in str(spread) and "dip" in sweep.dip("A vs B")
 
 
 def test_regime_sweep_rejects_an_incomplete_grid(small_sweep):
     sweep, sets = small_sweep
     with pytest.raises(ValueError, match="full grid"):
         regime_sweep({("A", 8): OptimalDenoiser(sets[8]), ("B", 64): OptimalDenoiser(sets[64])}, sets,
-                     sweep.heldout, range(4), progress=False)
+                     sweep.heldout, range(4), sweep.rule, progress=False)
+    with pytest.raises(ValueError, match="not points of the sweep"):
+        regime_sweep({("A", 8): OptimalDenoiser(sets[8])}, sets, sweep.heldout, range(4), sweep.rule,
+                     replicates={("A", 64, 3): OptimalDenoiser(sets[64])}, progress=False)
 
 
 def test_reference_study_and_shared_reference_sampled_once(small_sweep):
@@ -111,6 +123,11 @@ def test_regime_configs_share_models_between_chapters():
     assert th.regimes is reg
     digits = reg.sweep("digits").model_configs()
     assert len(digits) == 14 and {c.holdout for c in digits.values()} == {297}
+    # chapter 1's models are the sweep's largest N, and its replicates are the sweep's at N=1500
+    same = get_config("same_noise")
+    assert {c.hash for c in same.models.values()} <= {c.hash for c in reg.all_models()}
+    zoo = get_config("architectures").models
+    assert zoo["UNet-XS edm"].hash == digits[("UNet-XS (0.16M)", 1500)].hash
     assert max(c.n_train for c in digits.values()) == 1797 - 297
     seeds = {label: c.seed for (label, _), c in digits.items()}
     assert len(set(seeds.values())) == 2  # the two sizes also differ in initialisation
@@ -199,3 +216,39 @@ def test_gl_crossing_interpolates_in_log_n(small_sweep):
     sweep, _ = small_sweep
     fake = dataclasses.replace(sweep, gl={"A": [Score("GL", v, (v, v), 1, 0.0, "", "pixel") for v in (0.0, 1.0)]})
     assert fake.gl_crossing("A", 0.5) == pytest.approx(math.sqrt(8 * 64))
+
+
+def test_book_rule_is_one_threshold_per_dataset_and_shared_by_rp_and_gl():
+    from reprodiff.configs import SAME_IMAGE_QUANTILE, reference_split
+    from reprodiff.experiments import book_rule
+    from reprodiff.training import training_data
+
+    rule = book_rule("digits")
+    train, held = training_data(reference_split("digits"))
+    assert (len(train), len(held)) == (1500, 297)
+    again = same_image_rule(train.images, held.images, quantile=SAME_IMAGE_QUANTILE, dataset="digits")
+    assert rule == again and "99th percentile of 297 held-out" in rule.rule
+    assert 0.9 < rule.threshold < 1  # stricter than any different-seed null of digits (~0.88)
+    assert str(rule).startswith("same-image threshold [pixel, digits]: ")
+    sscd = book_rule("cifar10", _FixedDescriptor())
+    assert sscd.threshold == 0.6 and sscd.rule == "fixed"
+    with pytest.raises(ValueError, match="no same-image rule"):
+        book_rule("mnist")
+
+
+class _FixedDescriptor:
+    name, fixed_threshold, fixed_threshold_rule = "fake-sscd", 0.6, "fixed"
+
+    def __call__(self, images):  # never called: a fixed threshold needs no data
+        raise AssertionError("a fixed threshold must not describe images")
+
+
+def test_quality_classifier_rates_real_digits_above_blurred_ones():
+    from reprodiff.experiments import quality_classifier
+
+    clf, acc, conf = quality_classifier("digits")
+    assert acc > 0.9 and conf > 0.8
+    held = split_holdout(load_dataset("digits"), 297)[1].images
+    blurred = torch.nn.functional.avg_pool2d(held, 3, stride=1, padding=1)
+    mean_digit = held.mean(0, keepdim=True).expand(50, -1, -1, -1)
+    assert clf.confidence(blurred) < conf and clf.confidence(mean_digit) < conf - 0.2

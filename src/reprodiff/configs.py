@@ -15,18 +15,23 @@ from .controls import VAEConfig
 from .training import TrainConfig
 
 __all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "get_config",
-           "digits_model", "check_resources"]
+           "digits_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
+
+#: the quantile of the same-image rule (:func:`reprodiff.metrics.same_image_rule`), one for the whole book
+SAME_IMAGE_QUANTILE = 0.99
 
 PROFILES = ("cpu", "gpu")
 
 
 def digits_model(backbone: str, objective: str = "edm", **overrides) -> TrainConfig:
-    """The cpu profile's standard digits model: all 1,797 digits, 1,200 steps at batch 128.
+    """The cpu profile's standard digits model: 1,500 digits (297 held out), 1,200 steps at batch 64.
 
-    1,200 steps is where 8x8 digit samples have settled on this scale (cpu-notes: ~1,000), and
-    keeps two small UNets inside a chapter's 5-minute budget on 2 cores.
+    It is exactly the largest model of chapter 3's sweep, so chapters 1-4 share it through the
+    cache, and every chapter has the same held-out digits to calibrate its same-image rule on.
+    1,200 steps is where 8x8 digit samples have settled at this scale (cpu-notes: ~1,000).
     """
-    base = dict(dataset="digits", backbone=backbone, objective=objective, steps=1200, batch_size=128, lr=2e-3)
+    base = dict(dataset="digits", holdout=297, n_train=1500, backbone=backbone, objective=objective, steps=1200,
+                batch_size=64, lr=2e-3)
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -41,18 +46,33 @@ def cifar_model(backbone: str, objective: str = "edm", **overrides) -> TrainConf
 
 @dataclass(frozen=True)
 class SameNoiseConfig:
-    """Chapter 1: two different models, sampled from the same seeds with a deterministic sampler."""
+    """Chapter 1: pairs of different models, sampled from the same seeds with a deterministic sampler.
+
+    ``pairs`` are independently trained (architecture A, architecture B) pairs: the first is the
+    chapter's main pair, the others repeat it with other training seeds. ``same_arch`` is a pair of
+    one architecture trained from two seeds.
+    """
 
     profile: str
     models: dict[str, TrainConfig]
+    pairs: tuple[tuple[str, str], ...]
+    same_arch: tuple[str, str]
     n_seeds: int
     grid_seeds: int = 10
     sampler: str = "heun"
     steps: int = 18
     descriptor: str = "pixel"
-    null_quantile: float = 0.99
     batch_size: int = 256
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = {n for p in (*self.pairs, self.same_arch) for n in p} - set(self.models)
+        if unknown or not self.pairs:
+            raise ValueError(f"pairs must name models of the config (unknown: {sorted(unknown)})")
+
+    @property
+    def dataset(self) -> str:
+        return next(iter(self.models.values())).dataset
 
     def summary(self) -> str:
         lines = [f"profile: {self.profile}  ({self.notes})"]
@@ -60,9 +80,10 @@ class SameNoiseConfig:
             n = "all" if m.n_train is None else m.n_train
             lines.append(f"  model {name!r}: {m.backbone} / {m.objective} objective, {m.dataset} (N={n}), "
                          f"{m.steps:,} steps x batch {m.batch_size}, seed {m.seed}")
+        lines.append("pairs: " + "; ".join(f"{a} vs {b}" for a, b in self.pairs)
+                     + f"; same architecture: {self.same_arch[0]} vs {self.same_arch[1]}")
         lines.append(f"sampling: {self.sampler}, {self.steps} steps, seeds 0-{self.n_seeds - 1}")
-        rule = "paper's 0.6" if self.descriptor == "sscd" else f"{100 * self.null_quantile:g}th pct of the different-seed null"
-        lines.append(f"similarity: {self.descriptor} descriptor, threshold = {rule}")
+        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
         return "\n".join(lines)
 
 
@@ -76,7 +97,6 @@ class ZooConfig:
     sampler: str = "heun"
     steps: int = 18
     descriptor: str = "pixel"
-    null_quantile: float = 0.99
     sampler_model: str = ""
     samplers: tuple[str, ...] = ("euler", "ddim", "heun", "dpmpp-2m")
     step_counts: tuple[int, ...] = (2, 3, 5, 8, 12, 18, 30)
@@ -97,8 +117,7 @@ class ZooConfig:
         if self.vaes:
             lines.append("non-diffusion control: " + ", ".join(f"{k} ({v.hidden} hidden, latent {v.latent})"
                                                                for k, v in self.vaes.items()))
-        rule = "paper's 0.6" if self.descriptor == "sscd" else f"{100 * self.null_quantile:g}th pct of the pooled null"
-        lines.append(f"similarity: {self.descriptor} descriptor, threshold = {rule}")
+        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
         return "\n".join(lines)
 
 
@@ -108,33 +127,54 @@ class SweepConfig:
 
     ``base`` fixes everything but the backbone, ``n_train`` and the seed; model size ``i`` (in the
     order of ``sizes``) trains with seed ``i``, so the two models at one N differ in width *and*
-    initialisation. ``base.holdout`` images are kept out of every subset (they calibrate GL and the
-    RP threshold).
+    initialisation. ``base.holdout`` images are kept out of every subset (they calibrate the
+    same-image rule and GL's ceiling). ``replicates`` are extra ``(N, size label, seed)`` models
+    that repeat a point of the sweep with other training seeds.
     """
 
     name: str
     base: TrainConfig
     sizes: dict[str, str]  # label -> backbone name
     n_train: tuple[int, ...]
+    replicates: tuple[tuple[int, str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for n, label, seed in self.replicates:
+            if n not in self.n_train or label not in self.sizes:
+                raise ValueError(f"replicate {(n, label, seed)} is not a point of sweep {self.name!r}")
+            if seed == list(self.sizes).index(label):
+                raise ValueError(f"replicate {(n, label, seed)} repeats the sweep's own seed")
 
     def model_configs(self) -> dict[tuple[str, int], TrainConfig]:
         return {(label, n): replace(self.base, backbone=bb, n_train=n, seed=i)
                 for i, (label, bb) in enumerate(self.sizes.items()) for n in self.n_train}
 
+    def replicate_configs(self) -> dict[tuple[str, int, int], TrainConfig]:
+        """``{(size label, N, seed): config}`` of the extra training seeds."""
+        return {(label, n, seed): replace(self.base, backbone=self.sizes[label], n_train=n, seed=seed)
+                for n, label, seed in self.replicates}
+
+    def reference(self) -> TrainConfig:
+        """The split of the largest training set: the one the same-image rule is calibrated on."""
+        return replace(self.base, n_train=max(self.n_train))
+
     def summary(self) -> str:
         b = self.base
         sizes = ", ".join(f"{k} ({v})" for k, v in self.sizes.items())
+        reps = sorted({n for n, _, _ in self.replicates})
+        extra = f"; extra training seeds at N = {', '.join(map(str, reps))}" if reps else ""
         return (f"{self.name}: N = {', '.join(map(str, self.n_train))} (nested subsets, {b.holdout} held out); "
-                f"models: {sizes}; {b.objective} objective, {b.steps:,} steps x batch {b.batch_size}, lr {b.lr:g}")
+                f"models: {sizes}; {b.objective} objective, {b.steps:,} steps x batch {b.batch_size}, lr {b.lr:g}"
+                f"{extra}")
 
 
 @dataclass(frozen=True)
 class RegimesConfig:
     """Chapter 3: RP and GL against training-set size, on real data and on MoLRG.
 
-    GL's copy threshold is calibrated per N on held-out real images (``heldout_quantile``); the RP
-    threshold is one number per sweep, the ``null_quantile`` of the similarity between *distinct
-    held-out real images* (a model-free null, valid at every N). Regimes are read off the GL curves:
+    RP and GL use one same-image rule per dataset (:func:`reprodiff.experiments.book_rule`),
+    calibrated on the held-out images against the sweep's largest training set. Regimes are read
+    off the GL curves:
     memorization where every model's GL <= ``memorization_gl``, generalization where every model's
     GL >= ``generalization_gl``.
     """
@@ -145,8 +185,6 @@ class RegimesConfig:
     sampler: str = "heun"
     steps: int = 18
     descriptor: str = "pixel"
-    null_quantile: float = 0.99
-    heldout_quantile: float = 0.95
     memorization_gl: float = 0.1
     generalization_gl: float = 0.8
     grid_seeds: int = 6
@@ -162,24 +200,21 @@ class RegimesConfig:
     def sweep_kwargs(self, sweep: SweepConfig) -> dict:
         """Keyword arguments of :func:`reprodiff.experiments.regime_sweep` for one of the sweeps
         (MoLRG is always scored in pixel space: it has no images for SSCD to see)."""
-        return dict(name=sweep.name, sampler=self.sampler, steps=self.steps,
-                    descriptor="pixel" if sweep.base.dataset == "molrg" else self.descriptor,
-                    null_quantile=self.null_quantile, heldout_quantile=self.heldout_quantile,
-                    batch_size=self.batch_size)
+        return dict(name=sweep.name, sampler=self.sampler, steps=self.steps, batch_size=self.batch_size)
+
+    def descriptor_for(self, sweep: SweepConfig) -> str:
+        """MoLRG is always scored in pixel space: it has no images for SSCD to see."""
+        return "pixel" if sweep.base.dataset == "molrg" else self.descriptor
 
     def all_models(self) -> list[TrainConfig]:
-        return [c for s in self.sweeps for c in s.model_configs().values()]
+        return [c for s in self.sweeps for c in (*s.model_configs().values(), *s.replicate_configs().values())]
 
     def summary(self) -> str:
         lines = [f"profile: {self.profile}  ({self.notes})"]
         lines += [s.summary() for s in self.sweeps]
         lines.append(f"sampling: {self.sampler}-{self.steps}, seeds 0-{self.n_seeds - 1}")
-        if self.descriptor == "sscd":
-            lines.append("similarity: sscd descriptor, the paper's threshold 0.6 for RP and GL")
-        else:
-            lines.append(f"similarity: {self.descriptor} descriptor; RP threshold = {100 * self.null_quantile:g}th pct of "
-                         f"distinct held-out real pairs; GL threshold = {100 * self.heldout_quantile:g}th pct of held-out "
-                         "real images' nearest-training similarity, per N")
+        lines.append(f"similarity: {self.descriptor} descriptor (MoLRG: pixel); RP and GL share the book's "
+                     "same-image rule, one threshold per dataset")
         lines.append(f"regimes: memorization where GL <= {self.memorization_gl} for every model, generalization where "
                      f"GL >= {self.generalization_gl}")
         return "\n".join(lines)
@@ -209,6 +244,8 @@ _CPU_ZOO = {
     # the two chapter-1 models (cached when chapter 1 ran first)
     "UNet-XS edm": digits_model("unet-xs"),
     "UNet-S edm": digits_model("unet-s", seed=1),
+    # the same architecture from another training seed (chapter 1's replicate)
+    "UNet-XS edm s2": digits_model("unet-xs", seed=2),
     # architectures (a deeper UNet, "unet-xs-deep", is registered too; left out to fit 6 minutes)
     "UNet-XS attn": digits_model("unet-xs-attn", seed=3),
     "U-ViT-XS edm": digits_model("uvit-xs", seed=4, lr=1e-3),
@@ -226,19 +263,25 @@ _GPU_ZOO = {
 }
 
 
-# Chapter 3/4 sweeps. cpu: 297 digits held out (the remaining 1,500 are the largest N); batch 64 and
-# 1,200 steps so the 14 UNets train in ~10 minutes on 2 cores (see the chapter for the budget).
+# Chapter 3/4 sweeps. cpu: 297 digits held out (the remaining 1,500 are the largest N); the models are
+# chapter 1's standard digits model at every N. Three N sit inside the transition; one N per regime
+# has extra training seeds (at N = 1,500 they are chapter 1's replicates, cached).
+_XS, _S = "UNet-XS (0.16M)", "UNet-S (0.63M)"
 _DIGIT_SWEEP = SweepConfig(
     "digits",
-    TrainConfig(dataset="digits", holdout=297, objective="edm", steps=1200, batch_size=64, lr=2e-3),
-    {"UNet-XS (0.16M)": "unet-xs", "UNet-S (0.63M)": "unet-s"},
-    (16, 32, 64, 128, 256, 512, 1500),
+    replace(digits_model("unet-xs"), n_train=None),
+    {_XS: "unet-xs", _S: "unet-s"},
+    (16, 64, 96, 128, 192, 256, 1500),
+    replicates=((16, _XS, 2), (16, _XS, 4), (128, _XS, 2), (128, _XS, 4),
+                (1500, _XS, 2), (1500, _XS, 4), (1500, _S, 3), (1500, _S, 5)),
 )
+_MX, _MS = "MLP-XS (0.15M)", "MLP-S (0.56M)"
 _MOLRG_SWEEP = SweepConfig(
     "molrg",
     TrainConfig(dataset="molrg", holdout=512, objective="edm", steps=2000, batch_size=128, lr=1e-3),
-    {"MLP-XS (0.15M)": "mlp-xs", "MLP-S (0.56M)": "mlp-s"},
-    (16, 64, 256, 1024, 4096, 16384),
+    {_MX: "mlp-xs", _MS: "mlp-s"},
+    (16, 32, 64, 128, 256, 1024, 4096, 16384),
+    replicates=((16, _MX, 2), (16, _MX, 4), (64, _MX, 2), (64, _MX, 4), (16384, _MX, 2), (16384, _MX, 4)),
 )
 # gpu: the paper's CIFAR-10 sweep, thinned to fit a Colab T4 in about 30 minutes (estimate in chapter 3)
 _CIFAR_SWEEP = SweepConfig(
@@ -259,12 +302,18 @@ _CONFIGS = {
     "same_noise": {
         "cpu": SameNoiseConfig(
             profile="cpu",
-            models={"UNet-XS (0.16M)": digits_model("unet-xs"), "UNet-S (0.63M)": digits_model("unet-s", seed=1)},
-            n_seeds=512, notes="8x8 digits, offline; ~4 min on 2 CPU cores",
+            models={"UNet-XS s0": digits_model("unet-xs"), "UNet-S s1": digits_model("unet-s", seed=1),
+                    "UNet-XS s2": digits_model("unet-xs", seed=2), "UNet-S s3": digits_model("unet-s", seed=3),
+                    "UNet-XS s4": digits_model("unet-xs", seed=4), "UNet-S s5": digits_model("unet-s", seed=5)},
+            pairs=(("UNet-XS s0", "UNet-S s1"), ("UNet-XS s2", "UNet-S s3"), ("UNet-XS s4", "UNet-S s5")),
+            same_arch=("UNet-XS s0", "UNet-XS s2"),
+            n_seeds=512, notes="8x8 digits, offline",
         ),
         "gpu": SameNoiseConfig(
             profile="gpu",
-            models={"UNet-M": cifar_model("unet-m"), "UNet-L": cifar_model("unet-l", seed=1)},
+            models={"UNet-M s0": cifar_model("unet-m"), "UNet-L s1": cifar_model("unet-l", seed=1),
+                    "UNet-M s2": cifar_model("unet-m", seed=2)},
+            pairs=(("UNet-M s0", "UNet-L s1"),), same_arch=("UNet-M s0", "UNet-M s2"),
             n_seeds=10_000, descriptor="sscd", batch_size=500, notes="CIFAR-10 and SSCD; needs a GPU and internet",
         ),
     },
@@ -297,6 +346,15 @@ def get_config(experiment: str, profile: str = "cpu"):
     if profile not in _CONFIGS[experiment]:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(_CONFIGS[experiment])}")
     return _CONFIGS[experiment][profile]
+
+
+def reference_split(dataset: str) -> TrainConfig:
+    """The training/held-out split on which ``dataset``'s same-image rule is calibrated: the largest
+    training set of the book's sweep on that dataset (digits: 1,500 trained, 297 held out)."""
+    for sweep in (_DIGIT_SWEEP, _MOLRG_SWEEP, _CIFAR_SWEEP):
+        if sweep.base.dataset == dataset:
+            return sweep.reference()
+    raise ValueError(f"the book calibrates no same-image rule on {dataset!r}; choose digits, molrg or cifar10")
 
 
 def check_resources(models: list[TrainConfig] | tuple[TrainConfig, ...], descriptor: str = "pixel") -> None:

@@ -12,11 +12,43 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .metrics import Descriptor, Score, get_descriptor, gl_score, real_null_threshold, rp_score
+from .metrics import (Descriptor, QualityClassifier, SameImageRule, Score, SeedSpread, get_descriptor, gl_score,
+                      nearest_neighbors, rp_score, same_image_rule, seed_spread, wilson_ci)
 from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
 
-__all__ = ["sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
+__all__ = ["book_rule", "quality_classifier", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap"]
+
+
+def book_rule(dataset: str, descriptor: str | Descriptor = "pixel") -> SameImageRule:
+    """The book's one same-image rule for ``dataset`` and ``descriptor``: every chapter's RP and GL use it.
+
+    SSCD keeps the paper's 0.6. The pixel descriptor is calibrated on the dataset's reference split
+    (:func:`reprodiff.configs.reference_split`: the largest training set of the book's sweep and its
+    held-out images) at the book's quantile, :data:`reprodiff.configs.SAME_IMAGE_QUANTILE`.
+    """
+    from .configs import SAME_IMAGE_QUANTILE, reference_split
+    from .training import training_data
+
+    desc = get_descriptor(descriptor)
+    if getattr(desc, "fixed_threshold", None) is not None:  # nothing to load
+        return same_image_rule(torch.zeros(0), torch.zeros(0), desc, dataset=dataset)
+    train, held = training_data(reference_split(dataset))
+    return same_image_rule(train.images, held.images, desc, SAME_IMAGE_QUANTILE, dataset=dataset)
+
+
+def quality_classifier(dataset: str) -> tuple[QualityClassifier, float, float]:
+    """A :class:`~reprodiff.metrics.QualityClassifier` fitted on ``dataset``'s reference training set.
+
+    Returns ``(classifier, accuracy, confidence)`` where the last two are measured on the held-out
+    images: the real-data ceiling of the confidence a set of samples can reach.
+    """
+    from .configs import reference_split
+    from .training import training_data
+
+    train, held = training_data(reference_split(dataset))
+    clf = QualityClassifier(train.images, train.labels)
+    return clf, clf.accuracy(held.images, held.labels), clf.confidence(held.images)
 
 
 def sample_models(models: Mapping[str, torch.nn.Module], seeds: Sequence[int] | range, shape: Sequence[int], *,
@@ -137,28 +169,37 @@ def regime_spans(n_train: Sequence[int], labels: Sequence[str]) -> list[tuple[fl
     return spans
 
 
-def load_sweep(sweep, progress: bool = True) -> tuple[dict, dict[int, torch.Tensor], torch.Tensor]:
+def load_sweep(sweep, progress: bool = True, replicates: bool = False):
     """The models of a :class:`reprodiff.configs.SweepConfig` (missing ones trained in parallel),
-    its nested training sets ``{N: images}`` and its held-out images."""
+    its nested training sets ``{N: images}`` and its held-out images; with ``replicates=True`` also
+    the extra training seeds, ``{(size, N, seed): model}``, as a fourth element."""
     from .training import load_or_train_many, training_data
 
     if not sweep.base.holdout:  # before any training
         raise ValueError(f"sweep {sweep.name!r} holds nothing out (holdout=0): GL and RP need held-out images")
     configs = sweep.model_configs()
-    models = dict(zip(configs, load_or_train_many(list(configs.values()), progress=progress)))
+    extra = sweep.replicate_configs() if replicates else {}
+    trained = load_or_train_many([*configs.values(), *extra.values()], progress=progress)
+    models = dict(zip(configs, trained[:len(configs)]))
+    extra_models = dict(zip(extra, trained[len(configs):]))
     first = next(iter(sweep.sizes))
     train_sets = {n: training_data(configs[(first, n)])[0].images for n in sweep.n_train}
     heldout = training_data(configs[(first, sweep.n_train[0])])[1]
+    if replicates:
+        return models, train_sets, heldout.images, extra_models
     return models, train_sets, heldout.images
 
 
 @dataclass
 class SweepResult:
-    """Everything measured along one sweep over training-set sizes.
+    """Everything measured along one sweep over training-set sizes, under one same-image rule.
 
     ``gl[size]`` and ``rp[pair]`` hold one :class:`Score` per N (in ``n_train`` order);
-    ``samples[(size, N)]`` the generated images; ``nearest[(size, N)]`` each sample's nearest
-    training image (index into ``train_sets[N]``).
+    ``gl_ceiling`` the GL of the *held-out real images* per N (what a model that draws new real
+    images would score); ``quality[size]`` the classifier confidence of each model's samples per N
+    (``quality_ceiling``: of held-out real images); ``rp_seeds[N]`` the RP of every cross-size pair
+    of training seeds at the N that have replicates; ``samples[(size, N)]`` the generated images;
+    ``nearest[(size, N)]`` each sample's nearest training image (index into ``train_sets[N]``).
     """
 
     name: str
@@ -170,9 +211,20 @@ class SweepResult:
     gl: dict[str, list[Score]]
     rp: dict[str, list[Score]]
     nearest: dict[tuple[str, int], torch.Tensor]
-    threshold: float
-    threshold_rule: str
+    rule: SameImageRule
+    gl_ceiling: list[Score] = field(default_factory=list)
+    quality: dict[str, list[float]] = field(default_factory=dict)
+    quality_ceiling: float | None = None
+    rp_seeds: dict[int, SeedSpread] = field(default_factory=dict)
     per_pair_null: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.threshold
+
+    @property
+    def threshold_rule(self) -> str:
+        return self.rule.rule
 
     def curves(self, kind: str) -> dict[str, tuple[list[float], list[float], list[float]]]:
         """``{label: (values, lower, upper)}`` of ``"gl"`` or ``"rp"``, for :func:`reprodiff.plots.curve_with_band`."""
@@ -191,6 +243,16 @@ class SweepResult:
         scores = self.rp[pair]
         return min(range(len(scores)), key=lambda k: scores[k].value)
 
+    def dip(self, pair: str) -> str:
+        """Whether RP dips in the transition: is the minimum's interval below both ends' intervals?"""
+        rp, i = self.rp[pair], self.rp_minimum(pair)
+        first, last, low = rp[0], rp[-1], rp[i]
+        below = low.ci[1] < first.ci[0] and low.ci[1] < last.ci[0]
+        return (f"RP {pair}: {first.value:.2f} at N={self.n_train[0]}, minimum {low.value:.2f} "
+                f"[{low.ci[0]:.2f}, {low.ci[1]:.2f}] at N={self.n_train[i]}, {last.value:.2f} at N={self.n_train[-1]}: "
+                + ("a dip (its interval lies below both ends')" if below and 0 < i < len(rp) - 1
+                   else "no dip resolved (the minimum's interval overlaps an end's, or sits at an end)"))
+
     def gl_crossing(self, size: str, level: float = 0.5) -> float | None:
         """N at which ``size``'s GL first rises through ``level`` (interpolated in log N), or None."""
         ns, values = self.n_train, [s.value for s in self.gl[size]]
@@ -208,68 +270,97 @@ class SweepResult:
         return (max(mem) if mem else None), (min(gen) if gen else None)
 
     def table(self, memorization_gl: float, generalization_gl: float) -> str:
-        """One row per N: GL per size, RP per pair (with 95% intervals), and the regime."""
+        """One row per N: GL per size and of held-out real images (the ceiling), RP per pair (95%
+        Wilson intervals), sample quality per size when measured, and the regime."""
         regimes = self.regimes(memorization_gl, generalization_gl)
-        cols = [f"GL {k.split(' ')[0]}" for k in self.gl] + [f"RP {k}" for k in self.rp]
-        head = f"{'N':>6s}  " + "".join(f"{c:>20s}" for c in cols) + "   regime"
+        short = [k.split(" ")[0] for k in self.gl]
+        cols = [f"GL {k}" for k in short] + (["GL real"] if self.gl_ceiling else []) + [f"RP {k}" for k in self.rp]
+        qcols = [f"conf {k}" for k in short] if self.quality else []
+        head = f"{'N':>6s}  " + "".join(f"{c:>18s}" for c in cols) + "".join(f"{c:>10s}" for c in qcols) + "   regime"
         lines = [head]
         for i, n in enumerate(self.n_train):
-            cells = [s[i] for s in self.gl.values()] + [s[i] for s in self.rp.values()]
-            row = "".join(f"{c.value:8.2f} [{c.ci[0]:.2f},{c.ci[1]:.2f}]" for c in cells)
-            lines.append(f"{n:6d}  {row}   {regimes[i]}")
+            cells = [s[i] for s in self.gl.values()] + ([self.gl_ceiling[i]] if self.gl_ceiling else []) + \
+                [s[i] for s in self.rp.values()]
+            row = "".join(f"{c.value:6.2f} [{c.ci[0]:.2f},{c.ci[1]:.2f}]" for c in cells)
+            q = "".join(f"{v[i]:10.2f}" for v in self.quality.values())
+            lines.append(f"{n:6d}  {row}{q}   {regimes[i]}")
+        if self.quality_ceiling is not None:
+            lines.append(f"(conf: mean top-class probability of a digit classifier; held-out real images: "
+                         f"{self.quality_ceiling:.2f})")
         return "\n".join(lines)
 
 
 def regime_sweep(models: Mapping[tuple[str, int], torch.nn.Module], train_sets: Mapping[int, torch.Tensor],
-                 heldout: torch.Tensor, seeds: Sequence[int] | range, *, name: str = "", sampler: str = "heun",
-                 steps: int = 18, descriptor: str | Descriptor = "pixel", null_quantile: float = 0.99,
-                 heldout_quantile: float = 0.95, batch_size: int = 256, progress: bool = True) -> SweepResult:
+                 heldout: torch.Tensor, seeds: Sequence[int] | range, rule: SameImageRule, *, name: str = "",
+                 sampler: str = "heun", steps: int = 18, batch_size: int = 256,
+                 replicates: Mapping[tuple[str, int, int], torch.nn.Module] | None = None,
+                 classifier: QualityClassifier | None = None, progress: bool = True) -> SweepResult:
     """Sample every model of a sweep from the same seeds, then score GL per model and RP per pair.
 
     Args:
         models: ``{(size label, N): model}``; every size must have a model at every N.
         train_sets: ``{N: (N, C, H, W) training images}`` (nested subsets).
-        heldout: real images kept out of every training set. They calibrate GL's copy threshold
-            at each N (:func:`reprodiff.metrics.gl_score`) and the one RP threshold of the sweep
-            (:func:`reprodiff.metrics.real_null_threshold`).
+        heldout: real images kept out of every training set; their GL at each N is the ceiling.
+        rule: the same-image rule (:func:`book_rule`): RP's "reproduced" and GL's "copy" both.
+        replicates: ``{(size label, N, seed): model}`` extra training seeds; at each such N, RP is
+            also measured for every cross-size pair of seeds (``rp_seeds``).
+        classifier: rates sample quality (``quality``), e.g. from :func:`quality_classifier`.
     """
     from tqdm.auto import tqdm
 
-    desc = get_descriptor(descriptor)
+    desc = get_descriptor(rule.descriptor)
     sizes = list(dict.fromkeys(k[0] for k in models))
     n_train = sorted({k[1] for k in models})
     missing = [(s, n) for s in sizes for n in n_train if (s, n) not in models]
     if missing:
         raise ValueError(f"the sweep is not a full grid: no model for {missing}")
+    replicates = dict(replicates or {})
+    stray = [k for k in replicates if k[0] not in sizes or k[1] not in n_train]
+    if stray:
+        raise ValueError(f"replicates {stray} are not points of the sweep")
     shape = tuple(heldout.shape[1:])
-    threshold, rule = real_null_threshold(heldout, desc, null_quantile)
-    samples, nearest = {}, {}
+    samples, nearest, extra = {}, {}, {}
     gl: dict[str, list[Score]] = {s: [] for s in sizes}
-    for key in tqdm(list(models), desc=f"sampling and scoring {len(models)} models", disable=not progress):
-        size, n = key
-        s = generate(models[key], seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size,
-                     name=f"{size} N={n}")
-        samples[key] = s
+    todo = [(k, models[k]) for k in models] + [(k, m) for k, m in replicates.items()]
+    for key, model in tqdm(todo, desc=f"sampling {len(todo)} models", disable=not progress):
+        label = f"{key[0]} N={key[1]}" + (f" seed {key[2]}" if len(key) == 3 else "")
+        s = generate(model, seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size, name=label)
+        (samples if len(key) == 2 else extra)[key] = s
+    gl_ceiling = []
+    held_features = desc(heldout)
     for n in n_train:
         train_features = desc(train_sets[n])  # once per N, shared by every size
         for size in sizes:
-            score = gl_score(samples[(size, n)], train_sets[n], desc, heldout=heldout,
-                             heldout_quantile=heldout_quantile, train_features=train_features)
+            score = gl_score(samples[(size, n)], train_sets[n], desc, threshold=rule, train_features=train_features)
             gl[size].append(score)
             nearest[(size, n)] = score.nearest
+        held_nn = nearest_neighbors(held_features, train_features)[0][:, 0]
+        novel = int((held_nn <= rule.threshold).sum())
+        gl_ceiling.append(Score("GL", novel / len(held_nn), wilson_ci(novel, len(held_nn)), len(held_nn),
+                                rule.threshold, rule.rule, desc.name, f"{len(held_nn)} held-out real images",
+                                held_nn))
     rp: dict[str, list[Score]] = {}
     per_pair_null = {}
     for i, a in enumerate(sizes):
         for b in sizes[i + 1:]:
             label = f"{a.split(' ')[0]} vs {b.split(' ')[0]}"
-            rp[label] = [rp_score(samples[(a, n)], samples[(b, n)], desc, threshold=threshold, threshold_rule=rule)
-                         for n in n_train]
+            rp[label] = [rp_score(samples[(a, n)], samples[(b, n)], desc, threshold=rule) for n in n_train]
             if getattr(desc, "fixed_threshold", None) is None and not per_pair_null:
                 # what per-pair calibration would have chosen at each N (shown in chapter 3)
-                per_pair_null = {n: rp_score(samples[(a, n)], samples[(b, n)], desc, null_quantile=null_quantile).threshold
-                                 for n in n_train}
-    return SweepResult(name, n_train, sizes, samples, dict(train_sets), heldout, gl, rp, nearest, threshold, rule,
-                       per_pair_null)
+                per_pair_null = {n: rp_score(samples[(a, n)], samples[(b, n)], desc).threshold for n in n_train}
+    rp_seeds = {}
+    for n in sorted({k[1] for k in replicates}):
+        runs = {size: [samples[(size, n)]] + [s for k, s in extra.items() if k[0] == size and k[1] == n]
+                for size in sizes}
+        pairs = [rp_score(x, y, desc, threshold=rule) for i, a in enumerate(sizes) for b in sizes[i + 1:]
+                 for x in runs[a] for y in runs[b]]
+        rp_seeds[n] = seed_spread(pairs)
+    quality, quality_ceiling = {}, None
+    if classifier is not None:
+        quality = {size: [classifier.confidence(samples[(size, n)].images) for n in n_train] for size in sizes}
+        quality_ceiling = classifier.confidence(heldout)
+    return SweepResult(name, n_train, sizes, samples, dict(train_sets), heldout, gl, rp, nearest, rule, gl_ceiling,
+                       quality, quality_ceiling, rp_seeds, per_pair_null)
 
 
 # ----------------------------------------------------------------------------- theory (chapter 4)
@@ -321,8 +412,7 @@ def reference_study(sweep: SweepResult, references: Mapping[str, Mapping[int, to
                                                 batch_size=batch_size, name=f"{ref} N={n}")
             samples[(ref, n)] = s = by_denoiser[id(den)]
             for size in sweep.sizes:
-                rp[ref][size].append(rp_score(sweep.samples[(size, n)], s, descriptor, threshold=sweep.threshold,
-                                              threshold_rule=sweep.threshold_rule))
+                rp[ref][size].append(rp_score(sweep.samples[(size, n)], s, descriptor, threshold=sweep.rule))
     return ReferenceStudy(sweep.n_train, rp, samples)
 
 

@@ -5,11 +5,13 @@
 * **GL score** of a model: the fraction of its samples whose *highest* similarity to any training
   image stays at or below a threshold (novel samples).
 
-Descriptors map images to unit vectors so similarity is a cosine. The paper uses SSCD
-(Pizzi et al. 2022) with a fixed threshold of 0.6. Offline we use a pixel descriptor, for which a
-fixed 0.6 is meaningless (unrelated 8x8 digits already correlate ~0.5), so thresholds are
-*calibrated from data* and every :class:`Score` says how: RP from the different-seed null, GL from
-how close held-out real images come to the training set.
+Descriptors map images to unit vectors so similarity is a cosine. Both scores ask the same
+question, "are these two images the same image?", and answer it with **one rule**
+(:func:`same_image_rule`): the paper's fixed 0.6 for SSCD (Pizzi et al. 2022); for the offline pixel
+descriptor, for which a fixed 0.6 is meaningless (unrelated 8x8 digits already correlate ~0.5), a
+threshold calibrated on real data: two images are the same when they are more similar than 99% of
+held-out real images are to their *nearest* training image. Every :class:`Score` states its rule,
+and proportions carry exact-coverage Wilson intervals (:func:`wilson_ci`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -31,6 +34,7 @@ __all__ = [
     "Score", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
     "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold", "resolve_threshold",
+    "SameImageRule", "same_image_rule", "wilson_ci", "survival", "SeedSpread", "seed_spread", "QualityClassifier",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -203,6 +207,174 @@ def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, se
     return (float(q[0]), float(q[1]))
 
 
+def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion of ``k`` hits in ``n`` trials (Wilson 1927).
+
+    Unlike :func:`bootstrap_ci`, which collapses to ``[0, 0]`` when no sample is a hit (every
+    resample is all zeros too), it stays honest at the edges: 0 of 256 gives ``[0, 0.0148]``. With
+    ``z`` the normal quantile of ``(1 + level) / 2`` and ``p = k / n``::
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
+
+    Returns ``(lower, upper)`` within [0, 1]; ``(nan, nan)`` for ``n = 0``.
+    """
+    if isinstance(k, bool) or isinstance(n, bool) or int(k) != k or int(n) != n:
+        raise ValueError(f"k and n must be integer counts, got k={k!r}, n={n!r}")
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n == 0:
+        return (math.nan, math.nan)
+    z = statistics.NormalDist().inv_cdf((1 + level) / 2)
+    p, z2 = k / n, z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # at k = 0 (k = n) the lower (upper) end is exactly 0 (1); clamp away the rounding
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
+def _proportion_ci(hits: torch.Tensor) -> tuple[float, float]:
+    return wilson_ci(int(hits.sum().item()), hits.numel())
+
+
+@dataclass(frozen=True)
+class SameImageRule:
+    """The book's one answer to "are these two images the same image?": similarity above ``threshold``.
+
+    RP counts a seed pair as reproduced, and GL counts a sample as a copy of its nearest training
+    image, by this same rule. ``rule`` states how the threshold was obtained; ``dataset`` names the
+    data it was calibrated on (one rule per descriptor and dataset).
+    """
+
+    threshold: float
+    rule: str
+    descriptor: str
+    dataset: str = ""
+
+    def __str__(self) -> str:
+        where = f", {self.dataset}" if self.dataset else ""
+        return f"same-image threshold [{self.descriptor}{where}]: {self.threshold:.3f} ({self.rule})"
+
+
+def same_image_rule(train_images: torch.Tensor, heldout: torch.Tensor, descriptor: str | Descriptor = "pixel",
+                    quantile: float = 0.99, dataset: str = "") -> SameImageRule:
+    """Calibrate the one "same image" threshold of a descriptor on real data.
+
+    A descriptor with a threshold of its own (SSCD: the paper's 0.6) keeps it. Otherwise the
+    threshold is the ``quantile`` of the similarity between each ``heldout`` real image and its
+    *nearest* image in ``train_images``: two images count as the same only when they are more alike
+    than 99% of genuinely different real images ever come to one another (a held-out digit and its
+    closest training digit are the most similar *distinct* pair the data offers). The quantile is
+    high so that a linear reference such as the Gaussian denoiser, whose samples are blurred
+    versions of what a network draws, does not pass as "the same image"; it stays below 1 so that
+    one outlier pair of near-duplicate real images does not set it.
+
+    ValueError when ``quantile`` is outside (0, 1), the image sets are empty or differ in shape.
+    """
+    desc = get_descriptor(descriptor)
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+
+    def calibrate() -> tuple[float, str]:
+        if len(train_images) == 0 or len(heldout) == 0:
+            raise ValueError("the same-image rule needs training images and held-out images (got an empty set)")
+        if tuple(train_images.shape[1:]) != tuple(heldout.shape[1:]):
+            raise ValueError(f"training images are {tuple(train_images.shape[1:])}, held-out images "
+                             f"{tuple(heldout.shape[1:])}: calibrate on one image shape")
+        nn = nearest_neighbors(desc(heldout), desc(train_images))[0][:, 0]
+        return (calibrate_threshold(nn, quantile),
+                f"{100 * quantile:g}th percentile of {len(heldout):,} held-out real images' similarity to their "
+                f"nearest of {len(train_images):,} training images")
+
+    threshold, rule = resolve_threshold(desc, None, calibrate)
+    return SameImageRule(float(threshold), rule, desc.name, dataset)
+
+
+def _unpack(threshold: "float | SameImageRule | None", rule: str | None, desc: Descriptor) -> tuple[float | None, str | None]:
+    if isinstance(threshold, SameImageRule):
+        if threshold.descriptor != desc.name:
+            raise ValueError(f"the same-image rule was calibrated for the {threshold.descriptor} descriptor, "
+                             f"the score uses {desc.name}")
+        return threshold.threshold, threshold.rule
+    return threshold, rule
+
+
+def survival(similarities: torch.Tensor, thresholds: torch.Tensor | Sequence[float]) -> torch.Tensor:
+    """Fraction of ``similarities`` strictly above each threshold: the RP score as a function of
+    its threshold (a threshold-free view; ``survival(s, [t])`` is RP at ``t``)."""
+    s = similarities.double().reshape(-1)
+    t = torch.as_tensor(thresholds, dtype=torch.float64).reshape(-1)
+    if s.numel() == 0:
+        raise ValueError("no similarities to summarise")
+    return (s[None, :] > t[:, None]).double().mean(1)
+
+
+@dataclass
+class SeedSpread:
+    """One score measured for several independently *trained* model pairs (training seeds)."""
+
+    scores: list[Score]
+
+    @property
+    def values(self) -> list[float]:
+        return [s.value for s in self.scores]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    def __str__(self) -> str:
+        v = self.values
+        widest = max(s.ci[1] - s.ci[0] for s in self.scores)
+        return (f"{self.scores[0].name} over {len(v)} training-seed pairs: mean {self.mean:.2f}, range "
+                f"{min(v):.2f}-{max(v):.2f} (each pair's 95% sampling interval at most {widest:.2f} wide)")
+
+
+def seed_spread(scores: Sequence[Score]) -> SeedSpread:
+    """Collect one score per training-seed pair (ValueError when empty or thresholds differ)."""
+    scores = list(scores)
+    if not scores:
+        raise ValueError("seed_spread needs at least one score")
+    if len({(s.threshold, s.descriptor) for s in scores}) > 1:
+        raise ValueError("scores in one training-seed spread must share the descriptor and threshold")
+    return SeedSpread(scores)
+
+
+class QualityClassifier:
+    """A small classifier of real images (sklearn MLP on pixels) whose confidence rates samples.
+
+    GL says a sample is *novel*; it does not say the sample is a good image: a blurred average of
+    digits is novel too. The mean top-class probability this classifier gives a set of images is a
+    sample-quality number with a real-data ceiling (its value on held-out real images).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> None:
+        from sklearn.neural_network import MLPClassifier
+
+        if len(images) != len(labels) or len(torch.unique(labels)) < 2:
+            raise ValueError("the quality classifier needs one label per image and at least two classes")
+        self.shape = tuple(images.shape[1:])
+        # strong L2 (alpha=1): an unregularised MLP is confidently wrong on blurred or averaged digits
+        self.model = MLPClassifier(hidden_layer_sizes=(128,), alpha=1.0, max_iter=400, random_state=seed)
+        self.model.fit(images.reshape(len(images), -1).double().numpy(), labels.numpy())
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[1:]) != self.shape:
+            raise ValueError(f"the classifier was trained on {self.shape} images, got {tuple(images.shape[1:])}")
+        return torch.from_numpy(self.model.predict_proba(images.reshape(len(images), -1).double().numpy()))
+
+    def confidence(self, images: torch.Tensor) -> float:
+        """Mean top-class probability over ``images``."""
+        return float(self.probabilities(images).max(1).values.mean())
+
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        return float((self.probabilities(images).argmax(1) == labels).double().mean())
+
+
 def _seed_range(seeds: torch.Tensor) -> str:
     s = sorted(seeds.tolist())
     if s == list(range(s[0], s[-1] + 1)):
@@ -310,20 +482,23 @@ def calibrate_threshold(null: torch.Tensor, quantile: float = 0.99) -> float:
     return float(torch.quantile(null.double(), quantile))
 
 
-def rp_score(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel", threshold: float | None = None,
-             null_quantile: float = 0.99, threshold_rule: str | None = None) -> Score:
+def rp_score(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel",
+             threshold: float | SameImageRule | None = None, null_quantile: float = 0.99,
+             threshold_rule: str | None = None) -> Score:
     """Reproducibility score between two sets of samples, paired by seed.
 
     Args:
-        threshold: a similarity above it counts as "the same image". ``None``: 0.6 for SSCD (the
-            paper's), and for the pixel descriptor the ``null_quantile`` of this pair's
-            different-seed similarities.
+        threshold: a similarity above it counts as "the same image": the book's
+            :class:`SameImageRule` (what every chapter passes), or a number. ``None``: 0.6 for SSCD
+            (the paper's), and for the pixel descriptor the ``null_quantile`` of this pair's
+            different-seed similarities (a weaker rule: it tells "related" from "unrelated").
         threshold_rule: how a given threshold was obtained, for the printed statement.
 
     ValueError when the seed sets or image shapes differ, an image is not finite, or the threshold
     must be calibrated from fewer than 2 seed pairs (there is no different-seed pair then).
     """
     desc = get_descriptor(descriptor)
+    threshold, threshold_rule = _unpack(threshold, threshold_rule, desc)
     seeds = _check_pair(a, b)
     sims = _paired(a, b, desc)
 
@@ -338,7 +513,7 @@ def rp_score(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel", thr
     threshold, threshold_rule = resolve_threshold(desc, threshold, calibrate, threshold_rule)
     hits = (sims > threshold).double()
     sampler = a.sampler if a.sampler == b.sampler else f"{a.sampler} vs {b.sampler}"
-    return Score("RP", float(hits.mean()), bootstrap_ci(hits), len(sims), float(threshold),
+    return Score("RP", float(hits.mean()), _proportion_ci(hits), len(sims), float(threshold),
                  threshold_rule, desc.name,
                  f"{a.name or 'A'} vs {b.name or 'B'}, {len(sims)} seed pairs ({_seed_range(seeds)}), {sampler}",
                  sims)
@@ -363,12 +538,12 @@ def nearest_neighbors(query: torch.Tensor, reference: torch.Tensor, k: int = 1,
 
 
 def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Descriptor = "pixel",
-             threshold: float | None = None, heldout: torch.Tensor | None = None,
+             threshold: float | SameImageRule | None = None, heldout: torch.Tensor | None = None,
              heldout_quantile: float = 0.95, train_features: torch.Tensor | None = None) -> Score:
     """Generalization score: fraction of samples whose nearest training image is *not* a copy.
 
-    A sample is a copy when its highest similarity to any training image exceeds ``threshold``.
-    ``None``: 0.6 for SSCD; for the pixel descriptor the ``heldout_quantile`` of the nearest-training
+    A sample is a copy when its highest similarity to any training image exceeds ``threshold``:
+    the book's :class:`SameImageRule` (the same rule RP uses), or a number. ``None``: 0.6 for SSCD; for the pixel descriptor the ``heldout_quantile`` of the nearest-training
     similarities of ``heldout`` real images (novel by construction), so a sample counts as a copy
     only if it sits closer to the training set than 95% of genuinely new images do.
 
@@ -380,6 +555,7 @@ def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Des
     the samples (``(N, C, H, W)`` against ``(B, C, H, W)``).
     """
     desc = get_descriptor(descriptor)
+    threshold, given_rule = _unpack(threshold, None, desc)
     _check_finite(samples, "the sample set")
     shape = tuple(samples.images.shape[1:])
     for what, images in (("training images", train_images), ("held-out images", heldout)):
@@ -398,9 +574,9 @@ def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Des
                 f"{100 * heldout_quantile:g}th percentile of {len(held_nn)} held-out real images' "
                 "nearest-training similarity")
 
-    threshold, rule = resolve_threshold(desc, threshold, calibrate)
+    threshold, rule = resolve_threshold(desc, threshold, calibrate, given_rule)
     novel = (nn_sim <= threshold).double()
-    return Score("GL", float(novel.mean()), bootstrap_ci(novel), len(novel), float(threshold), rule, desc.name,
+    return Score("GL", float(novel.mean()), _proportion_ci(novel), len(novel), float(threshold), rule, desc.name,
                  f"{samples.name or 'samples'}: {len(novel)} samples ({_seed_range(samples.seeds)}) vs "
                  f"{train_images.shape[0]} training images, {samples.sampler}", nn_sim, nn_idx)
 
@@ -417,7 +593,7 @@ def gu_memorization(images: torch.Tensor, train_images: torch.Tensor, ratio: flo
     d = torch.cdist(q, r)
     two = d.topk(2, dim=1, largest=False).values
     mem = (two[:, 0] / two[:, 1].clamp_min(1e-12) < ratio).double()
-    return Score("memorized", float(mem.mean()), bootstrap_ci(mem), len(mem), ratio,
+    return Score("memorized", float(mem.mean()), _proportion_ci(mem), len(mem), ratio,
                  "nearest / second-nearest L2 distance (Gu et al.)", "pixel-L2",
                  f"{len(mem)} samples vs {r.shape[0]} training images", two[:, 0] / two[:, 1].clamp_min(1e-12))
 
@@ -435,7 +611,7 @@ def paired_error(a: Samples, b: Samples, kind: str = "mse") -> torch.Tensor:
 
 @dataclass
 class RPMatrix:
-    """RP between every pair of models under one shared threshold, with bootstrap intervals.
+    """RP between every pair of models under one shared threshold, with Wilson 95% intervals.
 
     ``values``, ``lower``, ``upper``: ``(M, M)`` float64, diagonal 1 by definition.
     """
@@ -471,8 +647,9 @@ def pooled_null_threshold(samples: Sequence[Samples], descriptor: str | Descript
             f"{100 * quantile:g}th percentile of {null.numel():,} different-seed pairs across {m} sample sets")
 
 
-def rp_matrix(samples: Sequence[Samples], descriptor: str | Descriptor = "pixel", threshold: float | None = None,
-              null_quantile: float = 0.99, threshold_rule: str = "given") -> RPMatrix:
+def rp_matrix(samples: Sequence[Samples], descriptor: str | Descriptor = "pixel",
+              threshold: float | SameImageRule | None = None, null_quantile: float = 0.99,
+              threshold_rule: str = "given") -> RPMatrix:
     """RP between every pair of sample sets with one shared threshold.
 
     ``threshold=None``: 0.6 for SSCD; for the pixel descriptor :func:`pooled_null_threshold`.
@@ -480,6 +657,7 @@ def rp_matrix(samples: Sequence[Samples], descriptor: str | Descriptor = "pixel"
     """
     desc = get_descriptor(descriptor)
     m = len(samples)
+    threshold, threshold_rule = _unpack(threshold, threshold_rule, desc)
     threshold, threshold_rule = resolve_threshold(
         desc, threshold, lambda: pooled_null_threshold(samples, desc, null_quantile), threshold_rule)
     vals, lo, hi = (torch.eye(m, dtype=torch.float64) for _ in range(3))
