@@ -17,22 +17,22 @@
 # # 3. Memorization and generalization regimes
 #
 # *Mirrors Figure 2 of {cite:t}`zhang2024emergence`: UNets of three widths trained on CIFAR-10
-# subsets of N = 2^6 ... 2^15 images. GL is ~0 up to N = 2^10 (every sample is a training image),
-# >= 0.97 from N = 2^14 (novel samples); larger models memorize longer (GL at 2^12: 0.86 / 0.28 /
-# 0.05); RP between models is high in both regimes and collapses in the transition (minimum
-# 0.02-0.18 near 2^13).*
+# subsets of N = 2^6 ... 2^15 images. GL is about 0 up to N = 2^10 (every sample is a training
+# image) and at least 0.97 from N = 2^14 (novel samples); larger models memorize longer (GL at
+# 2^12: 0.86 / 0.28 / 0.05); RP between models is high in both regimes and collapses in the
+# transition (minimum 0.02-0.18 near 2^13).*
 #
 # Chapters 1 and 2 trained every model on all the digits. Here the *training-set size* N is the
 # variable. With a few images, a diffusion model can memorize them all and its sampler returns
 # training images; with many, it has to generalize and invents new ones. The paper's surprise is
 # that reproducibility holds at **both** ends, for different reasons, and breaks in between. We run
-# the sweep on nested subsets of the digits with two UNet widths, score every model with a
-# calibrated GL and RP, and read the regimes off the data. A second sweep on synthetic data with
+# the sweep on nested subsets of the digits with two UNet widths, score every model's GL and RP
+# with the book's one same-image rule (chapter 1), and read the regimes off the data. A second sweep on synthetic data with
 # an unlimited supply of samples (a mixture of low-rank Gaussians) takes N further than the
 # digits allow.
 #
-# **Time to run.** `cpu` profile: about 11 minutes on 2 CPU cores with an empty model cache (it
-# trains 26 small models; chapter 4 reuses them). `gpu` profile: the same sweep on CIFAR-10 with
+# **Time to run.** `cpu` profile: about 20 minutes on 2 CPU cores with an empty model cache (it
+# trains 18 small UNets beyond chapter 1's and 22 small MLPs; chapter 4 reuses them). `gpu` profile: the same sweep on CIFAR-10 with
 # SSCD, estimated at about 30 minutes on a Colab T4 (estimate below; not yet timed on a GPU).
 
 # %% tags=["remove-cell"]
@@ -59,9 +59,10 @@ import torch
 
 from reprodiff import get_config
 from reprodiff.configs import check_resources
-from reprodiff.experiments import load_sweep, regime_sweep
-from reprodiff.metrics import get_descriptor, nearest_neighbors
-from reprodiff.plots import curve_with_band, image_grid, nearest_grid
+from reprodiff.denoisers import GaussianDenoiser
+from reprodiff.experiments import (PAPER_FIGURE2, book_rule, gpu_time_estimate, load_sweep, paper_row,
+                                   quality_classifier, reference_study, regime_sweep)
+from reprodiff.plots import LINE_COLORS, curve_with_band, image_grid, nearest_grid, nearest_similarity_bands
 from reprodiff.training import step_cost
 
 cfg = get_config("regimes", PROFILE)
@@ -78,7 +79,10 @@ print(cfg.summary())
 # the same number of optimisation steps, so a small training set is seen many more times than a
 # large one (at N = 16, every image about 4,800 times; at N = 1,500, about 50 times). Training
 # length matters here: longer training pushes models towards memorization
-# {cite:p}`gu2023memorization`, so it is printed with every result.
+# {cite:p}`gu2023memorization`, so it is printed with every result. The largest N is chapter 1's
+# setting, so its models are chapter 1's. Three N sit inside the transition, and at one N per
+# regime the narrow UNet is trained from two more seeds (at N = 1,500 both widths are: chapter 1's
+# three pairs), so that every regime has a training-seed spread beside its sampling interval.
 #
 # The models train in parallel, one per CPU core (`load_or_train_many`); chapter 4 loads them from
 # the cache.
@@ -87,8 +91,8 @@ print(cfg.summary())
 digits = cfg.sweeps[0]  # real images: digits (cpu) or CIFAR-10 (gpu)
 check_resources(cfg.all_models(), cfg.descriptor)  # fails fast offline in the gpu profile
 t0 = time.perf_counter()
-models, train_sets, heldout = load_sweep(digits)
-print(f"{len(models)} models ready in {time.perf_counter() - t0:.0f} s; "
+models, train_sets, heldout, replicates = load_sweep(digits, replicates=True)
+print(f"{len(models)} models and {len(replicates)} extra training seeds ready in {time.perf_counter() - t0:.0f} s; "
       f"{len(heldout)} held-out images, largest training set {max(train_sets)}")
 for (label, n), m in models.items():
     if n in (min(train_sets), max(train_sets)):
@@ -97,87 +101,88 @@ for (label, n), m in models.items():
 
 # %% [markdown]
 # Every model is then sampled from the same 256 seeds with EDM's Heun sampler (18 steps), exactly as
-# in chapter 1, and scored.
+# in chapter 1, and scored with the book's same-image rule for digits. Sample quality is rated by
+# chapter 1's digit classifier.
 
 # %%
-sweep = regime_sweep(models, train_sets, heldout, range(cfg.n_seeds), **cfg.sweep_kwargs(digits))
+rule = book_rule(digits.base.dataset, cfg.descriptor_for(digits))
+classifier, _, _ = quality_classifier(digits.base.dataset)
+sweep = regime_sweep(models, train_sets, heldout, range(cfg.n_seeds), rule, replicates=replicates,
+                     classifier=classifier, **cfg.sweep_kwargs(digits))
+print(rule)
 
 # %% [markdown]
-# ## Measuring GL honestly: a copy threshold calibrated on held-out digits
+# ## One rule for GL and RP
 #
-# GL is the fraction of samples whose nearest training image is *not* a copy. The paper calls a
-# sample a copy when the SSCD similarity to its nearest training image exceeds 0.6. On 8x8 digits
-# a fixed threshold cannot work, because real digits are close to each other: a *new* handwritten
-# digit already sits close to its nearest training digit, and the more training digits there are,
-# the closer. The figure shows it. For each N, the grey band is where the nearest-training
-# similarity of the **held-out** digits falls (real and novel by construction). With a fixed
-# threshold, held-out digits would be called copies at a rate that grows with N.
+# GL is the fraction of samples whose nearest training image is *not* the same image. The paper
+# calls a sample a copy when the SSCD similarity to its nearest training image exceeds 0.6, and
+# uses the same 0.6 for RP. This book does the same with its own rule (chapter 1): a pair is the
+# same image when it is more similar than 99% of held-out real digits are to their nearest
+# *training* digit, with the 1,500-digit training set as reference. One threshold, for both scores
+# and every N.
 #
-# So at each N the copy threshold is calibrated on the held-out digits: a sample counts as a copy
-# only if it is closer to the training set than 95% of genuinely new digits are (dashed line). A
-# model that generates new digits exactly as novel as real ones then scores GL ~ 0.95, and a model
-# that returns its training images scores GL ~ 0.
+# Real digits are close to each other, and the more training digits there are, the closer a new
+# digit's nearest one is. The figure shows it: for each N, the grey band is where the
+# nearest-training similarity of the **held-out** digits falls (real and novel by construction).
+# They stay below the threshold at every N, so a model that draws new digits as novel as real
+# ones scores a GL near 1 (the held-out digits' own GL, printed per N in the table below, is the
+# ceiling), and one that returns training images scores 0.
 
 # %%
-desc = get_descriptor(cfg.descriptor)
-held_nn = {n: nearest_neighbors(desc(heldout), desc(train_sets[n]))[0][:, 0] for n in sweep.n_train}
-first = next(iter(sweep.gl))
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
-q = torch.tensor([0.05, 0.5, 0.95])
-band = torch.stack([held_nn[n].quantile(q) for n in sweep.n_train])
-ax.fill_between(sweep.n_train, band[:, 0], band[:, 2], color="tab:gray", alpha=0.3,
-                label="held-out digits, 5-95%")
-ax.plot(sweep.n_train, band[:, 1], color="tab:gray", label="held-out digits, median")
-ax.plot(sweep.n_train, [s.threshold for s in sweep.gl[first]], "k--", label="copy threshold (95th pct)")
-for size, scores in sweep.gl.items():
-    ax.plot(sweep.n_train, [s.similarities.median() for s in scores], marker="o", ms=3,
-            label=f"{size} samples, median")
-ax.set_xscale("log", base=2)
-ax.set_xlabel("training-set size N")
-ax.set_ylabel("similarity to nearest training image")
-ax.legend(fontsize=7)
-fig.tight_layout()
+fig = nearest_similarity_bands(sweep, title="How close samples and new real digits come to the training set")
 for fixed in (0.6, 0.9):
-    rate = [float((held_nn[n] > fixed).float().mean()) for n in sweep.n_train]
+    rate = [float((c.similarities > fixed).float().mean()) for c in sweep.gl_ceiling]
     print(f"a fixed threshold of {fixed} would call this fraction of held-out (novel) digits copies: "
           + ", ".join(f"N={n}: {r:.2f}" for n, r in zip(sweep.n_train, rate)))
 
 # %% [markdown]
-# ## One RP threshold for the whole sweep
-#
-# In chapters 1 and 2 the RP threshold was calibrated on *different-seed* pairs of the two models
-# being compared. That null breaks down for memorizing models: with N = 16 training images, a model
-# can only produce about 16 distinct samples, so many different seeds land on the *same* training
-# image, and the different-seed null piles up near 1. Calibrated that way, the threshold would
-# rise to ~1 at small N and hide the reproducibility it is meant to measure:
+# RP needs the same care. In chapters 1 and 2 of earlier editions the RP threshold was calibrated
+# on *different-seed* pairs of the two models being compared. That null breaks down for memorizing
+# models: with N = 16 training images a model can only produce about 16 distinct samples, so many
+# different seeds land on the *same* training image, and the different-seed null piles up near 1.
+# Calibrated that way, the threshold would rise to about 1 at small N and hide the reproducibility
+# it is meant to measure. The same-image rule does not depend on any model:
 
 # %%
 print("per-pair calibrated threshold (99th pct of different-seed pairs) at each N: "
       + ", ".join(f"N={n}: {t:.3f}" for n, t in sweep.per_pair_null.items()))
-print(f"the sweep's threshold: {sweep.threshold:.3f} ({sweep.threshold_rule})")
+print(f"the book's rule: {sweep.threshold:.3f} ({sweep.threshold_rule})")
 
 # %% [markdown]
-# The sweep therefore uses one threshold, calibrated without any model: the 99th percentile of the
-# similarity between two *distinct* held-out real digits. A same-seed pair above it is more alike
-# than 99% of pairs of different real digits.
-#
 # ## GL and RP against N
 #
-# The two panels are the chapter's version of the paper's Figure 2. Bands are bootstrap 95%
-# intervals over the 256 seeds. The shading is computed from the GL curves, not placed by hand:
+# The two panels are the chapter's version of the paper's Figure 2. Bands are Wilson 95% intervals
+# over the 256 seeds. The shading is computed from the GL curves, not placed by hand:
 # **memorization** where every model's GL is at most 0.1, **generalization** where every model's
-# GL is at least 0.8, the **transition** in between.
+# GL is at least 0.8, the **transition** in between. The right panel adds two things the paper's
+# figure does not have: RP between each model and the **Gaussian denoiser** of its training set
+# (chapter 1's linear baseline, dashed), and, where a point was trained from several seeds, the
+# RP of every other training-seed pair (crosses).
 
 # %%
+gauss = {n: GaussianDenoiser.from_data(train_sets[n]) for n in sweep.n_train}
+baseline = reference_study(sweep, {"Gaussian": gauss}, sampler=cfg.sampler, steps=cfg.steps,
+                           descriptor=rule.descriptor, batch_size=cfg.batch_size)
 spans = sweep.spans(cfg.memorization_gl, cfg.generalization_gl)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-curve_with_band(sweep.n_train, sweep.curves("gl"), xlabel="training-set size N", ylabel="GL score",
+gl_curves = {**sweep.curves("gl"), "held-out real digits (ceiling)": (
+    [c.value for c in sweep.gl_ceiling], [c.ci[0] for c in sweep.gl_ceiling], [c.ci[1] for c in sweep.gl_ceiling])}
+curve_with_band(sweep.n_train, gl_curves, xlabel="training-set size N", ylabel="GL score",
                 title="Generalization: fraction of novel samples", ax=axes[0], shade=spans)
 curve_with_band(sweep.n_train, sweep.curves("rp"), xlabel="training-set size N",
                 ylabel="RP score", ax=axes[1], shade=spans,
-                title=f"Reproducibility between the two widths (threshold {sweep.threshold:.2f})")
+                title=f"Reproducibility (same-image threshold {sweep.threshold:.3f})")
+for k, (size, (v, _, _)) in enumerate(baseline.curves("Gaussian").items()):
+    axes[1].plot(sweep.n_train, v, ls="--", color=LINE_COLORS[2 + k], label=f"{size.split(' ')[0]} vs Gaussian")
+for n, spread in sweep.rp_seeds.items():
+    axes[1].plot([n] * len(spread.values), spread.values, "x", color="black", ms=5)
+axes[1].plot([], [], "x", color="black", label="other training-seed pairs")
+axes[1].legend(fontsize=7)
 fig.tight_layout()
 print(sweep.table(cfg.memorization_gl, cfg.generalization_gl))
+print(baseline.table())
+for n, spread in sweep.rp_seeds.items():
+    print(f"N={n}: {spread}")
 
 # %% [markdown]
 # ## What the samples look like at each N
@@ -207,17 +212,15 @@ fig = image_grid(rows, [f"seed {k}" for k in range(cfg.grid_seeds)], scale=0.75,
 # ## Where the transition falls, and how it moves with model size
 #
 # The transition point of each width is read off its GL curve as the N where GL crosses 0.5
-# (linear interpolation in log N); the RP minimum as the N with the lowest RP.
+# (linear interpolation in log N); the RP minimum as the N with the lowest RP, and it counts as a
+# dip only if its interval lies below the intervals at both ends of the sweep.
 
 # %%
 for size in sweep.gl:
     n_half = sweep.gl_crossing(size, 0.5)
     print(f"{size}: GL crosses 0.5 at N ~ {n_half:.0f}" if n_half else f"{size}: GL never crosses 0.5")
-for pair, scores in sweep.rp.items():
-    i = sweep.rp_minimum(pair)
-    print(f"RP {pair}: {scores[0].value:.2f} at N={sweep.n_train[0]}, minimum {scores[i].value:.2f} "
-          f"[{scores[i].ci[0]:.2f}, {scores[i].ci[1]:.2f}] at N={sweep.n_train[i]}, "
-          f"{scores[-1].value:.2f} at N={sweep.n_train[-1]}")
+for pair in sweep.rp:
+    print(sweep.dip(pair))
 
 # %% [markdown]
 # **What the digits show.** Both regimes appear, where the GL curves put them. For the smallest
@@ -250,18 +253,25 @@ for pair, scores in sweep.rp.items():
 # %%
 mix = cfg.sweep("molrg")
 t0 = time.perf_counter()
-mix_models, mix_sets, mix_held = load_sweep(mix)
-print(f"{len(mix_models)} MoLRG models ready in {time.perf_counter() - t0:.0f} s")
-mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, range(cfg.n_seeds), **cfg.sweep_kwargs(mix))
+mix_models, mix_sets, mix_held, mix_reps = load_sweep(mix, replicates=True)
+print(f"{len(mix_models)} MoLRG models and {len(mix_reps)} extra training seeds ready in "
+      f"{time.perf_counter() - t0:.0f} s")
+mix_rule = book_rule(mix.base.dataset, cfg.descriptor_for(mix))
+mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, range(cfg.n_seeds), mix_rule, replicates=mix_reps,
+                         **cfg.sweep_kwargs(mix))
+print(mix_rule)
 mix_spans = mix_sweep.spans(cfg.memorization_gl, cfg.generalization_gl)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 curve_with_band(mix_sweep.n_train, mix_sweep.curves("gl"), xlabel="training-set size N",
                 ylabel="GL score", title="MoLRG: generalization", ax=axes[0], shade=mix_spans)
 curve_with_band(mix_sweep.n_train, mix_sweep.curves("rp"), xlabel="training-set size N",
                 ylabel="RP score", ax=axes[1], shade=mix_spans,
-                title=f"MoLRG: reproducibility (threshold {mix_sweep.threshold:.2f})")
+                title=f"MoLRG: reproducibility (same-image threshold {mix_sweep.threshold:.3f})")
 fig.tight_layout()
 print(mix_sweep.table(cfg.memorization_gl, cfg.generalization_gl))
+for n, spread in mix_sweep.rp_seeds.items():
+    print(f"N={n}: {spread}")
+print(mix_sweep.dip(next(iter(mix_sweep.rp))))
 
 # %% [markdown]
 # On MoLRG the two regimes are again separated cleanly by GL, and again the wider MLP memorizes
@@ -280,28 +290,8 @@ print(mix_sweep.table(cfg.memorization_gl, cfg.generalization_gl))
 # ## Our shape against the paper's numbers
 
 # %%
-paper = {  # Zhang et al. 2024, Figure 2 (CIFAR-10, SSCD > 0.6), read off the official figure
-    "memorization (GL ~ 0) up to": "N = 2^10 for every width",
-    "generalization (GL >= 0.97) from": "N = 2^14",
-    "larger model memorizes longer": "GL at 2^12: 0.86 / 0.28 / 0.05 (64 / 128 / 256 ch.)",
-    "RP at the smallest N": "~0.6-0.7 (2^6)",
-    "RP minimum": "0.02-0.18 near 2^13",
-    "RP at the largest N": "0.6-0.85 (2^15)",
-}
-
-
-def ours(s):
-    mem, gen = s.regime_edges(cfg.memorization_gl, cfg.generalization_gl)
-    mid = s.n_train[len(s.n_train) // 2]
-    gl_mid = " / ".join(f"{v[s.n_train.index(mid)].value:.2f}" for v in s.gl.values())
-    pair = next(iter(s.rp))
-    rp, i = s.rp[pair], s.rp_minimum(pair)
-    return [f"N = {mem}" if mem else "not reached", f"N = {gen}" if gen else "not reached",
-            f"GL at {mid}: {gl_mid} (small / large)", f"{rp[0].value:.2f} (N={s.n_train[0]})",
-            f"{rp[i].value:.2f} at N={s.n_train[i]}", f"{rp[-1].value:.2f} (N={s.n_train[-1]})"]
-
-
-rows = zip(paper.items(), ours(sweep), ours(mix_sweep))
+rows = zip(PAPER_FIGURE2.items(), paper_row(sweep, cfg.memorization_gl, cfg.generalization_gl),
+           paper_row(mix_sweep, cfg.memorization_gl, cfg.generalization_gl))
 print(f"{'':34s} {'paper (CIFAR-10)':46s} {'digits (ours)':28s} MoLRG (ours)")
 for (what, theirs), d, m in rows:
     print(f"{what:34s} {theirs:46s} {d:28s} {m}")
@@ -337,26 +327,13 @@ for (what, theirs), d, m in rows:
 # GPU. The CPU's own measured rate is printed next to it as a sanity check of the counter.
 
 # %%
-gpu = get_config("regimes", "gpu").sweeps[0]
-T4_FLOPS, LAUNCH_S = 4e12, 10e-6
-total = 0.0
-for label, backbone in gpu.sizes.items():
-    c = gpu.model_configs()[(label, gpu.n_train[0])]
-    flops, calls = step_cost(c, (3, 32, 32))
-    per_step = max(flops / T4_FLOPS, calls * LAUNCH_S)
-    minutes = per_step * c.steps * len(gpu.n_train) / 60
-    total += minutes
-    print(f"{label}: {flops / 1e9:.0f} GFLOP and {calls} operators per step at batch {c.batch_size} "
-          f"-> ~{per_step * 1e3:.0f} ms/step on a T4, {minutes:.1f} min for {len(gpu.n_train)} models "
-          f"x {c.steps:,} steps")
-sample_flops = sum(step_cost(c, (3, 32, 32))[0] / 3 / c.batch_size for (lab, n), c in gpu.model_configs().items())
-sampling_min = sample_flops * 35 * 1000 / T4_FLOPS / 60
-print(f"sampling 1,000 seeds x 35 network calls for all {len(gpu.model_configs())} models: ~{sampling_min:.1f} min")
-print(f"estimated gpu-profile total on a T4: ~{total + sampling_min + 2:.0f} min "
-      "(+2 min for the CIFAR-10 and SSCD downloads and SSCD features)")
-cpu_c = digits.model_configs()[(next(iter(digits.sizes)), digits.n_train[0])]
-cpu_flops = step_cost(cpu_c, tuple(heldout.shape[1:]))[0]
-secs = models[(next(iter(digits.sizes)), digits.n_train[0])].info["seconds"] / cpu_c.steps
+gpu_cfg = get_config("regimes", "gpu")
+gpu_minutes, lines = gpu_time_estimate(gpu_cfg.sweeps[0], (3, 32, 32), gpu_cfg.n_seeds)
+print("\n".join(lines))
+print(f"estimated gpu-profile total on a T4: ~{gpu_minutes:.0f} min")
+cpu_key = (next(iter(digits.sizes)), digits.n_train[0])
+cpu_flops = step_cost(digits.model_configs()[cpu_key], tuple(heldout.shape[1:]))[0]
+secs = models[cpu_key].info["seconds"] / digits.base.steps
 print(f"sanity check, this CPU: {cpu_flops / 1e9:.2f} GFLOP per step in {secs * 1e3:.0f} ms "
       f"= {cpu_flops / secs / 1e9:.0f} GFLOP/s on one core")
 
@@ -380,10 +357,15 @@ print(f"sanity check, this CPU: {cpu_flops / 1e9:.2f} GFLOP per step in {secs * 
 
 # %% tags=["nbval-check-output"]
 for s in (sweep, mix_sweep):
+    print(s.rule)
     for size, scores in s.gl.items():
         print(f"{s.name} {size}: GL {scores[0].value:.2f} at N={s.n_train[0]}, "
               f"{scores[-1].value:.2f} at N={s.n_train[-1]}")
-    for pair, scores in s.rp.items():
-        i = s.rp_minimum(pair)
-        print(f"{s.name} RP {pair}: {scores[0].value:.2f} at N={s.n_train[0]}, minimum "
-              f"{scores[i].value:.2f} at N={s.n_train[i]}, {scores[-1].value:.2f} at N={s.n_train[-1]}")
+    for pair in s.rp:
+        print(f"{s.name} {s.dip(pair)}")
+    for n, spread in s.rp_seeds.items():
+        print(f"{s.name} N={n}: RP over {len(spread.values)} training-seed pairs "
+              f"{min(spread.values):.2f}-{max(spread.values):.2f}")
+for size, scores in baseline.rp["Gaussian"].items():
+    print(f"digits RP({size.split(' ')[0]}, Gaussian denoiser) at every N: {min(x.value for x in scores):.2f}-"
+          f"{max(x.value for x in scores):.2f} (upper 95% bound at most {max(x.ci[1] for x in scores):.2f})")

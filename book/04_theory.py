@@ -30,8 +30,8 @@
 # training set {cite:p}`li2024gaussian`, and, on synthetic MoLRG data, the true denoiser of the
 # data distribution {cite:p}`wang2024molrg`.
 #
-# **Time to run.** `cpu` profile: about 1 minute on 2 CPU cores when chapter 3 ran first (its
-# 26 models come from the cache); about 11 minutes alone (it then trains them). `gpu` profile: the
+# **Time to run.** `cpu` profile: about 2 minutes on 2 CPU cores when chapter 3 ran first (its
+# models come from the cache); about 25 minutes alone (it then trains them). `gpu` profile: the
 # analytic denoisers on CIFAR-10 subsets of up to 49,000 images; minutes on a GPU once chapter 3's
 # models exist, not yet timed.
 
@@ -63,7 +63,7 @@ from reprodiff import get_config
 from reprodiff.configs import check_resources
 from reprodiff.data import MoLRG
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
-from reprodiff.experiments import load_sweep, reference_study, regime_sweep, trajectory_gap
+from reprodiff.experiments import book_rule, load_sweep, reference_study, regime_sweep, trajectory_gap
 from reprodiff.metrics import gl_score, paired_similarity
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid
@@ -120,17 +120,18 @@ print(f"naive D* working set at N={n_max}, batch {reg.batch_size}: "
 # ## Samples of D* are training images
 #
 # We sample $D^*$ of the smallest and the largest digit training set from the same 256 seeds as the
-# trained models, with the same Heun sampler, and score GL exactly as in chapter 3 (copy threshold
-# calibrated on held-out digits).
+# trained models, with the same Heun sampler, and score GL exactly as in chapter 3 (the book's
+# same-image rule).
 
 # %%
 seeds = range(cfg.n_seeds)
 shape = tuple(heldout.shape[1:])
+rule = book_rule(digits.base.dataset, reg.descriptor_for(digits))
 dstar = {n: OptimalDenoiser(train_sets[n]) for n in digits.n_train}
 for n in (min(train_sets), n_max):
     s = generate(dstar[n], seeds, shape, sampler=reg.sampler, steps=reg.steps, name=f"D* N={n}",
                  batch_size=reg.batch_size)
-    gl = gl_score(s, train_sets[n], reg.descriptor, heldout=heldout, heldout_quantile=reg.heldout_quantile)
+    gl = gl_score(s, train_sets[n], rule.descriptor, threshold=rule)
     print(f"D* at N={n}: {gl}")
     print(f"   nearest-training similarity: median {gl.similarities.median():.4f}, "
           f"min {gl.similarities.min():.4f}")
@@ -148,8 +149,8 @@ fig = image_grid({f"D* samples (N={n_max})": dstar_max.images[:10],
 # ## Do trained models approach D*?
 #
 # We load chapter 3's models (or train them, if this chapter runs alone), sample them from the
-# same seeds and compute RP between each model and $D^*$ of its own training set, with chapter 3's
-# threshold. Next to it: RP between each model and the **Gaussian denoiser** of its training set,
+# same seeds and compute RP between each model and $D^*$ of its own training set, by the book's
+# same-image rule. Next to it: RP between each model and the **Gaussian denoiser** of its training set,
 # the posterior mean if the data were Gaussian with the training set's mean and covariance,
 #
 # $$
@@ -161,10 +162,10 @@ fig = image_grid({f"D* samples (N={n_max})": dstar_max.images[:10],
 
 # %%
 t0 = time.perf_counter()
-sweep = regime_sweep(models, train_sets, heldout, seeds, **reg.sweep_kwargs(digits), progress=False)
+sweep = regime_sweep(models, train_sets, heldout, seeds, rule, **reg.sweep_kwargs(digits), progress=False)
 gauss = {n: GaussianDenoiser.from_data(train_sets[n]) for n in digits.n_train}
 study = reference_study(sweep, {"D*": dstar, "Gaussian": gauss}, sampler=reg.sampler, steps=reg.steps,
-                        descriptor=reg.descriptor, batch_size=reg.batch_size)
+                        descriptor=rule.descriptor, batch_size=reg.batch_size)
 print(f"models sampled and scored in {time.perf_counter() - t0:.0f} s")
 spans = sweep.spans(reg.memorization_gl, reg.generalization_gl)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
@@ -179,7 +180,7 @@ for ref in ("D*", "Gaussian"):
     for size in digits.sizes:
         meds = [float(sc.similarities.median()) for sc in study.rp[ref][size]]
         print(f"  {ref:8s} {size:16s}" + "".join(f"{m:6.2f}" for m in meds))
-print(f"  (N = {', '.join(map(str, digits.n_train))}; RP threshold {sweep.threshold:.3f})")
+print(f"  (N = {', '.join(map(str, digits.n_train))}; same-image threshold {sweep.threshold:.3f})")
 
 # %% [markdown]
 # **Memorizing models follow D\*.** At the smallest N each model reproduces $D^*$'s sample for
@@ -256,7 +257,8 @@ fig.tight_layout()
 # %%
 mix = reg.sweep("molrg")
 mix_models, mix_sets, mix_held = load_sweep(mix)
-mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, seeds, **reg.sweep_kwargs(mix), progress=False)
+mix_rule = book_rule(mix.base.dataset, reg.descriptor_for(mix))
+mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, seeds, mix_rule, **reg.sweep_kwargs(mix), progress=False)
 base = mix.base
 true = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed).denoiser()
 mix_study = reference_study(
@@ -365,10 +367,18 @@ for n in (digits.n_train[0], n_max):
 
 # %% tags=["nbval-check-output"]
 lo, hi = digits.n_train[0], n_max
+print(sweep.rule)
 for size in digits.sizes:
     d, g = study.rp["D*"][size], study.rp["Gaussian"][size]
     print(f"{size}: RP(model, D*) {d[0].value:.2f} at N={lo}, {d[-1].value:.2f} at N={hi}; "
-          f"RP(model, Gaussian) {g[0].value:.2f} at N={lo}, {g[-1].value:.2f} at N={hi}")
+          f"RP(model, Gaussian) {g[0].value:.2f} at N={lo}, {g[-1].value:.2f} at N={hi}; "
+          f"RP(model, other width) {sweep.rp[next(iter(sweep.rp))][-1].value:.2f} at N={hi}")
+    meds = {ref: float(study.rp[ref][size][-1].similarities.median()) for ref in ("D*", "Gaussian")}
+    print(f"  median similarity at N={hi}: to D* {meds['D*']:.3f}, to Gaussian {meds['Gaussian']:.3f}")
+print(mix_sweep.rule)
 for size in mix.sizes:
-    t = mix_study.rp["true"][size]
-    print(f"MoLRG {size}: RP(model, true denoiser) {t[-1].value:.2f} at N={mix.n_train[-1]}")
+    cells = {ref: mix_study.rp[ref][size][-1] for ref in ("Gaussian", "true")}
+    meds = {ref: float(c.similarities.median()) for ref, c in cells.items()}
+    print(f"MoLRG {size} at N={mix.n_train[-1]}: RP(model, Gaussian approximation) {cells['Gaussian'].value:.2f} "
+          f"(median {meds['Gaussian']:.2f}); RP(model, true mixture denoiser) {cells['true'].value:.2f} "
+          f"(median {meds['true']:.2f})")

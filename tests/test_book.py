@@ -109,3 +109,39 @@ def test_headline_output_is_stored(chapter):
     headline = _tagged(ipynb, "nbval-check-output")[0]
     text = "".join(o.get("text", "") for o in headline.outputs)
     assert re.search(r"\d\.\d\d", text), f"{src.stem}: headline cell printed no rounded number"
+
+
+SAME_IMAGE = re.compile(r"same-image threshold \[(?P<desc>[\w-]+), (?P<data>[\w-]+)\]: (?P<value>\d\.\d+) \((?P<rule>[^)]*)\)")
+OTHER_CALIBRATIONS = ("null_quantile", "heldout_quantile", "calibrate_threshold(", "pooled_null_threshold(",
+                      "real_null_threshold(")
+
+
+def _printed(nb) -> str:
+    return "".join(o.get("text", "") for c in _code(nb) for o in c.outputs if o.get("output_type") == "stream")
+
+
+def test_chapters_share_one_same_image_rule_per_descriptor_and_dataset():
+    """RP and GL in every chapter say "the same image" by one rule: for each (descriptor, dataset)
+    every executed chapter printed the same threshold and statement, and it is what the package's
+    book_rule computes today (a chapter executed under an older rule fails here)."""
+    from reprodiff.experiments import book_rule
+
+    seen: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+    for src in CHAPTERS:
+        nb = nbformat.read(src.with_suffix(".ipynb"), as_version=4)
+        code = "\n".join(c.source for c in _code(nb))
+        for name in OTHER_CALIBRATIONS:
+            assert name not in code, f"{src.stem} calibrates a threshold its own way ({name}); use book_rule"
+        found = list(SAME_IMAGE.finditer(_printed(nb)))
+        if any(k in code for k in ("rp_score(", "rp_matrix(", "regime_sweep(", "gl_score(")):
+            assert found, f"{src.stem} scores RP or GL but never prints its same-image rule"
+        for m in found:
+            seen.setdefault((m["desc"], m["data"]), set()).add((m["value"], m["rule"], src.stem))
+    assert ("pixel", "digits") in seen
+    for (desc, data), uses in seen.items():
+        rules = {(value, rule) for value, rule, _ in uses}
+        assert len(rules) == 1, f"chapters disagree on the same-image rule for {desc} on {data}: {sorted(uses)}"
+        (value, rule), = rules
+        now = book_rule(data, desc)
+        assert (value, rule) == (f"{now.threshold:.3f}", now.rule), \
+            f"the chapters printed {value} ({rule}) for {desc} on {data}; book_rule gives {now}: re-execute them"

@@ -17,6 +17,7 @@ repository URL is configured.
 from __future__ import annotations
 
 import shutil
+import re
 import subprocess
 import tempfile
 from html.parser import HTMLParser
@@ -313,3 +314,17 @@ def test_chapter_1_screenshot(browser: str, chapter_page: Path):
     # tall enough to show the sidebar, the same-noise grid and the histogram in one picture
     run_browser(browser, chapter_page, f"--screenshot={shot}", window="1280,5600")
     assert shot.is_file() and shot.stat().st_size > 0, f"No screenshot written to {shot}"
+
+
+def test_chapter_prose_renders_as_paragraphs(browser: str, html_dir: Path):
+    """Markdown that renders by accident: a line starting with '>' inside a paragraph becomes a block
+    quote, and an unclosed '*' shows literally. The book uses neither on purpose."""
+    for page in sorted((html_dir / "book").glob("[0-9][0-9]_*.html")):
+        dom = DomIndex(run_browser(browser, page, "--dump-dom"))
+        quotes = [e for e in dom.find("blockquote") if e.inside("bd-article")]
+        assert not quotes, f"{page.name} renders {len(quotes)} block quote(s): a prose line starts with '>'"
+        stray = [t.strip() for t, anc in dom.texts
+                 if re.search(r"(^|\s)\*\w", t)  # an emphasis that never opened: "*Mirrors" shown as is
+                 and not any(a.tag in NON_TEXT_TAGS or a.tag.startswith("mjx") or "math" in a.classes for a in anc)
+                 and any(a.inside("bd-article") or "bd-article" in a.classes for a in anc)]
+        assert not stray, f"{page.name} shows a literal '*' (unbalanced emphasis?): {stray[:3]}"

@@ -140,3 +140,20 @@ def test_denoising_loss_is_each_frameworks_own_loss(objective):
     if objective == "eps":
         torch.testing.assert_close(target, noise)
     torch.testing.assert_close(denoising_loss(model, obj, y, sigma, noise), own)
+
+
+def test_x0_error_is_zero_for_a_perfect_denoiser_and_comparable_across_denoisers():
+    from reprodiff.data import load_dataset
+    from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser, x0_error
+
+    digits = load_dataset("digits").images
+    train, held = digits[:500], digits[500:600]
+    dstar = OptimalDenoiser(train)
+    assert max(x0_error(dstar, train[:50], (0.01,))) < 1e-3  # on its own training images D* is exact
+    small_noise = x0_error(dstar, held, (0.1,))[0]
+    assert small_noise > 0.05  # a held-out digit is not a training digit
+    gauss = x0_error(GaussianDenoiser.from_data(train), held, (0.1, 2.0))
+    assert gauss[0] < small_noise and gauss[1] > gauss[0]  # the linear map wins near the data, loses far away
+    assert x0_error(dstar, held, (0.1,), seed=3) != x0_error(dstar, held, (0.1,), seed=4)
+    with pytest.raises(ValueError):
+        x0_error(dstar, held[:0])

@@ -271,7 +271,7 @@ _DIGIT_SWEEP = SweepConfig(
     "digits",
     replace(digits_model("unet-xs"), n_train=None),
     {_XS: "unet-xs", _S: "unet-s"},
-    (16, 64, 96, 128, 192, 256, 1500),
+    (16, 64, 96, 128, 192, 1500),
     replicates=((16, _XS, 2), (16, _XS, 4), (128, _XS, 2), (128, _XS, 4),
                 (1500, _XS, 2), (1500, _XS, 4), (1500, _S, 3), (1500, _S, 5)),
 )

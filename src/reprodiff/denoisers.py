@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ __all__ = [
     "Precond",
     "OptimalDenoiser",
     "GaussianDenoiser",
+    "x0_error",
     "MoLRGDenoiser",
     "Guided",
     "as_sigma",
@@ -183,6 +184,36 @@ def denoising_loss(denoiser: Denoiser, objective: Objective, y: torch.Tensor, si
     s = sigma.reshape(-1, *([1] * (y.ndim - 1)))
     x0_hat = denoiser(y + s * noise, sigma, cond)
     return (objective.weight(s) * (x0_hat - y) ** 2).mean()
+
+
+@torch.no_grad()
+def x0_error(denoiser: Denoiser, images: torch.Tensor, sigmas: Sequence[float] = (0.1, 0.5, 2.0),
+             seed: int = 0, batch_size: int = 256) -> list[float]:
+    """RMS error of the clean-image estimate, ``sqrt(mean((D(y + sigma n, sigma) - y)^2))``, per sigma.
+
+    One quantity for every objective (eps, v and EDM losses weight sigma differently, so their
+    training losses are not comparable) and for analytic denoisers alike. Measure it on held-out
+    images: on training images D* is perfect by construction. The noise ``n`` is drawn from
+    ``seed``, so two denoisers are compared on the same noisy inputs.
+    """
+    if len(images) == 0:
+        raise ValueError("x0_error needs at least one image")
+    modes = [(m, m.training) for m in denoiser.modules()] if isinstance(denoiser, nn.Module) else []
+    if hasattr(denoiser, "eval"):
+        denoiser.eval()
+    try:
+        out = []
+        for sigma in sigmas:
+            g = torch.Generator().manual_seed(seed)
+            noise = torch.randn(images.shape, generator=g)
+            total = 0.0
+            for y, n in zip(images.split(batch_size), noise.split(batch_size)):
+                total += float(((denoiser(y + sigma * n, torch.full((len(y),), float(sigma)), None) - y) ** 2).sum())
+            out.append(math.sqrt(total / images.numel()))
+    finally:
+        for module, training in modes:
+            module.training = training
+    return out
 
 
 # ----------------------------------------------------------------------------- analytic denoisers

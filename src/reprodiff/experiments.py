@@ -16,7 +16,7 @@ from .metrics import (Descriptor, QualityClassifier, SameImageRule, Score, SeedS
                       nearest_neighbors, rp_score, same_image_rule, seed_spread, wilson_ci)
 from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
 
-__all__ = ["book_rule", "quality_classifier", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
+__all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap"]
 
 
@@ -288,6 +288,66 @@ class SweepResult:
             lines.append(f"(conf: mean top-class probability of a digit classifier; held-out real images: "
                          f"{self.quality_ceiling:.2f})")
         return "\n".join(lines)
+
+
+#: Zhang et al. 2024, Figure 2 (CIFAR-10, SSCD > 0.6), read off the official figure; rows match
+#: :meth:`SweepResult.paper_row`
+PAPER_FIGURE2 = {
+    "memorization (GL ~ 0) up to": "N = 2^10 for every width",
+    "generalization (GL >= 0.97) from": "N = 2^14",
+    "larger model memorizes longer": "GL at 2^12: 0.86 / 0.28 / 0.05 (64 / 128 / 256 ch.)",
+    "RP at the smallest N": "~0.6-0.7 (2^6)",
+    "RP minimum": "0.02-0.18 near 2^13",
+    "RP at the largest N": "0.6-0.85 (2^15)",
+}
+
+
+def paper_row(sweep: "SweepResult", memorization_gl: float, generalization_gl: float, at: int | None = None) -> list[str]:
+    """This sweep's answers to the rows of :data:`PAPER_FIGURE2` (GL of each size at ``at``,
+    default: the N where the sizes' GL differ most)."""
+    mem, gen = sweep.regime_edges(memorization_gl, generalization_gl)
+    if at is None:
+        gaps = [max(v[i].value for v in sweep.gl.values()) - min(v[i].value for v in sweep.gl.values())
+                for i in range(len(sweep.n_train))]
+        at = sweep.n_train[max(range(len(gaps)), key=gaps.__getitem__)]
+    i_at = sweep.n_train.index(at)
+    gl_at = " / ".join(f"{v[i_at].value:.2f}" for v in sweep.gl.values())
+    pair = next(iter(sweep.rp))
+    rp, i = sweep.rp[pair], sweep.rp_minimum(pair)
+    return [f"N = {mem}" if mem else "not reached", f"N = {gen}" if gen else "not reached",
+            f"GL at {at}: {gl_at} (small / large)", f"{rp[0].value:.2f} (N={sweep.n_train[0]})",
+            f"{rp[i].value:.2f} at N={sweep.n_train[i]}", f"{rp[-1].value:.2f} (N={sweep.n_train[-1]})"]
+
+
+def gpu_time_estimate(sweep, shape: tuple[int, int, int], n_seeds: int, *, flops_per_s: float = 4e12,
+                      launch_s: float = 10e-6, sampler_calls: int = 35, overhead_min: float = 2.0) -> tuple[float, list[str]]:
+    """Estimated minutes to train and sample a :class:`reprodiff.configs.SweepConfig` on a GPU.
+
+    Counts the FLOPs and operators of one training step of each model on the CPU
+    (:func:`reprodiff.training.step_cost`) and converts them with two stated assumptions: a sustained
+    ``flops_per_s`` (default 4 TFLOP/s, half a T4's float32 peak) and ``launch_s`` per operator when
+    a model is too small to fill the GPU. Sampling: ``n_seeds`` x ``sampler_calls`` forward passes
+    per model (a forward pass taken as a third of a training step). Returns ``(minutes, lines)``.
+    """
+    from .training import step_cost
+
+    total, lines = 0.0, []
+    configs = {**sweep.model_configs(), **sweep.replicate_configs()}
+    for label in sweep.sizes:
+        mine = [c for k, c in configs.items() if k[0] == label]
+        flops, calls = step_cost(mine[0], shape)
+        per_step = max(flops / flops_per_s, calls * launch_s)
+        minutes = per_step * sum(c.steps for c in mine) / 60
+        total += minutes
+        lines.append(f"{label}: {flops / 1e9:.0f} GFLOP and {calls} operators per step at batch {mine[0].batch_size} "
+                     f"-> ~{per_step * 1e3:.0f} ms/step, {minutes:.1f} min for {len(mine)} models x {mine[0].steps:,} steps")
+    sample_flops = sum(step_cost(c, shape)[0] / 3 / c.batch_size for c in configs.values())
+    sampling = sample_flops * sampler_calls * n_seeds / flops_per_s / 60
+    lines.append(f"sampling {n_seeds:,} seeds x {sampler_calls} network calls for all {len(configs)} models: "
+                 f"~{sampling:.1f} min")
+    total += sampling + overhead_min
+    lines.append(f"estimated total: ~{total:.0f} min (+{overhead_min:g} min for downloads and descriptor features)")
+    return total, lines
 
 
 def regime_sweep(models: Mapping[tuple[str, int], torch.nn.Module], train_sets: Mapping[int, torch.Tensor],

@@ -12,7 +12,13 @@ import torch
 
 from .sampling import Samples
 
-__all__ = ["same_noise_grid", "image_grid", "similarity_histogram", "rp_heatmap", "curve_with_band", "nearest_grid"]
+__all__ = ["same_noise_grid", "image_grid", "similarity_histogram", "rp_heatmap", "curve_with_band", "nearest_grid",
+           "survival_curves", "REGIME_COLORS", "LINE_COLORS"]
+
+#: light fills for regime shading, kept apart from the line colours of models
+REGIME_COLORS = {"memorization": "#9ecae1", "transition": "#fdd0a2", "generalization": "#c7e9c0"}
+#: dark, distinct line colours for models and references (never the regime fills' hues)
+LINE_COLORS = ("black", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 
 
 def _to_numpy_image(img: torch.Tensor):
@@ -24,13 +30,23 @@ def _to_numpy_image(img: torch.Tensor):
 
 def image_grid(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | None = None, scale: float = 1.1,
                title: str | None = None):
-    """A grid of images: one row per entry of ``rows`` (``(n, C, H, W)`` each, in [-1, 1])."""
+    """A grid of images: one row per entry of ``rows`` (``(n, C, H, W)`` each, in [-1, 1]).
+
+    The layout is computed in inches (not by ``tight_layout``), so every cell is a square of
+    ``scale`` inches and rows sit as close together as columns, whatever the labels and titles.
+    """
     import matplotlib.pyplot as plt
 
     names = list(rows)
     n_cols = max(v.shape[0] for v in rows.values())
-    fig, axes = plt.subplots(len(names), n_cols, figsize=(scale * n_cols + 1.8, scale * len(names) + 0.5),
-                             squeeze=False)
+    gap = 0.04 * scale  # inches between cells
+    left = 0.085 * max(len(n) for n in names) + 0.2  # room for the row labels (fontsize 10)
+    top = (0.28 if col_titles is not None else 0.06) + (0.36 if title else 0.0)
+    width = left + n_cols * scale + (n_cols - 1) * gap + 0.08
+    height = top + len(names) * scale + (len(names) - 1) * gap + 0.08
+    fig, axes = plt.subplots(len(names), n_cols, figsize=(width, height), squeeze=False,
+                             gridspec_kw=dict(left=left / width, right=1 - 0.08 / width, top=1 - top / height,
+                                              bottom=0.08 / height, wspace=gap / scale, hspace=gap / scale))
     for r, name in enumerate(names):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -40,15 +56,13 @@ def image_grid(rows: Mapping[str, torch.Tensor], col_titles: Sequence[str] | Non
                 spine.set_visible(False)
             if c < rows[name].shape[0]:
                 arr, cmap = _to_numpy_image(rows[name][c])
-                ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+                ax.imshow(arr, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
             if c == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
             if r == 0 and col_titles is not None and c < len(col_titles):
-                ax.set_title(col_titles[c], fontsize=9)
+                ax.set_title(col_titles[c], fontsize=9, pad=3)
     if title:
-        fig.suptitle(title, fontsize=10)
-    height = fig.get_size_inches()[1]
-    fig.tight_layout(pad=0.2, rect=(0, 0, 1, 1 - (0.35 / height if title else 0)))
+        fig.suptitle(title, fontsize=10, y=1 - 0.06 / height, va="top")
     return fig
 
 
@@ -114,11 +128,11 @@ def curve_with_band(x: Sequence[float], curves: Mapping[str, tuple[Sequence[floa
     else:
         fig = ax.figure
     for x0, x1, label in shade:
-        color = {"memorization": "tab:blue", "transition": "tab:orange"}.get(label, "tab:green")
-        ax.axvspan(x0, x1, alpha=0.1, color=color, label=label)
-    for name, (v, lo, hi) in curves.items():
-        line, = ax.plot(x, v, marker="o", ms=3, label=name)
-        ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
+        ax.axvspan(x0, x1, alpha=0.45, color=REGIME_COLORS.get(label, "0.9"), label=label, lw=0)
+    for k, (name, (v, lo, hi)) in enumerate(curves.items()):
+        color = LINE_COLORS[k % len(LINE_COLORS)]
+        ax.plot(x, v, marker="o", ms=3, label=name, color=color)
+        ax.fill_between(x, lo, hi, alpha=0.15, color=color, lw=0)
     if logx:
         ax.set_xscale("log", base=2)
     ax.set_xlabel(xlabel)
@@ -144,3 +158,68 @@ def nearest_grid(sweep, size: str, seeds: Sequence[int], n_train: Sequence[int] 
         rows[f"N={n}: sample"] = s.by_seed(seeds)
         rows[f"N={n}: nearest"] = sweep.train_sets[n][nn]
     return image_grid(rows, [f"seed {k}" for k in seeds], scale=0.75, title=title)
+
+
+def survival_curves(curves: Mapping[str, torch.Tensor], threshold: float | None = None, xlim: tuple[float, float] | None = None,
+                    title: str | None = None, xlabel: str = "threshold t (similarity)", ax=None):
+    """Threshold-free RP: for each set of similarities, the fraction of pairs above ``t`` against ``t``.
+
+    Every RP score is one point of such a curve (at the book's threshold, marked); a curve that
+    stays high further to the right means pairs that agree more tightly.
+    """
+    import matplotlib.pyplot as plt
+
+    from .metrics import survival
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    else:
+        fig = ax.figure
+    if xlim is None:
+        lo = min(float(torch.quantile(v.double(), 0.02)) for v in curves.values())
+        xlim = (max(-1.0, lo), 1.0)
+    t = torch.linspace(xlim[0], xlim[1], 400)
+    for k, (name, sims) in enumerate(curves.items()):
+        ax.plot(t.numpy(), survival(sims, t).numpy(), color=LINE_COLORS[k % len(LINE_COLORS)], lw=1.6,
+                label=f"{name} (median {float(sims.median()):.3f})")
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:blue", ls="--", lw=1.2, label=f"same-image threshold {threshold:.3f}")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of pairs above t")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def nearest_similarity_bands(sweep, title: str | None = None, ax=None):
+    """Along a sweep: where held-out real images' similarity to their nearest training image falls
+    (5-95% band and median), each model's median, and the one same-image threshold."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    else:
+        fig = ax.figure
+    q = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
+    band = torch.stack([s.similarities.double().quantile(q) for s in sweep.gl_ceiling]).numpy()
+    ax.fill_between(sweep.n_train, band[:, 0], band[:, 2], color="0.75", alpha=0.5, lw=0,
+                    label="held-out real images, 5-95%")
+    ax.plot(sweep.n_train, band[:, 1], color="0.45", label="held-out real images, median")
+    ax.axhline(sweep.threshold, color="tab:blue", ls="--", lw=1.2, label=f"same-image threshold {sweep.threshold:.3f}")
+    for k, (size, scores) in enumerate(sweep.gl.items()):
+        ax.plot(sweep.n_train, [float(s.similarities.median()) for s in scores], marker="o", ms=3,
+                color=LINE_COLORS[k % len(LINE_COLORS)], label=f"{size} samples, median")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training-set size N")
+    ax.set_ylabel("similarity to nearest training image")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
