@@ -9,6 +9,9 @@ Every comparison is measured in this one run against a baseline measured alongsi
    formula, at N = 1,797 digits: time per call and peak memory, each in a fresh subprocess.
    Goal: >= 10x.
 3. sampler throughput in images/s for every sampler.
+4. (``--only step-variants``) ways to make one CPU training step faster, each as a ratio to the
+   plain eager step measured in the same run: channels-last memory format, fused AdamW, oneDNN
+   convolutions switched off, and ``torch.compile`` (its compile time reported apart).
 
 Earlier measurements of code that has left the package (vmapped model ensembles) are in
 ``benchmarks/README.md``.
@@ -117,12 +120,56 @@ def bench_samplers(backbone: str, n: int, steps: int) -> dict:
     return {"backbone": backbone, "n": n, "steps": steps, "samplers": out}
 
 
+def bench_step_variants(backbone: str, batch: int, steps: int, compile_: bool) -> dict:
+    """Milliseconds per training step (forward, backward, AdamW) of one backbone under each variant,
+    single-threaded as ``train`` runs on CPU; best of two timed blocks of ``steps`` steps each."""
+    from reprodiff.denoisers import denoising_loss, draw_noise
+    from reprodiff.training import TrainConfig, build_model, cpu_threads
+
+    def run(variant: str) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = build_model(TrainConfig(backbone=backbone), (1, 8, 8), 10)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=variant == "fused AdamW")
+        layout = torch.channels_last if variant == "channels-last" else torch.contiguous_format
+        model = model.to(memory_format=layout)
+        net = torch.compile(model) if variant == "torch.compile" else model
+        g = torch.Generator().manual_seed(0)
+        y = torch.randn(batch, 1, 8, 8).contiguous(memory_format=layout)
+
+        def step():
+            sigma, noise = draw_noise(model.objective, y.shape, g)
+            loss = denoising_loss(net, model.objective, y, sigma, noise, None)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        mkldnn = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = variant != "oneDNN off"
+        try:
+            with cpu_threads(1):
+                t0 = time.perf_counter()
+                for _ in range(3):  # warm-up (and compilation)
+                    step()
+                warm = time.perf_counter() - t0
+                best = _best_of(lambda: [step() for _ in range(steps)], 2)
+        finally:
+            torch.backends.mkldnn.enabled = mkldnn
+        return 1000 * best / steps, warm
+
+    variants = ["eager", "channels-last", "fused AdamW", "oneDNN off"] + (["torch.compile"] if compile_ else [])
+    out = {v: run(v) for v in variants}
+    base = out["eager"][0]
+    return {"backbone": backbone, "batch": batch,
+            "variants": {v: dict(ms=ms, warmup_s=w, speedup=base / ms) for v, (ms, w) in out.items()}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train-steps", type=int, default=80)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--backbone", default="unet-s")
-    p.add_argument("--only", choices=["train", "dstar", "samplers"], default=None)
+    p.add_argument("--only", choices=["train", "dstar", "samplers", "step-variants"], default=None)
+    p.add_argument("--compile", action="store_true", help="include torch.compile in step-variants (minutes)")
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -145,6 +192,12 @@ def main() -> None:
         for name, v in r["samplers"].items():
             print(f"[sampler] {name:16s} {r['backbone']}, {r['steps']} steps, {r['n']} images: "
                   f"{v['images_per_s']:.0f} images/s")
+    if args.only == "step-variants":
+        for backbone in ("unet-xs", "unet-s"):
+            r = bench_step_variants(backbone, 64, 20, args.compile)
+            for name, v in r["variants"].items():
+                print(f"[step] {backbone}, batch 64, {name:14s} {v['ms']:6.1f} ms/step -> {v['speedup']:.2f}x "
+                      f"(warm-up {v['warmup_s']:.1f} s)")
 
 
 if __name__ == "__main__":
