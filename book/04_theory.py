@@ -260,7 +260,7 @@ mix_models, mix_sets, mix_held = load_sweep(mix)
 mix_rule = book_rule(mix.base.dataset, reg.descriptor_for(mix))
 mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, seeds, mix_rule, **reg.sweep_kwargs(mix), progress=False)
 base = mix.base
-true = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed).denoiser()
+true = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed).denoiser()  # exact
 mix_study = reference_study(
     mix_sweep, {"D*": {n: OptimalDenoiser(mix_sets[n]) for n in mix.n_train},
                 "true": {n: true for n in mix.n_train},
@@ -283,6 +283,14 @@ for ref in ("D*", "Gaussian"):
     meds = [float(paired_similarity(mix_study.samples[(ref, n)], mix_study.samples[("true", n)]).median())
             for n in mix.n_train]
     print(f"  {ref:9s}" + "".join(f"{m:7.2f}" for m in meds))
+mixture = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed)
+print("energy inside one component's subspace (median; 1 for every sample of the mixture), by N:")
+energy = {size: [float(mixture.subspace_energy(mix_sweep.samples[(size, n)].images).median()) for n in mix.n_train]
+          for size in mix.sizes}
+energy.update({ref: [float(mixture.subspace_energy(mix_study.samples[(ref, n)].images).median())
+                     for n in mix.n_train] for ref in ("D*", "Gaussian", "true")})
+for name, values in energy.items():
+    print(f"  {name:16s}" + "".join(f"{v:7.2f}" for v in values))
 
 # %% [markdown]
 # **What the MoLRG models converge to.** RP with $D^*$ falls from above 0.8 at N = 16 to about 0.2
@@ -376,6 +384,8 @@ for size in digits.sizes:
     meds = {ref: float(study.rp[ref][size][-1].similarities.median()) for ref in ("D*", "Gaussian")}
     print(f"  median similarity at N={hi}: to D* {meds['D*']:.3f}, to Gaussian {meds['Gaussian']:.3f}")
 print(mix_sweep.rule)
+print(f"MoLRG subspace energy at N={mix.n_train[-1]} (1 = on the mixture): "
+      + ", ".join(f"{k.split(' ')[0]} {v[-1]:.2f}" for k, v in energy.items()))
 for size in mix.sizes:
     cells = {ref: mix_study.rp[ref][size][-1] for ref in ("Gaussian", "true")}
     meds = {ref: float(c.similarities.median()) for ref, c in cells.items()}

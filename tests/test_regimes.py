@@ -252,3 +252,16 @@ def test_quality_classifier_rates_real_digits_above_blurred_ones():
     blurred = torch.nn.functional.avg_pool2d(held, 3, stride=1, padding=1)
     mean_digit = held.mean(0, keepdim=True).expand(50, -1, -1, -1)
     assert clf.confidence(blurred) < conf and clf.confidence(mean_digit) < conf - 0.2
+
+
+def test_molrg_subspace_energy_tells_the_mixture_from_its_gaussian_approximation():
+    d = MoLRG(num_classes=4, dim=8)
+    real = d.sample(200, seed=1).images
+    assert torch.allclose(d.subspace_energy(real), torch.ones(200, dtype=torch.float64), atol=1e-5)
+    gauss = GaussianDenoiser.from_data(d.sample(4096).images)
+    # the Gaussian with the mixture's covariance: its draws spread over all four subspaces
+    cov_draws = torch.distributions.MultivariateNormal(
+        gauss.mean.double(), gauss.evecs @ torch.diag(gauss.evals.clamp_min(1e-9)) @ gauss.evecs.T).sample((200,))
+    assert d.subspace_energy(cov_draws.reshape(200, 1, 8, 8)).median() < 0.6
+    with pytest.raises(ValueError, match="dimensions"):
+        d.subspace_energy(torch.zeros(3, 1, 4, 4))

@@ -219,6 +219,17 @@ class MoLRG:
         return ImageData(x.float().reshape(n, *self.shape), labels, f"molrg-K{self.num_classes}-d{self.dim}",
                          self.num_classes)
 
+    def subspace_energy(self, images: torch.Tensor) -> torch.Tensor:
+        """For each image, the largest fraction of its energy that lies in one component's subspace:
+        ``max_k ||U_k^T x||^2 / ||x||^2``, 1 for every sample of the mixture. A model that learned
+        only the mixture's Gaussian approximation spreads samples over the span of all subspaces
+        and scores well below 1. Returns ``(B,)`` float64."""
+        x = images.reshape(images.shape[0], -1).double()
+        if x.shape[1] != self.bases.shape[1]:
+            raise ValueError(f"images have {x.shape[1]} values, the mixture lives in {self.bases.shape[1]} dimensions")
+        inside = torch.einsum("bd,kde->bke", x, self.bases).pow(2).sum(-1)  # (B, K)
+        return inside.max(1).values / x.pow(2).sum(1).clamp_min(1e-12)
+
     def denoiser(self) -> "torch.nn.Module":
         """The exact posterior-mean denoiser of this distribution (see :class:`reprodiff.denoisers.MoLRGDenoiser`)."""
         from .denoisers import MoLRGDenoiser
