@@ -186,21 +186,21 @@ print(f"  (N = {', '.join(map(str, digits.n_train))}; same-image threshold {swee
 # **Memorizing models follow D\*.** At the smallest N each model reproduces $D^*$'s sample for
 # about two-thirds of the seeds (the paper reports ~0.5 at N = 2^6), about as often as the two
 # models reproduce each other (chapter 3): when a model does not land on $D^*$'s training digit,
-# it lands on another training digit. As N grows, RP with $D^*$ falls and RP with the **Gaussian
-# denoiser** rises from about 0.1 to about 0.9; the two curves cross in chapter 3's transition, as
-# the picture of {cite:t}`li2024gaussian` predicts: generalizing models are much closer to the
-# linear denoiser of their training set's mean and covariance than to its optimal denoiser. The
-# wider UNet gets there later (its RP with the Gaussian denoiser trails the narrow one's through
-# the transition), matching chapter 3's finding that it memorizes longer.
+# it lands on another training digit. As N grows, RP with $D^*$ falls, and it reaches 0 once the
+# models generalize (N = 192 and beyond), as in the paper. The wider UNet lets go of $D^*$ later:
+# its RP with $D^*$ stays above the narrow one's through the transition, matching chapter 3's
+# finding that it memorizes longer.
 #
-# **RP with D\* does not fall to zero here**, unlike the paper's. The RP threshold is calibrated on
-# pairs of *distinct* real digits, and 8x8 digits are dense: with 1,500 training digits a novel
-# digit's nearest training digit is often more similar than that threshold (chapter 3's GL figure),
-# so $D^*$'s training digit and a model's new digit can count as "the same". The threshold-free
-# medians printed under the table tell the same story without a threshold: the similarity to
-# $D^*$'s sample falls from 1.00 to below the RP threshold, the similarity to the Gaussian
-# denoiser's sample rises past it, and the two cross in the transition. The paper's SSCD features
-# on 32x32 CIFAR-10 images, where nearest neighbours are far apart, do not have this problem.
+# **Close to the Gaussian denoiser, never the same image.** RP with the **Gaussian denoiser** is 0
+# at every N: by the book's rule no sample of a trained UNet is the image the linear denoiser draws
+# from the same noise. The threshold-free medians printed under the table show what does change:
+# the similarity to $D^*$'s sample falls from 1.00 as N grows, the similarity to the Gaussian
+# denoiser's sample rises, and the two cross in or just after chapter 3's transition (later for
+# the wider model). Generalizing UNets are therefore *nearer* the linear denoiser of their training
+# set's mean and covariance than its optimal denoiser, the observation of {cite:t}`li2024gaussian`,
+# but on digits they are not that linear map: what they add beyond the mean and covariance is
+# exactly what makes two of them agree on the same image (chapter 1) where they and the Gaussian
+# denoiser do not.
 #
 # ## Where along the trajectory do models leave D*?
 #
@@ -293,22 +293,23 @@ for name, values in energy.items():
     print(f"  {name:16s}" + "".join(f"{v:7.2f}" for v in values))
 
 # %% [markdown]
-# **What the MoLRG models converge to.** RP with $D^*$ falls from above 0.8 at N = 16 to about 0.2
-# at N = 1,024, then rises again: with thousands of points in four 8-dimensional subspaces, $D^*$
-# itself comes close to the true denoiser (its samples' similarity to the true denoiser's is
-# printed above). RP with the true denoiser rises from about 0.1 to about 0.9. So memorization
-# gives way to a model that generalizes.
+# **What the MoLRG models converge to.** RP with $D^*$ falls from about 0.75-0.8 at N = 16 to 0
+# by N = 128. RP with the **true** denoiser of the mixture is 0 at every N for the narrow MLP, and
+# never above a few percent for the wide one: no MLP draws the true denoiser's sample for a seed.
+# What they draw instead is read off two threshold-free numbers. From N = 1,024 on, both MLPs are,
+# within rounding, the **Gaussian denoiser** of their training set (RP 1.00, median similarity
+# 1.00): a linear map whose samples spread over the span of all four subspaces. Their *subspace
+# energy*, the largest fraction of a sample lying in one component's subspace, says the same: about
+# 0.5 for the MLPs and for the Gaussian denoiser, against 0.99 for the true mixture. The models
+# closest to the mixture are those in the transition: the wider MLP at N = 256 keeps almost all of
+# its samples' energy in one subspace and is most similar to the true denoiser's samples there.
 #
-# The medians say *what* it generalizes to. In the generalization regime both MLPs are, within
-# rounding, the **Gaussian denoiser** of their training set (median similarity 1.00, RP 1.00):
-# they learned the mixture's mean and covariance, a linear denoiser whose samples spread over the
-# span of all four subspaces instead of lying in one, and their samples are only moderately similar
-# to the true denoiser's. Their high RP with the true denoiser reflects MoLRG's lenient threshold
-# (chapter 3), not identity. By median similarity, the models closest to the true mixture are
-# those in the transition (N = 256). This is the observation of {cite:t}`li2024gaussian` in its cleanest form; whether
-# longer training or a structured architecture {cite:p}`wang2024molrg` would learn the mixture
-# itself is beyond this chapter's budget. It also explains chapter 3's RP of 1 on MoLRG: two
-# models that both become one linear map agree on every seed.
+# So on MoLRG, at this model size and training budget, generalization means learning the
+# **Gaussian approximation** of the mixture, not the mixture. This is the observation of
+# {cite:t}`li2024gaussian` in its cleanest form, and it explains chapter 3's RP of 1 on MoLRG: two
+# models that both become one linear map agree on every seed. Whether longer training or a
+# structured architecture {cite:p}`wang2024molrg` would learn the mixture itself is beyond this
+# chapter's budget; the headline below reports the model against both references, by name.
 #
 # ## Explore a seed
 #
@@ -361,13 +362,15 @@ for n in (digits.n_train[0], n_max):
 #   training image for every seed, even with all 1,500 digits.
 # - Memorizing models follow it: at the smallest N, each UNet reproduces $D^*$'s sample for about
 #   two-thirds of the seeds and tracks its estimate along the whole trajectory.
-# - Generalizing models leave $D^*$ where it commits to a training image (sigma ~ 0.5-3) and move
-#   towards the Gaussian denoiser of their training data: RP with $D^*$ falls, RP with the Gaussian
-#   denoiser rises to ~0.9, and the curves cross in the transition. At 8x8 resolution RP with
-#   $D^*$ does not reach zero, because digits are dense; the medians show the separation.
+# - Generalizing models leave $D^*$ where it commits to a training image (sigma ~ 0.5-3): RP with
+#   $D^*$ falls to 0. They move towards the Gaussian denoiser of their training data in median
+#   similarity, crossing over in the transition, but by the book's rule they never produce the
+#   Gaussian denoiser's image: the agreement between two UNets is more than agreement on the data's
+#   mean and covariance.
 # - On MoLRG, where the true denoiser is known, memorization gives way to generalization, but what
-#   small MLPs generalize to at this budget is the Gaussian approximation of the mixture, which is
-#   why every pair of them agrees.
+#   small MLPs generalize to at this budget is the Gaussian approximation of the mixture (RP 1 with
+#   it, subspace energy like its), not the true mixture denoiser; that is why every pair of them
+#   agrees.
 #
 # ## Headline
 #

@@ -238,7 +238,7 @@ class TheoryConfig:
                           *[s.summary() for s in r.sweeps],
                           f"sampling: {r.sampler}-{r.steps}, seeds 0-{self.n_seeds - 1}; trajectories for "
                           f"{self.trajectory_seeds} seeds; explorer over seeds 0-{self.explorer_seeds - 1}",
-                          f"similarity: {r.descriptor} descriptor, chapter 3's RP threshold rule"])
+                          f"similarity: {r.descriptor} descriptor (MoLRG: pixel), the book's same-image rule"])
 
 
 _CPU_ZOO = {

@@ -172,7 +172,7 @@ def survival_curves(curves: Mapping[str, torch.Tensor], threshold: float | None 
     from .metrics import survival
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        fig, ax = plt.subplots(figsize=(7, 3.4 + 0.2 * len(curves)))
     else:
         fig = ax.figure
     if xlim is None:
@@ -189,7 +189,8 @@ def survival_curves(curves: Mapping[str, torch.Tensor], threshold: float | None 
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of pairs above t")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7.5, loc="lower left")
+    # below the axes: the curves fill the whole panel
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
