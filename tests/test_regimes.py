@@ -265,3 +265,24 @@ def test_molrg_subspace_energy_tells_the_mixture_from_its_gaussian_approximation
     assert d.subspace_energy(cov_draws.reshape(200, 1, 8, 8)).median() < 0.6
     with pytest.raises(ValueError, match="dimensions"):
         d.subspace_energy(torch.zeros(3, 1, 4, 4))
+
+
+def test_gpu_time_estimate_counts_every_model_of_the_sweep():
+    from reprodiff.experiments import gpu_time_estimate
+
+    sweep = get_config("regimes", "gpu").sweeps[0]
+    slow, lines = gpu_time_estimate(sweep, (3, 32, 32), 1000, flops_per_s=1e12)
+    fast, _ = gpu_time_estimate(sweep, (3, 32, 32), 1000, flops_per_s=4e12)
+    assert slow > fast > 2  # compute-bound: a 4x faster GPU is faster, plus the fixed overhead
+    assert len(lines) == len(sweep.sizes) + 2 and "12 models" in lines[-2]
+    assert all(f"{len(sweep.n_train)} models" in line for line in lines[:len(sweep.sizes)])
+
+
+def test_paper_row_answers_every_row_of_the_papers_figure(small_sweep):
+    from reprodiff.experiments import PAPER_FIGURE2, paper_row
+
+    sweep, _ = small_sweep
+    row = paper_row(sweep, 0.1, 0.8)
+    assert len(row) == len(PAPER_FIGURE2)
+    assert row[0] == "N = 64" and row[1] == "not reached"  # D* memorizes at every N
+    assert row[3] == "1.00 (N=8)" and row[5] == "1.00 (N=64)"
