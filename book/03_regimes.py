@@ -31,8 +31,8 @@
 # an unlimited supply of samples (a mixture of low-rank Gaussians) takes N further than the
 # digits allow.
 #
-# **Time to run.** `cpu` profile: about 20 minutes on 2 CPU cores with an empty model cache (it
-# trains 18 small UNets beyond chapter 1's and 22 small MLPs; chapter 4 reuses them). `gpu` profile: the same sweep on CIFAR-10 with
+# **Time to run.** `cpu` profile: about 27 minutes on 2 CPU cores when chapter 1 ran first (it
+# trains 14 small UNets beyond chapter 1's six, and 22 small MLPs; chapter 4 reuses them). `gpu` profile: the same sweep on CIFAR-10 with
 # SSCD, estimated at about 30 minutes on a Colab T4 (estimate below; not yet timed on a GPU).
 
 # %% tags=["remove-cell"]

@@ -31,7 +31,7 @@
 # data distribution {cite:p}`wang2024molrg`.
 #
 # **Time to run.** `cpu` profile: about 2 minutes on 2 CPU cores when chapter 3 ran first (its
-# models come from the cache); about 25 minutes alone (it then trains them). `gpu` profile: the
+# models come from the cache); about half an hour alone (it then trains them). `gpu` profile: the
 # analytic denoisers on CIFAR-10 subsets of up to 49,000 images; minutes on a GPU once chapter 3's
 # models exist, not yet timed.
 
