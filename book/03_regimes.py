@@ -22,7 +22,7 @@
 # 2^12: 0.86 / 0.28 / 0.05); RP between models is high in both regimes and collapses in the
 # transition (minimum 0.02-0.18 near 2^13).*
 #
-# Chapters 1 and 2 trained every model on all the digits. Here the *training-set size* N is the
+# Chapters 1 and 2 trained every model on the same 1,500 digits. Here the *training-set size* N is the
 # variable. With a few images, a diffusion model can memorize them all and its sampler returns
 # training images; with many, it has to generalize and invents new ones. The paper's surprise is
 # that reproducibility holds at **both** ends, for different reasons, and breaks in between. We run
@@ -33,7 +33,7 @@
 #
 # **Time to run.** `cpu` profile: about 27 minutes on 2 CPU cores when chapter 1 ran first (it
 # trains 14 small UNets beyond chapter 1's six, and 22 small MLPs; chapter 4 reuses them). `gpu` profile: the same sweep on CIFAR-10 with
-# SSCD, estimated at about 30 minutes on a Colab T4 (estimate below; not yet timed on a GPU).
+# SSCD, estimated at about 26 minutes on a Colab T4 (estimate below; not yet timed on a GPU).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
