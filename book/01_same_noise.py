@@ -62,7 +62,7 @@ from reprodiff import generate, get_config, load_or_train_many
 from reprodiff.configs import SAME_IMAGE_QUANTILE, check_resources, get_config as profile_config
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import book_rule, quality_classifier
-from reprodiff.metrics import (get_descriptor, gl_score, nearest_neighbors, null_similarity,
+from reprodiff.metrics import (SSCD_THRESHOLD, get_descriptor, gl_score, nearest_neighbors, null_similarity,
                                paired_similarity, rp_score, seed_spread)
 from reprodiff.notebook import show_source
 from reprodiff.plots import image_grid, same_noise_grid, survival_curves
@@ -179,7 +179,7 @@ gpu_same_noise = profile_config("same_noise", "gpu")
 print(f"{'descriptor':12s}{'dataset':10s}{'threshold':>10s}   rule")
 for r in book_rules:
     print(f"{r.descriptor:12s}{r.dataset:10s}{r.threshold:10.3f}   {r.rule}")
-print(f"{gpu_same_noise.descriptor:12s}{gpu_same_noise.dataset:10s}{0.6:10.3f}   "
+print(f"{gpu_same_noise.descriptor:12s}{gpu_same_noise.dataset:10s}{SSCD_THRESHOLD:10.3f}   "
       "the paper's SSCD threshold (gpu profile; not computed here)")
 
 # %% [markdown]
