@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone
+from .runtime import eval_mode
 
 __all__ = [
     "Denoiser",
@@ -198,21 +199,15 @@ def x0_error(denoiser: Denoiser, images: torch.Tensor, sigmas: Sequence[float] =
     """
     if len(images) == 0:
         raise ValueError("x0_error needs at least one image")
-    modes = [(m, m.training) for m in denoiser.modules()] if isinstance(denoiser, nn.Module) else []
-    if hasattr(denoiser, "eval"):
-        denoiser.eval()
-    try:
-        out = []
+    out = []
+    with eval_mode(denoiser) as model:
         for sigma in sigmas:
             g = torch.Generator().manual_seed(seed)
             noise = torch.randn(images.shape, generator=g)
             total = 0.0
             for y, n in zip(images.split(batch_size), noise.split(batch_size)):
-                total += float(((denoiser(y + sigma * n, torch.full((len(y),), float(sigma)), None) - y) ** 2).sum())
+                total += float(((model(y + sigma * n, torch.full((len(y),), float(sigma)), None) - y) ** 2).sum())
             out.append(math.sqrt(total / images.numel()))
-    finally:
-        for module, training in modes:
-            module.training = training
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["flush_denormal", "denormals_flushed", "cpu_threads", "derive_seed", "SEED_PURPOSES"]
+__all__ = ["flush_denormal", "denormals_flushed", "cpu_threads", "eval_mode", "derive_seed", "SEED_PURPOSES"]
 
 def denormals_flushed() -> bool:
     """Whether this thread currently flushes denormal floats to zero (probed: torch cannot report it)."""
@@ -55,6 +55,18 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def eval_mode(denoiser) -> Iterator[object]:
+    """Run the block with ``denoiser`` in eval mode (when it has one) and give every submodule back
+    the train/eval mode it came in with, whatever happens inside. Yields the denoiser."""
+    modes = [(m, m.training) for m in denoiser.modules()] if isinstance(denoiser, torch.nn.Module) else []
+    try:
+        yield denoiser.eval() if hasattr(denoiser, "eval") else denoiser
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 #: every random stream derived from a user-facing seed: purpose -> (multiplier, offset, index stride).

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .denoisers import Denoiser
-from .runtime import derive_seed, flush_denormal
+from .runtime import derive_seed, eval_mode, flush_denormal
 
 __all__ = [
     "Samples",
@@ -459,10 +459,8 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     shape = _check_shape(shape, denoiser)
     labels = _check_labels(labels, len(seeds), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
-    modes = [(m, m.training) for m in denoiser.modules()] if isinstance(denoiser, torch.nn.Module) else []
-    model = denoiser.eval() if hasattr(denoiser, "eval") else denoiser
     outs = []
-    try:
+    with eval_mode(denoiser) as model:
         starts = range(0, len(seeds), batch_size)
         for start in tqdm(starts, desc=f"sampling {name or sampler}", disable=not progress, leave=False):
             chunk = seeds[start:start + batch_size]
@@ -474,7 +472,4 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
                 kwargs["step_noise"] = per_seed.transpose(0, 1).to(device)
             with flush_denormal():
                 outs.append(spec.fn(model, noise, sigmas, cond, **kwargs).float().clamp(-1, 1).cpu())
-    finally:
-        for module, training in modes:
-            module.training = training
     return Samples(torch.cat(outs), seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
