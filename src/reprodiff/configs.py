@@ -146,14 +146,15 @@ class SweepConfig:
             if seed == list(self.sizes).index(label):
                 raise ValueError(f"replicate {(n, label, seed)} repeats the sweep's own seed")
 
+    def _config(self, label: str, n: int, seed: int) -> TrainConfig:
+        return replace(self.base, backbone=self.sizes[label], n_train=n, seed=seed)
+
     def model_configs(self) -> dict[tuple[str, int], TrainConfig]:
-        return {(label, n): replace(self.base, backbone=bb, n_train=n, seed=i)
-                for i, (label, bb) in enumerate(self.sizes.items()) for n in self.n_train}
+        return {(label, n): self._config(label, n, i) for i, label in enumerate(self.sizes) for n in self.n_train}
 
     def replicate_configs(self) -> dict[tuple[str, int, int], TrainConfig]:
         """``{(size label, N, seed): config}`` of the extra training seeds."""
-        return {(label, n, seed): replace(self.base, backbone=self.sizes[label], n_train=n, seed=seed)
-                for n, label, seed in self.replicates}
+        return {(label, n, seed): self._config(label, n, seed) for n, label, seed in self.replicates}
 
     def reference(self) -> TrainConfig:
         """The split of the largest training set: the one the same-image rule is calibrated on."""
@@ -199,8 +200,7 @@ class RegimesConfig:
         raise KeyError(f"no sweep {name!r}; this profile has {', '.join(s.name for s in self.sweeps)}")
 
     def sweep_kwargs(self, sweep: SweepConfig) -> dict:
-        """Keyword arguments of :func:`reprodiff.experiments.regime_sweep` for one of the sweeps
-        (MoLRG is always scored in pixel space: it has no images for SSCD to see)."""
+        """Keyword arguments of :func:`reprodiff.experiments.regime_sweep` for one of the sweeps."""
         return dict(name=sweep.name, sampler=self.sampler, steps=self.steps, batch_size=self.batch_size)
 
     def descriptor_for(self, sweep: SweepConfig) -> str:
