@@ -35,6 +35,7 @@ __all__ = [
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
     "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold", "resolve_threshold",
     "SameImageRule", "same_image_rule", "wilson_ci", "survival", "SeedSpread", "seed_spread", "QualityClassifier",
+    "psnr",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -579,6 +580,15 @@ def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Des
     return Score("GL", float(novel.mean()), _proportion_ci(novel), len(novel), float(threshold), rule, desc.name,
                  f"{samples.name or 'samples'}: {len(novel)} samples ({_seed_range(samples.seeds)}) vs "
                  f"{train_images.shape[0]} training images, {samples.sampler}", nn_sim, nn_idx)
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio of each image against its reference, ``(B,)`` dB, for images in
+    [-1, 1] (peak-to-peak 2): ``10 log10(4 / MSE)``; identical images give inf."""
+    if images.shape != reference.shape:
+        raise ValueError(f"PSNR compares images of one shape, got {tuple(images.shape)} and {tuple(reference.shape)}")
+    mse = ((images.double() - reference.double()) ** 2).reshape(len(images), -1).mean(1)
+    return 10 * torch.log10(4 / mse)
 
 
 def gu_memorization(images: torch.Tensor, train_images: torch.Tensor, ratio: float = 1 / 3) -> Score:

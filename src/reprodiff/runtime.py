@@ -85,6 +85,8 @@ SEED_PURPOSES: dict[str, tuple[int, int, int]] = {
     "molrg-block": (1_000_003, 0, 1),
     # VAE control: minibatches and reparameterisation noise
     "vae-batches": (1, 1, 0),
+    # inverse problems: the measurement noise of image `base`
+    "measurement-noise": (1, 20_011, 0),
 }
 
 

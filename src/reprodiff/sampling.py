@@ -212,21 +212,25 @@ def sample_dpmpp_2m(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tenso
     One network call per step; the previous step's ``x0_hat`` supplies the second-order correction.
     """
     x = _prepare(noise, sigmas)
-    prev_x0, prev_h = None, None
+    history = None
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        x0 = _call(denoiser, x, s, cond, model_dtype)
-        if s_next == 0:
-            x = x0
-            break
-        h = (s / s_next).log()  # lambda_next - lambda
-        if prev_x0 is None:
-            d = x0
-        else:
-            r = prev_h / h
-            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
-        x = (s_next / s) * x - torch.expm1(-h) * d
-        prev_x0, prev_h = x0, h
+        x, history = _dpmpp_2m_step(x, _call(denoiser, x, s, cond, model_dtype), s, s_next, history)
     return x
+
+
+def _dpmpp_2m_step(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor, history):
+    """One DPM-Solver++(2M) step from sigma ``s`` to ``s_next`` given ``x0 = D(x, s)``; ``history`` is
+    the previous step's ``(x0, h)`` (None at the first step). Returns ``(x_next, history)``."""
+    if s_next == 0:
+        return x0, None
+    h = (s / s_next).log()  # lambda_next - lambda
+    if history is None:
+        d = x0
+    else:
+        prev_x0, prev_h = history
+        r = prev_h / h
+        d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
+    return (s_next / s) * x - torch.expm1(-h) * d, (x0, h)
 
 
 def sample_euler_ancestral(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, cond=None,
@@ -243,11 +247,17 @@ def sample_euler_ancestral(denoiser: Denoiser, noise: torch.Tensor, sigmas: torc
         raise ValueError("sample_euler_ancestral needs step_noise of shape (steps, B, ...)")
     x = _prepare(noise, sigmas)
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-        x0 = _call(denoiser, x, s, cond, model_dtype)
-        s_up = torch.minimum(s_next, (s_next**2 * (s**2 - s_next**2) / s**2).sqrt())
-        s_down = (s_next**2 - s_up**2).sqrt()
-        x = x0 + (s_down / s) * (x - x0) + s_up * step_noise[i].to(torch.float64)
+        x = _ancestral_step(x, _call(denoiser, x, s, cond, model_dtype), s, s_next, step_noise[i])
     return x
+
+
+def _ancestral_step(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor,
+                    step_noise: torch.Tensor) -> torch.Tensor:
+    """One ancestral Euler step from sigma ``s`` to ``s_next`` given ``x0 = D(x, s)``, injecting
+    ``step_noise`` (unit, shaped like x)."""
+    s_up = torch.minimum(s_next, (s_next**2 * (s**2 - s_next**2) / s**2).sqrt())
+    s_down = (s_next**2 - s_up**2).sqrt()
+    return x0 + (s_down / s) * (x - x0) + s_up * step_noise.to(torch.float64)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+import pytest
+import torch
+
+from reprodiff.data import load_dataset
+from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
+from reprodiff.inverse import (Downsampling, GaussianBlur, Inpainting, box_mask, gaussian_posterior_mean,
+                               make_operator, measure, pseudo_inverse, random_mask, reconstruct, residual_norm)
+from reprodiff.metrics import psnr
+from reprodiff.sampling import generate
+
+SHAPE = (1, 8, 8)
+OPS = {
+    "box": lambda shape: make_operator("box-inpainting", shape, top=4, left=0, height=4, width=shape[2]),
+    "random": lambda shape: make_operator("random-inpainting", shape, observed=0.3, seed=1),
+    "sr": lambda shape: make_operator("super-resolution", shape, factor=2),
+    "blur": lambda shape: make_operator("deblurring", shape, size=5, width=1.0),
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits").images
+
+
+@pytest.fixture(scope="module")
+def gaussian(digits):
+    return GaussianDenoiser.from_data(digits[:1500])
+
+
+@pytest.mark.parametrize("shape", [SHAPE, (3, 8, 8)])
+@pytest.mark.parametrize("kind", OPS)
+def test_adjoint_is_the_transpose_and_autograds_gradient(kind, shape):
+    op = OPS[kind](shape)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, *shape, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, *op.measurement_shape(shape), generator=g, dtype=torch.float64)
+    inner = (op(x) * y).sum()
+    (grad,) = torch.autograd.grad(inner, x)
+    torch.testing.assert_close(grad, op.adjoint(y), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(inner.detach(), (x.detach() * op.adjoint(y)).sum(), rtol=1e-12, atol=1e-12)
+    matrix = op.matrix(shape)
+    torch.testing.assert_close(op(x.detach()).reshape(3, -1), x.detach().reshape(3, -1) @ matrix.T)
+    assert torch.autograd.gradcheck(op, (x[:1],))
+
+
+def test_operators_measure_what_they_say(digits):
+    x = digits[:4]
+    mask = box_mask(SHAPE, 2, 2, 4, 4)
+    assert mask.sum() == 48 and Inpainting(mask).observed == 0.75
+    assert torch.equal(Inpainting(mask)(x)[..., 2:6, 2:6], torch.zeros(4, 1, 4, 4))
+    assert random_mask(SHAPE, 0.3).sum() == round(0.3 * 64)
+    torch.testing.assert_close(Downsampling(2)(x)[:, :, 0, 0], x[:, :, :2, :2].mean((2, 3)))
+    blurred = GaussianBlur(5, 1.0)(x)
+    assert blurred.shape == x.shape and blurred.std() < x.std()
+
+
+def test_measurement_noise_belongs_to_each_image_seed(digits):
+    op = OPS["sr"](SHAPE)
+    y = measure(op, digits[:6], 0.05, seeds=range(6))
+    torch.testing.assert_close(measure(op, digits[[2, 3]], 0.05, seeds=[2, 3]), y[2:4], rtol=0, atol=0)
+    assert torch.equal(measure(op, digits[:6], 0.0), op(digits[:6]))
+    assert 0.03 < (y - op(digits[:6])).std() < 0.07
+
+
+def test_pseudo_inverse_is_least_squares(digits):
+    x = digits[:5]
+    sr = OPS["sr"](SHAPE)
+    up = pseudo_inverse(sr, sr(x), SHAPE)
+    torch.testing.assert_close(sr(up), sr(x), rtol=0, atol=1e-6)  # A A^+ y = y for a full-rank A
+    box = OPS["box"](SHAPE)
+    filled = pseudo_inverse(box, box(x), SHAPE)
+    torch.testing.assert_close(filled, box(x), rtol=0, atol=1e-6)  # missing pixels: minimum norm, 0
+
+
+def test_gaussian_posterior_mean_is_the_gaussian_denoiser_when_everything_is_observed(digits, gaussian):
+    full = Inpainting(torch.ones(8, 8))
+    noisy = digits[1500:1504] + 0.3 * torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
+    post = gaussian_posterior_mean(full, noisy, gaussian, 0.3, SHAPE)
+    torch.testing.assert_close(post, gaussian(noisy, 0.3).float().clamp(-1, 1), rtol=0, atol=1e-5)
+    # observing more never moves the posterior mean further from the truth, on average
+    x = digits[1500:1564]
+    errors = []
+    for observed in (0.2, 0.6, 1.0):
+        op = make_operator("random-inpainting", SHAPE, observed=observed)
+        errors.append(float(((gaussian_posterior_mean(op, measure(op, x, 0.05), gaussian, 0.05, SHAPE) - x) ** 2).mean()))
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_deterministic_dps_is_bit_identical_twice_and_zeta_zero_is_the_plain_sampler(digits, gaussian):
+    op = OPS["box"](SHAPE)
+    y = measure(op, digits[1500:1508], 0.05)
+    a = reconstruct(gaussian, op, y, range(8), SHAPE, zeta=1.0, steps=8)
+    b = reconstruct(gaussian, op, y, range(8), SHAPE, zeta=1.0, steps=8)
+    assert torch.equal(a.images, b.images)
+    plain = generate(gaussian, range(8), SHAPE, sampler="dpmpp-2m", steps=8)
+    assert torch.equal(reconstruct(gaussian, op, y, range(8), SHAPE, zeta=0.0, steps=8).images, plain.images)
+    assert not torch.equal(a.images, plain.images)
+    # the stochastic control with zeta = 0 is the ancestral sampler on the same injected noise
+    ancestral = generate(gaussian, range(8), SHAPE, sampler="euler-ancestral", steps=8, step_noise_stream=2)
+    stochastic = reconstruct(gaussian, op, y, range(8), SHAPE, zeta=0.0, steps=8, step_noise_stream=2)
+    assert torch.equal(stochastic.images, ancestral.images)
+
+
+@pytest.mark.parametrize("prior", ["gaussian", "optimal"])
+def test_dps_fits_the_measurement_for_any_denoiser(digits, gaussian, prior):
+    denoiser = gaussian if prior == "gaussian" else OptimalDenoiser(digits[:1500])
+    op = OPS["sr"](SHAPE)
+    truth = digits[1500:1532]
+    y = measure(op, truth, 0.05)
+    free = reconstruct(denoiser, op, y, range(32), SHAPE, zeta=0.0, steps=12)
+    guided = reconstruct(denoiser, op, y, range(32), SHAPE, zeta=1.0, steps=12)
+    fit, free_fit = residual_norm(op, guided.images, y).mean(), residual_norm(op, free.images, y).mean()
+    if prior == "gaussian":
+        assert fit < 0.5 * free_fit
+        assert psnr(guided.images, truth).mean() > psnr(free.images, truth).mean() + 3
+    else:  # D* can only return training images: guidance picks better-fitting ones, no more
+        assert fit < 0.9 * free_fit
+
+
+def test_psnr():
+    x = torch.zeros(2, 1, 4, 4)
+    assert torch.isinf(psnr(x, x)).all()
+    torch.testing.assert_close(psnr(x + 0.2, x), torch.full((2,), 20.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="shape"):
+        psnr(x, torch.zeros(2, 1, 4, 5))
+
+
+def test_bad_input_fails_before_any_sampling(digits, gaussian):
+    op = OPS["sr"](SHAPE)
+    y = measure(op, digits[:4], 0.05)
+    with pytest.raises(ValueError, match=r"must be \(4, 1, 4, 4\), got \(4, 1, 8, 8\)"):
+        reconstruct(gaussian, op, digits[:4], range(4), SHAPE, zeta=1.0)
+    with pytest.raises(ValueError, match=r"must be \(3, 1, 4, 4\)"):
+        reconstruct(gaussian, op, y, range(3), SHAPE, zeta=1.0)
+    with pytest.raises(ValueError, match="zeta"):
+        reconstruct(gaussian, op, y, range(4), SHAPE, zeta=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        reconstruct(gaussian, op, torch.full_like(y, float("nan")), range(4), SHAPE, zeta=1.0)
+    with pytest.raises(ValueError, match="mask is"):
+        Inpainting(torch.ones(6, 6))(digits[:2])
+    with pytest.raises(ValueError, match=r"\(C, H, W\) or \(H, W\)"):
+        Inpainting(torch.ones(8))
+    with pytest.raises(ValueError, match="only 0"):
+        Inpainting(torch.full((8, 8), 0.5))
+    with pytest.raises(ValueError, match="does not fit"):
+        box_mask(SHAPE, 6, 0, 4, 8)
+    with pytest.raises(ValueError, match="observed"):
+        random_mask(SHAPE, 0.0)
+    with pytest.raises(ValueError, match="divide by 3"):
+        make_operator("super-resolution", SHAPE, factor=3)
+    with pytest.raises(ValueError, match="odd integer"):
+        GaussianBlur(4)
+    with pytest.raises(ValueError, match="unknown operator"):
+        make_operator("colorization", SHAPE)
