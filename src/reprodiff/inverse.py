@@ -9,7 +9,7 @@ A measurement is ``y = A(x) + sigma_y * n`` for a clean image ``x`` and a *linea
 
 Every operator maps ``(B, C, H, W)`` images in [-1, 1] to ``(B, *measurement_shape)`` and knows its
 adjoint, so the tests can check ``<A x, y> = <x, A^T y>``; :meth:`LinearOperator.matrix` gives the
-dense matrix (images here have at most a few thousand pixels) for the two closed-form baselines a
+dense matrix (images here have at most a few thousand pixels). Two closed-form baselines are what a
 skeptic asks for: the least-squares reconstruction :func:`pseudo_inverse` ``A^+ y``, and the exact
 posterior mean under a Gaussian prior, :func:`gaussian_posterior_mean`.
 
@@ -250,11 +250,27 @@ def pseudo_inverse(op: LinearOperator, y: torch.Tensor, shape: Sequence[int], rt
     """The least-squares, minimum-norm reconstruction ``A^+ y`` (singular values below ``rtol`` times
     the largest are dropped, which keeps deblurring from amplifying noise without bound).
 
-    Returns ``(B, C, H, W)`` float32, clamped to [-1, 1].
+    Uses the operator's closed form where it has one (a mask is its own pseudo-inverse; block
+    averaging's is ``f^2 A^T``, nearest upsampling), else the dense matrix (a symmetric operator
+    through its eigendecomposition). Returns ``(B, C, H, W)`` float32, clamped to [-1, 1].
     """
     op.check_measurement(y, shape)
-    pinv = torch.linalg.pinv(op.matrix(shape), rtol=rtol)
-    x = y.reshape(len(y), -1).double() @ pinv.T
+    if isinstance(op, Inpainting):  # A is an orthogonal projection: A^+ = A
+        x = op.adjoint(y.double())
+    elif isinstance(op, Downsampling):  # A A^T = I / f^2, so A^+ = A^T (A A^T)^-1 = f^2 A^T
+        x = op.view(y.double())
+    elif isinstance(op, GaussianBlur) and shape[0] > 1:  # the same blur in every channel: invert one
+        c, h, w = shape
+        x = pseudo_inverse(op, y.reshape(-1, 1, h, w), (1, h, w), rtol).double().reshape(len(y), c, h, w)
+    else:
+        a = op.matrix(shape)
+        if a.shape[0] == a.shape[1] and torch.equal(a, a.T):  # eigh is several times faster than an SVD
+            evals, evecs = torch.linalg.eigh(a)
+            keep = evals.abs() > rtol * evals.abs().max()
+            pinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T
+        else:
+            pinv = torch.linalg.pinv(a, rtol=rtol)
+        x = y.reshape(len(y), -1).double() @ pinv.T
     return x.float().reshape(len(y), *shape).clamp(-1, 1)
 
 
@@ -263,14 +279,18 @@ def gaussian_posterior_mean(op: LinearOperator, y: torch.Tensor, prior: Gaussian
     """``E[x | y]`` when ``x ~ N(mu, Sigma)`` (the Gaussian denoiser's prior) and ``y = A x + noise_std n``:
     ``mu + Sigma A^T (A Sigma A^T + noise_std^2 I)^-1 (y - A mu)``, in closed form.
 
-    With ``noise_std = 0`` a tiny jitter (1e-6) keeps the solve defined. Returns ``(B, C, H, W)`` float32.
+    ``Sigma A^T`` and ``A Sigma A^T`` come from applying the operator to the rows of ``Sigma`` (no
+    dense ``A``). With ``noise_std = 0`` a tiny jitter (1e-6) keeps the solve defined. Returns
+    ``(B, C, H, W)`` float32.
     """
     op.check_measurement(y, shape)
-    a = op.matrix(shape)
+    n = math.prod(shape)
     cov = (prior.evecs * prior.evals) @ prior.evecs.T
-    gram = a @ cov @ a.T + max(noise_std**2, 1e-6) * torch.eye(a.shape[0], dtype=torch.float64)
-    resid = y.reshape(len(y), -1).double() - prior.mean @ a.T
-    x = prior.mean + torch.linalg.solve(gram, resid.T).T @ (cov @ a.T).T
+    cov_at = op(cov.reshape(n, *shape)).reshape(n, -1)  # Sigma A^T: row i is A(Sigma e_i)
+    m = cov_at.shape[1]
+    gram = op(cov_at.T.reshape(m, *shape)).reshape(m, m) + max(noise_std**2, 1e-6) * torch.eye(m, dtype=torch.float64)
+    resid = y.reshape(len(y), -1).double() - op(prior.mean.reshape(1, *shape)).reshape(1, m)
+    x = prior.mean + torch.cholesky_solve(resid.T, torch.linalg.cholesky(gram)).T @ cov_at.T
     return x.float().reshape(len(y), *shape).clamp(-1, 1)
 
 
