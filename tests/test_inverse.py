@@ -72,6 +72,26 @@ def test_pseudo_inverse_is_least_squares(digits):
     torch.testing.assert_close(filled, box(x), rtol=0, atol=1e-6)  # missing pixels: minimum norm, 0
 
 
+@pytest.mark.parametrize("shape", [SHAPE, (3, 8, 8)])
+@pytest.mark.parametrize("kind", OPS)
+def test_closed_forms_match_their_dense_matrix_formulas(kind, shape, digits):
+    """The shortcuts (mask and block-average pseudo-inverses, the per-channel eigh pseudo-inverse of
+    the symmetric blur, the posterior mean from operator applications) are the textbook dense formulas."""
+    op = OPS[kind](shape)
+    a = op.matrix(shape)
+    g = torch.Generator().manual_seed(3)
+    y = 0.3 * torch.randn(4, *op.measurement_shape(shape), generator=g)
+    dense = (y.reshape(4, -1).double() @ torch.linalg.pinv(a, rtol=1e-3).T).float().reshape(4, *shape).clamp(-1, 1)
+    torch.testing.assert_close(pseudo_inverse(op, y, shape), dense, rtol=0, atol=1e-5)
+    prior = GaussianDenoiser.from_data(digits[:600].repeat(1, shape[0], 1, 1)
+                                       + 0.1 * torch.randn(600, *shape, generator=g))
+    cov = (prior.evecs * prior.evals) @ prior.evecs.T
+    gram = a @ cov @ a.T + 0.05**2 * torch.eye(a.shape[0], dtype=torch.float64)
+    post = prior.mean + torch.linalg.solve(gram, (y.reshape(4, -1).double() - prior.mean @ a.T).T).T @ a @ cov
+    torch.testing.assert_close(gaussian_posterior_mean(op, y, prior, 0.05, shape),
+                               post.float().reshape(4, *shape).clamp(-1, 1), rtol=0, atol=1e-5)
+
+
 def test_gaussian_posterior_mean_is_the_gaussian_denoiser_when_everything_is_observed(digits, gaussian):
     full = Inpainting(torch.ones(8, 8))
     noisy = digits[1500:1504] + 0.3 * torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
@@ -152,3 +172,71 @@ def test_bad_input_fails_before_any_sampling(digits, gaussian):
         GaussianBlur(4)
     with pytest.raises(ValueError, match="unknown operator"):
         make_operator("colorization", SHAPE)
+
+
+# ----------------------------------------------------------------------------- the chapter's drivers
+
+
+def test_inverse_study_scores_models_baselines_and_controls(digits, gaussian):
+    from reprodiff.experiments import inverse_study
+    from reprodiff.metrics import same_image_rule
+
+    rule = same_image_rule(digits[:1500], digits[1500:], "pixel", dataset="digits")
+    models = {"gauss": gaussian, "opt": OptimalDenoiser(digits[:1500]), "gauss again": gaussian}
+    study = inverse_study(models, OPS["box"](SHAPE), digits[1500:1524], gaussian, rule=rule, noise_std=0.05,
+                          zeta=1.0, steps=6, task="box")
+    assert study.rp.labels == ["gauss", "opt", "gauss again"] and study.rp.n == 24
+    assert study.rp.values[0, 2] == 1.0  # one denoiser twice: the deterministic solver is a function
+    assert set(study.controls) == {"same model, other noise", "stochastic, between models", "stochastic, same model"}
+    assert study.controls["same model, other noise"].value < 1.0
+    assert set(study.psnr) == set(study.residual) == {*models, *study.baselines}
+    assert 0.2 < study.noise_floor < 0.6  # ||0.05 n|| over the 32 observed pixels
+    curves = study.pair_similarities()
+    assert len(curves["model vs model (all pairs)"]) == 3 * 24
+    assert "box" in study.headline() and "gauss" in study.table()
+
+
+def test_dps_sensitivity_covers_the_grid(digits, gaussian):
+    from reprodiff.experiments import dps_sensitivity
+    from reprodiff.metrics import same_image_rule
+
+    rule = same_image_rule(digits[:1500], digits[1500:], "pixel")
+    out = dps_sensitivity(gaussian, OptimalDenoiser(digits[:1500]), OPS["sr"](SHAPE), digits[1500:1516], rule=rule,
+                          noise_std=0.05, zetas=(0.0, 1.0), step_counts=(4, 8))
+    assert sorted(out) == [(0.0, 4), (0.0, 8), (1.0, 4), (1.0, 8)]
+    assert out[(1.0, 8)]["residual"] < out[(0.0, 8)]["residual"]
+    assert all(r["rp"].n == 16 for r in out.values())
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_every_profiles_tasks_run_at_its_image_size(profile):
+    """The gpu profile's code path, run here at toy scale: its operators at CIFAR-10's size, the closed
+    forms on 3,072 pixels, DPS through an untrained backbone of its first model."""
+    from reprodiff.configs import get_config
+    from reprodiff.training import build_model
+
+    cfg = get_config("inverse", profile)
+    shape = (3, 32, 32) if cfg.dataset == "cifar10" else SHAPE
+    first = next(iter(cfg.models.values()))
+    images = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    prior = GaussianDenoiser.from_data(torch.rand(64, *shape, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    net = build_model(first, shape, 10) if profile == "gpu" else prior
+    for task in cfg.tasks.values():
+        op = make_operator(task.operator, shape, **task.kwargs)
+        y = measure(op, images, cfg.noise_std)
+        assert pseudo_inverse(op, y, shape).shape == images.shape
+        assert gaussian_posterior_mean(op, y, prior, cfg.noise_std, shape).shape == images.shape
+    rec = reconstruct(net, op, y, range(2), shape, zeta=task.zeta, steps=2)
+    assert rec.images.shape == images.shape and torch.isfinite(rec.images).all()
+
+
+def test_inverse_config_refuses_a_sensitivity_study_it_cannot_run():
+    from dataclasses import replace
+
+    from reprodiff.configs import get_config
+
+    cfg = get_config("inverse")
+    with pytest.raises(ValueError, match="sensitivity"):
+        replace(cfg, sensitivity_task="colorization")
+    with pytest.raises(ValueError, match="at least two models"):
+        replace(cfg, models=dict(list(cfg.models.items())[:1]))

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from .controls import VAEConfig
 from .training import TrainConfig
 
-__all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "get_config",
+__all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "InverseTask",
+           "InverseConfig", "get_config", "profile_models",
            "digits_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
 
 #: the quantile of the same-image rule (:func:`reprodiff.metrics.same_image_rule`), one for the whole book
@@ -241,6 +242,61 @@ class TheoryConfig:
                           f"similarity: {r.descriptor} descriptor (MoLRG: pixel), the book's same-image rule"])
 
 
+@dataclass(frozen=True)
+class InverseTask:
+    """One inverse problem: an operator of :data:`reprodiff.inverse.OPERATORS` with its arguments, and
+    the DPS step scale ``zeta`` it is solved with."""
+
+    operator: str
+    kwargs: dict
+    zeta: float
+
+
+@dataclass(frozen=True)
+class InverseConfig:
+    """Chapter 7: the same inverse problems solved by several models from the same noise (chapter 2's
+    models, through the cache), with closed-form baselines, a stochastic control and a sensitivity
+    study of the DPS step scale and the number of steps on ``sensitivity_models``."""
+
+    profile: str
+    models: dict[str, TrainConfig]
+    tasks: dict[str, InverseTask]
+    n_seeds: int
+    noise_std: float = 0.05
+    steps: int = 20
+    zetas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
+    step_counts: tuple[int, ...] = (5, 10, 20, 40)
+    sensitivity_task: str = "box inpainting"
+    sensitivity_models: tuple[str, str] = ("", "")
+    sensitivity_seeds: int = 128
+    grid_seeds: int = 8
+    descriptor: str = "pixel"
+    batch_size: int = 256
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.models) < 2:
+            raise ValueError("an inverse-problem study compares at least two models")
+        if self.sensitivity_task not in self.tasks or not set(self.sensitivity_models) <= set(self.models):
+            raise ValueError("the sensitivity study must name one of the config's tasks and two of its models")
+
+    @property
+    def dataset(self) -> str:
+        return next(iter(self.models.values())).dataset
+
+    def summary(self) -> str:
+        lines = [f"profile: {self.profile}  ({self.notes})", "models (chapter 2's, from the cache when it ran):"]
+        lines += [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
+        lines.append(f"tasks (measurement noise sigma_y = {self.noise_std:g}):")
+        lines += [f"  {name:20s} DPS step scale zeta = {t.zeta:g}" for name, t in self.tasks.items()]
+        lines.append(f"solver: deterministic DPS with DPM-Solver++(2M), {self.steps} steps")
+        lines.append(f"seeds 0-{self.n_seeds - 1}: seed k reconstructs held-out image k")
+        lines.append(f"sensitivity on {self.sensitivity_task}, {' vs '.join(self.sensitivity_models)}:")
+        lines.append(f"  zeta in {self.zetas} x steps in {self.step_counts}, {self.sensitivity_seeds} seeds")
+        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        return "\n".join(lines)
+
+
 _CPU_ZOO = {
     # the two chapter-1 models (cached when chapter 1 ran first)
     "UNet-XS edm": digits_model("unet-xs"),
@@ -332,6 +388,26 @@ _CONFIGS = {
         ),
     },
     "regimes": {"cpu": _REGIMES_CPU, "gpu": _REGIMES_GPU},
+    "inverse": {
+        "cpu": InverseConfig(
+            profile="cpu", models={k: _CPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v")},
+            tasks={"box inpainting": InverseTask("box-inpainting", dict(top=4, left=0, height=4, width=8), 1.0),
+                   "random inpainting": InverseTask("random-inpainting", dict(observed=0.3), 1.0),
+                   "2x super-resolution": InverseTask("super-resolution", dict(factor=2), 1.0),
+                   "deblurring": InverseTask("deblurring", dict(size=5, width=1.0), 1.0)},
+            n_seeds=256, sensitivity_models=("UNet-XS edm", "UNet-XS attn"), notes="8x8 digits, offline",
+        ),
+        "gpu": InverseConfig(
+            profile="gpu", models={k: _GPU_ZOO[k] for k in ("UNet-M edm", "UNet-L edm", "UNet-M eps", "UNet-M v")},
+            tasks={"box inpainting": InverseTask("box-inpainting", dict(top=8, left=8, height=16, width=16), 0.5),
+                   "random inpainting": InverseTask("random-inpainting", dict(observed=0.3), 0.5),
+                   "4x super-resolution": InverseTask("super-resolution", dict(factor=4), 0.3),
+                   "deblurring": InverseTask("deblurring", dict(size=9, width=2.0), 0.3)},
+            n_seeds=1000, steps=50, sensitivity_models=("UNet-M edm", "UNet-M eps"), sensitivity_seeds=256,
+            descriptor="sscd", batch_size=100,
+            notes="CIFAR-10 and SSCD; needs a GPU and internet",
+        ),
+    },
     "theory": {
         "cpu": TheoryConfig(profile="cpu", regimes=_REGIMES_CPU, notes="8x8 digits and MoLRG, offline"),
         "gpu": TheoryConfig(profile="gpu", regimes=_REGIMES_GPU, n_seeds=1000,
@@ -347,6 +423,25 @@ def get_config(experiment: str, profile: str = "cpu"):
     if profile not in _CONFIGS[experiment]:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(_CONFIGS[experiment])}")
     return _CONFIGS[experiment][profile]
+
+
+def profile_models(profile: str) -> dict[str, TrainConfig]:
+    """Every diffusion model the book's chapters train under ``profile``, ``{"experiment: name": config}``
+    (a model shared by several chapters appears once per chapter)."""
+    out = {}
+    for experiment, profiles in _CONFIGS.items():
+        cfg = profiles.get(profile)
+        if cfg is None:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        if hasattr(cfg, "models"):
+            out.update({f"{experiment}: {name}": m for name, m in cfg.models.items()})
+        sweeps = cfg.sweeps if hasattr(cfg, "sweeps") else cfg.regimes.sweeps if hasattr(cfg, "regimes") else ()
+        for sweep in sweeps:
+            out.update({f"{experiment}: {sweep.name} {label} N={n}": m
+                        for (label, n), m in sweep.model_configs().items()})
+            out.update({f"{experiment}: {sweep.name} {label} N={n} seed {seed}": m
+                        for (label, n, seed), m in sweep.replicate_configs().items()})
+    return out
 
 
 def reference_split(dataset: str) -> TrainConfig:

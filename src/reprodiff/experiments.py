@@ -12,12 +12,13 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .metrics import (Descriptor, QualityClassifier, SameImageRule, Score, SeedSpread, get_descriptor, gl_score,
-                      rp_score, same_image_rule, seed_spread)
+from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, SeedSpread, get_descriptor,
+                      gl_score, paired_similarity, rp_score, same_image_rule, seed_spread)
 from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
 
 __all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
-           "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap"]
+           "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
+           "InverseStudy", "inverse_study", "dps_sensitivity"]
 
 
 def book_rule(dataset: str, descriptor: str | Descriptor = "pixel") -> SameImageRule:
@@ -496,3 +497,134 @@ def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Mod
                 gaps[r].append(((mine - other) ** 2).flatten(1).mean(1).sqrt())
             sigmas.append(s)
     return sigmas, {r: torch.stack(v) for r, v in gaps.items()}
+
+
+# ----------------------------------------------------------------------------- inverse problems (chapter 7)
+
+
+@dataclass
+class InverseStudy:
+    """One inverse problem solved by several models from the same noise, with its baselines.
+
+    ``reconstructions``: model -> deterministic DPS reconstructions (reconstruction k from seed k's
+    noise answers measurement k of ground truth k). ``baselines``: closed forms that use no
+    diffusion model (``A^+ y``, the Gaussian posterior mean). ``controls``: RP of the first model
+    with itself from *other* initial noise (same measurement), and of the stochastic solver
+    between models and within one model.
+    """
+
+    task: str
+    truth: torch.Tensor
+    measurement: torch.Tensor
+    reconstructions: dict[str, Samples]
+    baselines: dict[str, Samples]
+    rp: RPMatrix
+    vs_baselines: dict[str, list[Score]]
+    controls: dict[str, Score]
+    psnr: dict[str, float]
+    residual: dict[str, float]
+    noise_floor: float
+
+    @property
+    def model_rp(self) -> torch.Tensor:
+        """RP of every pair of models, ``(M * (M - 1) / 2,)``."""
+        m = len(self.reconstructions)
+        return torch.tensor([self.rp.values[i, j].item() for i in range(m) for j in range(i + 1, m)])
+
+    def pair_similarities(self) -> dict[str, torch.Tensor]:
+        """Seed-paired similarities for the survival curves: every model pair pooled, the first model
+        against each baseline, and the controls."""
+        names = list(self.reconstructions)
+        first = self.reconstructions[names[0]]
+        curves = {"model vs model (all pairs)": torch.cat([
+            paired_similarity(self.reconstructions[a], self.reconstructions[b], self.rp.descriptor)
+            for i, a in enumerate(names) for b in names[i + 1:]])}
+        curves.update({f"{names[0]} vs {b}": paired_similarity(first, s, self.rp.descriptor)
+                       for b, s in self.baselines.items()})
+        curves.update({k: v.similarities for k, v in self.controls.items()})
+        return curves
+
+    def table(self) -> str:
+        """Per model and baseline: mean PSNR to the ground truth, mean measurement residual, and RP
+        with the first model."""
+        first = list(self.reconstructions)[0]
+        lines = [f"{self.task}: {len(self.truth)} held-out images",
+                 f"measurement noise floor ||noise|| = {self.noise_floor:.3f}",
+                 f"{'':26s}{'PSNR (dB)':>10s}{'||y - A x||':>13s}   RP with {first}"]
+        for i, name in enumerate(self.reconstructions):
+            rp = "" if i == 0 else (f"{self.rp.values[0, i]:.2f} [{self.rp.lower[0, i]:.2f}, "
+                                    f"{self.rp.upper[0, i]:.2f}]")
+            lines.append(f"{name:26s}{self.psnr[name]:10.1f}{self.residual[name]:13.3f}   {rp}")
+        for name, scores in self.vs_baselines.items():
+            s = scores[0]
+            lines.append(f"{name:26s}{self.psnr[name]:10.1f}{self.residual[name]:13.3f}   "
+                         f"{s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]")
+        return "\n".join(lines)
+
+    def headline(self) -> str:
+        rp = self.model_rp
+        best_base = max((max(s.value for s in v), k) for k, v in self.vs_baselines.items())
+        c = self.controls
+        return (f"{self.task}: RP between models {rp.min():.2f}-{rp.max():.2f} (mean {rp.mean():.2f}); "
+                f"same model, other noise {c['same model, other noise'].value:.2f}; stochastic solver "
+                f"{c['stochastic, between models'].value:.2f}; model vs {best_base[1]} at most {best_base[0]:.2f}; "
+                f"mean PSNR {sum(self.psnr[m] for m in self.reconstructions) / len(self.reconstructions):.1f} dB")
+
+
+def inverse_study(models: Mapping[str, torch.nn.Module], op, truth: torch.Tensor, prior: torch.nn.Module, *,
+                  rule: SameImageRule, noise_std: float, zeta: float, steps: int = 20, task: str = "",
+                  descriptor: str | Descriptor = "pixel", batch_size: int = 256) -> InverseStudy:
+    """Measure ``truth`` with ``op`` (noise ``noise_std``; image k's noise from seed k) and solve it with
+    every model from the same noise (seed k for image k), plus the baselines and controls of
+    :class:`InverseStudy`. ``prior`` is the Gaussian denoiser whose prior the posterior-mean baseline uses."""
+    from .inverse import gaussian_posterior_mean, measure, pseudo_inverse, reconstruct, residual_norm
+    from .metrics import psnr, rp_matrix
+
+    shape = tuple(truth.shape[1:])
+    seeds = torch.arange(len(truth))
+    y = measure(op, truth, noise_std, seeds)
+    kw = dict(zeta=zeta, steps=steps, batch_size=batch_size)
+    recs = {name: reconstruct(m, op, y, seeds, shape, name=name, **kw) for name, m in models.items()}
+    baselines = {"A^+ y (least squares)": Samples(pseudo_inverse(op, y, shape), seeds, "A^+ y (least squares)"),
+                 "Gaussian posterior mean": Samples(gaussian_posterior_mean(op, y, prior, noise_std, shape), seeds,
+                                                    "Gaussian posterior mean")}
+    rp = rp_matrix(list(recs.values()), descriptor, threshold=rule)
+    vs = {b: [rp_score(r, s, descriptor, threshold=rule) for r in recs.values()] for b, s in baselines.items()}
+    names = list(models)
+    first, second = models[names[0]], models[names[1]]
+    other = reconstruct(first, op, y, seeds, shape, noise_stream=7, name=f"{names[0]} (other noise)", **kw)
+    stoch = [reconstruct(m, op, y, seeds, shape, step_noise_stream=k, name=f"{n} (stochastic {k})", **kw)
+             for m, n, k in ((first, names[0], 1), (first, names[0], 2), (second, names[1], 3))]
+    controls = {"same model, other noise": rp_score(recs[names[0]], other, descriptor, threshold=rule),
+                "stochastic, between models": rp_score(stoch[1], stoch[2], descriptor, threshold=rule),
+                "stochastic, same model": rp_score(stoch[0], stoch[1], descriptor, threshold=rule)}
+    everything = {**recs, **baselines}
+    floor = float(residual_norm(op, truth, y).mean())
+    return InverseStudy(task or str(op), truth, y, recs, baselines, rp, vs, controls,
+                        {k: float(psnr(s.images, truth).mean()) for k, s in everything.items()},
+                        {k: float(residual_norm(op, s.images, y).mean()) for k, s in everything.items()}, floor)
+
+
+def dps_sensitivity(model_a: torch.nn.Module, model_b: torch.nn.Module, op, truth: torch.Tensor, *,
+                    rule: SameImageRule, noise_std: float, zetas: Sequence[float], step_counts: Sequence[int],
+                    descriptor: str | Descriptor = "pixel", batch_size: int = 256) -> dict[tuple[float, int], dict]:
+    """RP between two models and their mean PSNR and residual, for every ``(zeta, steps)``.
+
+    Returns ``{(zeta, steps): {"rp": Score, "psnr": float, "residual": float}}`` (PSNR and residual
+    averaged over both models)."""
+    from .inverse import measure, reconstruct, residual_norm
+    from .metrics import psnr
+
+    shape = tuple(truth.shape[1:])
+    seeds = torch.arange(len(truth))
+    y = measure(op, truth, noise_std, seeds)
+    out = {}
+    for zeta in zetas:
+        for steps in step_counts:
+            a, b = (reconstruct(m, op, y, seeds, shape, zeta=zeta, steps=steps, batch_size=batch_size)
+                    for m in (model_a, model_b))
+            out[(zeta, steps)] = dict(
+                rp=rp_score(a, b, descriptor, threshold=rule),
+                psnr=float((psnr(a.images, truth).mean() + psnr(b.images, truth).mean()) / 2),
+                residual=float((residual_norm(op, a.images, y).mean() + residual_norm(op, b.images, y).mean()) / 2))
+    return out

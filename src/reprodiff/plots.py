@@ -13,7 +13,7 @@ import torch
 from .sampling import Samples
 
 __all__ = ["same_noise_grid", "image_grid", "similarity_histogram", "rp_heatmap", "curve_with_band", "nearest_grid",
-           "survival_curves", "REGIME_COLORS", "LINE_COLORS"]
+           "survival_curves", "inverse_grid", "sensitivity_curves", "REGIME_COLORS", "LINE_COLORS"]
 
 #: light fills for regime shading, kept apart from the line colours of models
 REGIME_COLORS = {"memorization": "#9ecae1", "transition": "#fdd0a2", "generalization": "#c7e9c0"}
@@ -222,5 +222,44 @@ def nearest_similarity_bands(sweep, title: str | None = None, ax=None):
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def inverse_grid(study, op, seeds: Sequence[int], title: str | None = None):
+    """One inverse problem at a glance: rows are the ground truth, the measurement (drawn by
+    ``op.view``), the closed-form baselines and every model's reconstruction; columns are seeds
+    (seed k reconstructs held-out image k)."""
+    idx = list(seeds)
+    rows = {"ground truth": study.truth[idx], "measurement": op.view(study.measurement[idx]).clamp(-1, 1)}
+    for name, s in {**study.baselines, **study.reconstructions}.items():
+        rows[name] = s.by_seed(idx)
+    return image_grid(rows, [f"seed {k}" for k in idx], scale=0.75, title=title)
+
+
+def sensitivity_curves(result: Mapping[tuple[float, int], dict], title: str | None = None):
+    """Two panels from :func:`reprodiff.experiments.dps_sensitivity`: RP between the two models
+    (with its 95% interval) and mean PSNR, against the DPS step scale zeta, one line per step count."""
+    import matplotlib.pyplot as plt
+
+    zetas = sorted({z for z, _ in result})
+    steps = sorted({n for _, n in result})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    x = list(range(len(zetas)))  # zeta = 0 has no place on a log axis: equally spaced, labelled
+    for k, n in enumerate(steps):
+        color = LINE_COLORS[k % len(LINE_COLORS)]
+        rp = [result[(z, n)]["rp"] for z in zetas]
+        axes[0].plot(x, [s.value for s in rp], "o-", color=color, label=f"{n} steps")
+        axes[0].fill_between(x, [s.ci[0] for s in rp], [s.ci[1] for s in rp], color=color, alpha=0.15, lw=0)
+        axes[1].plot(x, [result[(z, n)]["psnr"] for z in zetas], "o-", color=color, label=f"{n} steps")
+    for ax, label in zip(axes, ("RP between the two models", "mean PSNR to the ground truth (dB)")):
+        ax.set_xticks(x, [f"{z:g}" for z in zetas])
+        ax.set_xlabel("DPS step scale zeta")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[1].legend(fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
