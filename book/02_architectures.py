@@ -261,9 +261,9 @@ fig.tight_layout()
 # correlation above the closest that two distinct real digits come is a much stricter notion of
 # "the same image" than SSCD's (which tolerates small shifts and texture changes), so our RP values
 # are lower than the paper's and should be read beside the baselines in the matrix. The
-# `gpu` profile trains CIFAR-10 UNets (7-27M parameters), epsilon/v/EDM variants and a U-ViT, and
-# scores them with SSCD at the paper's threshold on 10,000 seeds; there the absolute RP values are
-# comparable with the paper's 0.70-0.91.
+# `gpu` profile trains larger CIFAR-10 UNets (the config summary at the top lists them),
+# epsilon/v/EDM variants and a U-ViT, and scores them with SSCD at the paper's threshold on 10,000
+# seeds; there the absolute RP values are comparable with the paper's 0.70-0.91.
 
 # %% [markdown]
 # ## Headline
