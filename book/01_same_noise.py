@@ -118,7 +118,7 @@ for name, m in models.items():
 # %%
 show_source(sample_heun)
 
-# %%
+# %% tags=["landing-figure"]
 seeds = range(cfg.n_seeds)
 samples = {name: generate(m, seeds, train.shape, sampler=cfg.sampler, steps=cfg.steps, name=name,
                           batch_size=cfg.batch_size)

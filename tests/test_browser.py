@@ -195,6 +195,21 @@ def test_sidebar_lists_every_chapter(index_dom: DomIndex):
         )
 
 
+def test_landing_page_shows_the_chapters_measurements_and_figure(index_dom: DomIndex):
+    """The findings table and headline figure are filled from the committed notebooks at build time
+    (book/_ext/landing.py): each row's measured text is on the page, and the figure is inlined."""
+    from reprodiff.findings import collect
+
+    cells = [" ".join(data.split()) for data, ancestors in index_dom.texts
+             if any("reprodiff-findings" in a.attrs.get("class", "") for a in ancestors) and data.strip()]
+    for row in collect(REPO / "book"):
+        assert row["measured"] in cells, (
+            f"The landing page's findings table does not show {row['measured']!r} from {row['chapter']}: "
+            "rebuild the book after executing the chapter")
+    figures = [img for img in index_dom.find("img") if img.inside("reprodiff-figure")]
+    assert len(figures) == 1 and figures[0].attrs["src"].startswith("data:image/png;base64,")
+
+
 def test_chapter_1_has_a_figure(chapter_dom: DomIndex, chapter_page: Path, html_dir: Path):
     images = []
     for img in chapter_dom.find("img"):

@@ -1,0 +1,117 @@
+"""What this book measured beside what the paper reported, read from the executed chapters.
+
+The landing page's table of findings and its headline figure are never typed by hand: a Sphinx
+extension (``book/_ext/landing.py``) calls :func:`collect` and :func:`cell_png` on the committed
+notebooks while the book builds, so a re-executed chapter updates the landing page with it.
+
+Each :class:`Finding` names a chapter and a regular expression over that chapter's headline output
+(the cell tagged ``nbval-check-output``, which the regression tests check): the matched text is what
+the table shows, verbatim. A headline whose wording no longer matches fails :func:`collect` with an
+error naming the chapter and the pattern, and the book's tests with it.
+
+The paper's column quotes Zhang et al. (2024) as read from its figures and official code (see the
+book's references); where the paper gives no number, it says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Finding", "FINDINGS", "HEADLINE_TAG", "headline", "cell_png", "collect"]
+
+#: the tag of every chapter's headline cell (its output is checked by the nbval regression tests)
+HEADLINE_TAG = "nbval-check-output"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One row of the landing page's table: ``pattern`` is searched in ``chapter``'s headline output
+    and every match is shown, whitespace collapsed, joined by "; "."""
+
+    finding: str
+    chapter: str  # notebook stem under book/, e.g. "01_same_noise"
+    pattern: str
+    paper: str
+
+
+FINDINGS = [
+    Finding("Two networks of different width, same noise: same image", "01_same_noise",
+            r"RP narrow vs wide [^;\n]+",
+            "RP 0.61-0.85 between UNet widths at N = 2¹⁵ (CIFAR-10, SSCD > 0.6)"),
+    Finding("A linear (Gaussian) denoiser is not the same image", "01_same_noise",
+            r"RP narrow vs Gaussian denoiser[^\n]+",
+            "not measured (beyond the paper)"),
+    Finding("Different architectures and objectives agree", "02_architectures",
+            r"RP between models min [\d.]+, mean [\d.]+",
+            "RP 0.70-0.91, mean 0.82 across released CIFAR-10 models"),
+    Finding("A stochastic sampler loses the agreement", "02_architectures",
+            r"stochastic sampler control: [^\n]+",
+            "no number reported"),
+    Finding("Memorization at small N, generalization at large N", "03_regimes",
+            r"digits UNet-XS \([^)]*\): GL [^\n]+",
+            "GL about 0 for N ≤ 2¹⁰, at least 0.97 for N ≥ 2¹⁴"),
+    Finding("Reproducibility dips in the transition", "03_regimes",
+            r"digits RP UNet-XS vs UNet-S: [^:\n]+",
+            "RP 0.6-0.7 at 2⁶, minimum 0.02-0.18 near 2¹³, 0.6-0.85 at 2¹⁵"),
+    Finding("Memorizing models reproduce the optimal denoiser D*", "04_theory",
+            r"UNet-XS \([^)]*\): RP\(model, D\*\) [^;\n]+",
+            "RP(UNet, D*) about 0.5 at 2⁶, about 0 by 2¹³-2¹⁴"),
+    Finding("Generalizing models on MoLRG follow the Gaussian approximation", "04_theory",
+            r"MoLRG MLP-XS [^\n]+",
+            "not measured (beyond the paper)"),
+    Finding("Inverse problems: same measurement and noise, same reconstruction", "07_inverse_problems",
+            r"(?m)^\S[^\n]*\n\s+RP between models [\d.]+-[\d.]+",
+            "shown in figures (Sec. 4); no number we could verify"),
+]
+
+
+def _cells(notebook: str | Path) -> list[dict]:
+    with open(notebook, encoding="utf-8") as f:
+        return json.load(f)["cells"]
+
+
+def _tagged(notebook: str | Path, tag: str) -> dict:
+    cells = [c for c in _cells(notebook) if tag in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook}: expected exactly one cell tagged {tag!r}, found {len(cells)}")
+    return cells[0]
+
+
+def headline(notebook: str | Path) -> str:
+    """The text a chapter's headline cell printed when it was last executed."""
+    cell = _tagged(notebook, HEADLINE_TAG)
+    text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    if not text.strip():
+        raise ValueError(f"{notebook}: the headline cell has no printed output; execute the chapter first")
+    return text
+
+
+def cell_png(notebook: str | Path, tag: str) -> bytes:
+    """The first PNG image the cell tagged ``tag`` displayed when it was last executed."""
+    for out in _tagged(notebook, tag).get("outputs", []):
+        png = out.get("data", {}).get("image/png")
+        if png:
+            return base64.b64decode("".join(png) if isinstance(png, list) else png)
+    raise ValueError(f"{notebook}: the cell tagged {tag!r} has no PNG output; execute the chapter first")
+
+
+def collect(book_dir: str | Path, findings: list[Finding] = FINDINGS) -> list[dict]:
+    """One row per finding: ``{"finding", "chapter", "measured", "paper"}``, ``measured`` read from
+    the chapter's committed headline. ValueError (naming chapter and pattern) if a pattern matches
+    nothing."""
+    book_dir = Path(book_dir)
+    texts: dict[str, str] = {}
+    rows = []
+    for f in findings:
+        if f.chapter not in texts:
+            texts[f.chapter] = headline(book_dir / f"{f.chapter}.ipynb")
+        matches = [" ".join(m.group(0).split()) for m in re.finditer(f.pattern, texts[f.chapter])]
+        if not matches:
+            raise ValueError(f"{f.chapter}'s headline no longer contains {f.pattern!r} (finding: {f.finding}); "
+                             f"update reprodiff.findings.FINDINGS with the chapter")
+        rows.append({"finding": f.finding, "chapter": f.chapter, "measured": "; ".join(matches), "paper": f.paper})
+    return rows
