@@ -15,7 +15,7 @@ from .controls import VAEConfig
 from .training import TrainConfig
 
 __all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "InverseTask",
-           "InverseConfig", "get_config", "profile_models",
+           "InverseConfig", "ExplorerConfig", "get_config", "profile_models",
            "digits_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
 
 #: the quantile of the same-image rule (:func:`reprodiff.metrics.same_image_rule`), one for the whole book
@@ -242,6 +242,18 @@ class TheoryConfig:
                           f"similarity: {r.descriptor} descriptor (MoLRG: pixel), the book's same-image rule"])
 
 
+class _ZooChapter:
+    """What chapters 7 and 9 share: they run chapter 2's models (``models``) under a ``profile``."""
+
+    @property
+    def dataset(self) -> str:
+        return next(iter(self.models.values())).dataset
+
+    def _header(self) -> list[str]:
+        lines = [f"profile: {self.profile}  ({self.notes})", "models (chapter 2's, from the cache when it ran):"]
+        return lines + [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
+
+
 @dataclass(frozen=True)
 class InverseTask:
     """One inverse problem: an operator of :data:`reprodiff.inverse.OPERATORS` with its arguments, and
@@ -253,7 +265,7 @@ class InverseTask:
 
 
 @dataclass(frozen=True)
-class InverseConfig:
+class InverseConfig(_ZooChapter):
     """Chapter 7: the same inverse problems solved by several models from the same noise (chapter 2's
     models, through the cache), with closed-form baselines, a stochastic control and a sensitivity
     study of the DPS step scale and the number of steps on ``sensitivity_models``."""
@@ -280,19 +292,54 @@ class InverseConfig:
         if self.sensitivity_task not in self.tasks or not set(self.sensitivity_models) <= set(self.models):
             raise ValueError("the sensitivity study must name one of the config's tasks and two of its models")
 
-    @property
-    def dataset(self) -> str:
-        return next(iter(self.models.values())).dataset
-
     def summary(self) -> str:
-        lines = [f"profile: {self.profile}  ({self.notes})", "models (chapter 2's, from the cache when it ran):"]
-        lines += [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
+        lines = self._header()
         lines.append(f"tasks (measurement noise sigma_y = {self.noise_std:g}):")
         lines += [f"  {name:20s} DPS step scale zeta = {t.zeta:g}" for name, t in self.tasks.items()]
         lines.append(f"solver: deterministic DPS with DPM-Solver++(2M), {self.steps} steps")
         lines.append(f"seeds 0-{self.n_seeds - 1}: seed k reconstructs held-out image k")
         lines.append(f"sensitivity on {self.sensitivity_task}, {' vs '.join(self.sensitivity_models)}:")
         lines.append(f"  zeta in {self.zetas} x steps in {self.step_counts}, {self.sensitivity_seeds} seeds")
+        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ExplorerConfig(_ZooChapter):
+    """Chapter 9: the noise space explored with chapter 2's models (``models``), a cheap model as a
+    proxy for an expensive one, and a replication audit of chapter 3's models at the smallest and
+    largest training sets (``audit``: label -> model)."""
+
+    profile: str
+    models: dict[str, TrainConfig]
+    audit: dict[str, TrainConfig]
+    proxy: tuple[str, str]  # (cheap, expensive), names in ``models``
+    proxy_target: int = 3
+    n_seeds: int = 512
+    gallery_seeds: int = 10
+    interpolation_pairs: int = 64
+    frames: int = 9
+    sampler: str = "heun"
+    steps: int = 18
+    descriptor: str = "pixel"
+    batch_size: int = 256
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.models) < 2:
+            raise ValueError("the explorer compares at least two models")
+        if not set(self.proxy) <= set(self.models) or self.proxy[0] == self.proxy[1]:
+            raise ValueError("the proxy study names two different models of the config (cheap, expensive)")
+        if self.frames < 2 or self.interpolation_pairs < 1:
+            raise ValueError("an interpolation needs at least 2 frames and one seed pair")
+
+    def summary(self) -> str:
+        lines = self._header()
+        lines.append("replication audit (chapter 3's models):")
+        lines += [f"  {name:16s} {m.backbone}, seed {m.seed}" for name, m in self.audit.items()]
+        lines.append(f"sampling: {self.sampler}-{self.steps}; seeds 0-{self.n_seeds - 1}; "
+                     f"{self.interpolation_pairs} interpolation paths of {self.frames} frames")
+        lines.append(f"proxy: {self.proxy[0]} chooses seeds of class {self.proxy_target} for {self.proxy[1]}")
         lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
         return "\n".join(lines)
 
@@ -405,6 +452,19 @@ _CONFIGS = {
                    "deblurring": InverseTask("deblurring", dict(size=9, width=2.0), 0.3)},
             n_seeds=1000, steps=50, sensitivity_models=("UNet-M edm", "UNet-M eps"), sensitivity_seeds=256,
             descriptor="sscd", batch_size=100,
+            notes="CIFAR-10 and SSCD; needs a GPU and internet",
+        ),
+    },
+    "explorer": {
+        "cpu": ExplorerConfig(
+            profile="cpu", models=dict(_CPU_ZOO),
+            audit={f"UNet-XS N={n}": _DIGIT_SWEEP.model_configs()[(_XS, n)] for n in (16, 1500)},
+            proxy=("UNet-XS edm", "UNet-S edm"), notes="8x8 digits, offline",
+        ),
+        "gpu": ExplorerConfig(
+            profile="gpu", models=dict(_GPU_ZOO),
+            audit={f"UNet-XS N={n}": _CIFAR_SWEEP.model_configs()[("UNet-XS (0.16M)", n)] for n in (64, 49000)},
+            proxy=("UNet-M edm", "UNet-L edm"), n_seeds=2000, descriptor="sscd", batch_size=250,
             notes="CIFAR-10 and SSCD; needs a GPU and internet",
         ),
     },

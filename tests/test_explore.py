@@ -1,0 +1,115 @@
+"""Chapter 9's package code: slerp, generate_from_noise, the widget explorer driven by its callbacks,
+and the interpolation, label-agreement, proxy and replication-audit studies (on analytic denoisers)."""
+
+import pytest
+import torch
+
+from reprodiff.data import load_dataset
+from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
+from reprodiff.explore import (NoiseExplorer, interpolation_study, label_agreement, proxy_study,
+                               replication_audit, slerp)
+from reprodiff.metrics import QualityClassifier, same_image_rule
+from reprodiff.sampling import generate, generate_from_noise, noise_for_seeds
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def models(digits):
+    train = digits.images[:1500]
+    return {"Gaussian": GaussianDenoiser.from_data(train), "D*": OptimalDenoiser(train)}
+
+
+@pytest.fixture(scope="module")
+def rule(digits):
+    return same_image_rule(digits.images[:1500], digits.images[1500:], "pixel")
+
+
+def test_slerp_runs_along_the_arc_between_two_noises():
+    a, b = noise_for_seeds([0, 1], SHAPE)
+    path = slerp(a, b, torch.linspace(0, 1, 5))
+    torch.testing.assert_close(path[0], a, rtol=0, atol=1e-6)
+    torch.testing.assert_close(path[-1], b, rtol=0, atol=1e-6)
+    norms = path.flatten(1).norm(dim=1)  # two nearly orthogonal noises of similar norm: the arc keeps it
+    assert norms.min() > 0.9 * min(a.norm(), b.norm()) and (a + b).norm() / 2 < 0.8 * norms[2]
+    with pytest.raises(ValueError, match="lie in"):
+        slerp(a, b, [1.5])
+    with pytest.raises(ValueError, match="one shape"):
+        slerp(a, b[:, :4], [0.5])
+
+
+def test_generate_from_noise_is_generate_on_the_same_noise(models):
+    seeds = [3, 7, 11]
+    for model in models.values():
+        a = generate(model, seeds, SHAPE, sampler="dpmpp-2m", steps=8)
+        b = generate_from_noise(model, noise_for_seeds(seeds, SHAPE), sampler="dpmpp-2m", steps=8)
+        assert torch.equal(a.images, b.images) and b.seeds.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="stochastic"):
+        generate_from_noise(models["D*"], noise_for_seeds([0], SHAPE), sampler="euler-ancestral")
+    with pytest.raises(ValueError, match="model trained on|shape"):
+        generate_from_noise(models["D*"], torch.zeros(1, 8, 8))
+
+
+def test_explorer_callbacks_resample_every_chosen_model(models):
+    ex = NoiseExplorer(models, SHAPE, steps=6)
+    assert ex.label is None and ex.guidance is None  # no conditional model: no label or guidance widget
+    ex.update()
+    first = dict(ex.last)
+    assert set(first) == set(models)
+    ex.seed.value = 5  # the widget calls update() itself, as a click would
+    for name, model in models.items():
+        expected = generate(model, [5], SHAPE, sampler="heun", steps=6).images[0]
+        assert torch.equal(ex.last[name], expected) and not torch.equal(ex.last[name], first[name])
+    ex.sampler.value = "ddim"
+    ex.chosen.value = ("D*",)
+    assert list(ex.last) == ["D*"]
+    assert torch.equal(ex.last["D*"], generate(models["D*"], [5], SHAPE, sampler="ddim", steps=6).images[0])
+    ex.chosen.value = ()
+    assert ex.last == {}
+
+
+def test_explorer_offers_label_and_guidance_for_a_conditional_model(models):
+    from reprodiff.training import TrainConfig, build_model
+
+    cond = build_model(TrainConfig(backbone="unet-xs", conditional=True), SHAPE, 10)
+    ex = NoiseExplorer({"conditional": cond, "D*": models["D*"]}, SHAPE, steps=2)
+    assert ex.label is not None and ex.guidance is not None
+    ex.label.value = 3
+    ex.guidance.value = 2.0
+    assert set(ex.last) == {"conditional", "D*"} and torch.isfinite(ex.last["conditional"]).all()
+
+
+def test_interpolation_study_measures_smoothness_and_agreement(models, rule):
+    study = interpolation_study(models, SHAPE, [(0, 1), (2, 3)], 4, rule=rule, steps=6)
+    assert study.frames["D*"].shape == (2, 4, *SHAPE)
+    assert study.smoothness["D*"].shape == (3,) and len(study.agreement) == 4
+    assert all(s.n == 2 and len(s.similarities) == 2 for s in study.agreement)  # two paths, one model pair
+    torch.testing.assert_close(study.frames["D*"][0, 0], generate(models["D*"], [0], SHAPE, steps=6).images[0],
+                               rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="at least two models"):
+        interpolation_study({"D*": models["D*"]}, SHAPE, [(0, 1)], 3, rule=rule)
+
+
+def test_label_agreement_proxy_and_audit(digits, models, rule):
+    clf = QualityClassifier(digits.images[:1500], digits.labels[:1500])
+    seeds = range(48)
+    samples = {k: generate(m, seeds, SHAPE, steps=6) for k, m in models.items()}
+    agree = label_agreement({**samples, "D* again": samples["D*"]}, clf)
+    assert agree["labels"].shape == (3, 48) and 0 <= agree["other noise"] <= agree["same noise"] <= 1
+
+    target = int(clf.probabilities(samples["D*"].images).argmax(1)[0])
+    proxy = proxy_study(models["D*"], models["D*"], SHAPE, seeds, classifier=clf, target=target, rule=rule, steps=6)
+    assert proxy.precision.value == 1.0 and proxy.rp.value == 1.0  # one model twice: the proxy is exact
+    assert 0 < proxy.base_rate < 1 and proxy.cheap_seconds > 0 and proxy.cost_ratio > 0
+    with pytest.raises(ValueError, match="drew no image of class"):
+        proxy_study(models["D*"], models["D*"], SHAPE, range(2), classifier=clf, target=11, rule=rule, steps=2)
+
+    audit = replication_audit(samples["D*"], digits.images[:1500], rule=rule)
+    assert audit.gl.value < 0.1 and len(audit.flagged) == audit.copies.shape[0] > 40  # D* copies its training set
+    first = samples["D*"].by_seed(audit.flagged[:1])
+    assert torch.nn.functional.cosine_similarity(first.flatten(1), audit.copies[:1].flatten(1)).item() > 0.99
