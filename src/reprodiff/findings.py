@@ -66,6 +66,15 @@ FINDINGS = [
     Finding("Inverse problems: same measurement and noise, same reconstruction", "07_inverse_problems",
             r"(?m)^\S[^\n]*\n\s+RP between models [\d.]+-[\d.]+",
             "shown in figures (Sec. 4); no number we could verify"),
+    Finding("The noise is a code the models share: it fixes the digit", "09_explorer",
+            r"same digit from the same noise [\d.]+, from different noise [\d.]+",
+            "named as an implication (controllable generation), not measured"),
+    Finding("A cheap model chooses seeds for an expensive one", "09_explorer",
+            r"proxy [^\n]+",
+            "not measured (beyond the paper)"),
+    Finding("GL as a replication audit: a memorizing model's copies", "09_explorer",
+            r"audit [^\n]+",
+            "named as an implication (model privacy), not measured"),
 ]
 
 
