@@ -437,14 +437,33 @@ def _check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
     return labels
 
 
+def _sample_batches(spec: SamplerSpec, denoiser: Denoiser, n: int, noise_for, sigmas: torch.Tensor, labels,
+                    batch_size: int, device, desc: str, progress: bool, step_noise_for=None) -> torch.Tensor:
+    """The sampling loop of :func:`generate` and :func:`generate_from_noise`: samples ``start:stop``
+    start from ``noise_for(start, stop)`` (and, for a stochastic sampler, inject
+    ``step_noise_for(start, stop)``); eval mode, denormals flushed, float32 clamped to [-1, 1]."""
+    from tqdm.auto import tqdm
+
+    outs = []
+    with eval_mode(denoiser) as model:
+        for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+            stop = start + batch_size
+            cond = None if labels is None else labels[start:stop].to(device)
+            kwargs = {} if step_noise_for is None else {"step_noise": step_noise_for(start, stop).to(device)}
+            with flush_denormal():
+                outs.append(spec.fn(model, noise_for(start, stop).to(device), sigmas, cond, **kwargs)
+                            .float().clamp(-1, 1).cpu())
+    return torch.cat(outs)
+
+
 @torch.no_grad()
 def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str = "heun", steps: int = 18,
                         sigma_min: float = 0.002, sigma_max: float = 80.0,
                         labels: torch.Tensor | Sequence[int] | None = None, batch_size: int = 256,
                         name: str = "") -> Samples:
     """Sample from given unit initial noises ``(B, C, H, W)`` (e.g. interpolated ones) with a
-    deterministic sampler; sample k is numbered k. :func:`generate` is this with the noise drawn
-    from the seeds, and the two agree bit for bit on the same noise and batch size."""
+    deterministic sampler; sample k is numbered k. :func:`generate` runs the same loop with the
+    noise drawn from the seeds, and the two agree bit for bit on the same noise and batch size."""
     spec = _sampler_spec(sampler)
     if spec.stochastic:
         raise ValueError(f"{sampler} is stochastic: generate_from_noise runs deterministic samplers only")
@@ -452,17 +471,12 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
         raise ValueError(f"noise must be shaped (B, C, H, W), got {tuple(noise.shape)}")
     steps = _check_positive(steps, "steps")
     batch_size = _check_positive(batch_size, "batch_size")
-    shape = _check_shape(noise.shape[1:], denoiser)
+    _check_shape(noise.shape[1:], denoiser)
     labels = _check_labels(labels, len(noise), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
-    outs = []
-    with eval_mode(denoiser) as model:
-        for start in range(0, len(noise), batch_size):
-            cond = None if labels is None else labels[start:start + batch_size]
-            with flush_denormal():
-                outs.append(spec.fn(model, noise[start:start + batch_size].float().reshape(-1, *shape), sigmas,
-                                    cond).float().clamp(-1, 1).cpu())
-    return Samples(torch.cat(outs), torch.arange(len(noise)), name=name, labels=labels, sampler=f"{sampler}-{steps}")
+    images = _sample_batches(spec, denoiser, len(noise), lambda a, b: noise[a:b].float(), sigmas, labels,
+                             batch_size, "cpu", f"sampling {name or sampler}", False)
+    return Samples(images, torch.arange(len(noise)), name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
 
 @torch.no_grad()
@@ -487,8 +501,6 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
 
     Returns: :class:`Samples` with float32 images clamped to [-1, 1].
     """
-    from tqdm.auto import tqdm
-
     spec = _sampler_spec(sampler)
     if spec.stochastic and step_noise_stream is None:
         raise ValueError("the stochastic sampler needs step_noise_stream (its injected noise is explicit)")
@@ -498,17 +510,13 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     shape = _check_shape(shape, denoiser)
     labels = _check_labels(labels, len(seeds), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
-    outs = []
-    with eval_mode(denoiser) as model:
-        starts = range(0, len(seeds), batch_size)
-        for start in tqdm(starts, desc=f"sampling {name or sampler}", disable=not progress, leave=False):
-            chunk = seeds[start:start + batch_size]
-            noise = noise_for_seeds(chunk.tolist(), shape, stream=noise_stream).to(device)
-            cond = None if labels is None else labels[start:start + batch_size].to(device)
-            kwargs = {}
-            if spec.stochastic:
-                per_seed = noise_for_seeds(chunk.tolist(), (steps, *shape), stream=1 + step_noise_stream)
-                kwargs["step_noise"] = per_seed.transpose(0, 1).to(device)
-            with flush_denormal():
-                outs.append(spec.fn(model, noise, sigmas, cond, **kwargs).float().clamp(-1, 1).cpu())
-    return Samples(torch.cat(outs), seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
+
+    def noise_for(start: int, stop: int) -> torch.Tensor:
+        return noise_for_seeds(seeds[start:stop].tolist(), shape, stream=noise_stream)
+
+    def step_noise_for(start: int, stop: int) -> torch.Tensor:
+        return noise_for_seeds(seeds[start:stop].tolist(), (steps, *shape), stream=1 + step_noise_stream).transpose(0, 1)
+
+    images = _sample_batches(spec, denoiser, len(seeds), noise_for, sigmas, labels, batch_size, device,
+                             f"sampling {name or sampler}", progress, step_noise_for if spec.stochastic else None)
+    return Samples(images, seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
