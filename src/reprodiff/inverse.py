@@ -85,6 +85,18 @@ class LinearOperator:
         basis = torch.eye(n, dtype=torch.float64).reshape(n, *shape)
         return self(basis).reshape(n, -1).T.contiguous()
 
+    def least_squares(self, y: torch.Tensor, shape: Sequence[int], rtol: float) -> torch.Tensor:
+        """``A^+ y`` as ``(B, n)`` float64, from the dense matrix (through its eigendecomposition when
+        it is symmetric, several times faster than an SVD); operators with a closed form override it."""
+        a = self.matrix(shape)
+        if a.shape[0] == a.shape[1] and torch.equal(a, a.T):
+            evals, evecs = torch.linalg.eigh(a)
+            keep = evals.abs() > rtol * evals.abs().max()
+            pinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T
+        else:
+            pinv = torch.linalg.pinv(a, rtol=rtol)
+        return y.reshape(len(y), -1).double() @ pinv.T
+
     def __repr__(self) -> str:
         return self.name
 
@@ -124,6 +136,9 @@ class Inpainting(LinearOperator):
 
     def adjoint(self, y):
         return y * self.mask.to(y)
+
+    def least_squares(self, y, shape, rtol):
+        return self.adjoint(y.double()).reshape(len(y), -1)  # an orthogonal projection: A^+ = A
 
 
 def box_mask(shape: Sequence[int], top: int, left: int, height: int, width: int) -> torch.Tensor:
@@ -178,6 +193,9 @@ class Downsampling(LinearOperator):
         f = self.factor
         return y.repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)
 
+    def least_squares(self, y, shape, rtol):
+        return self.view(y.double()).reshape(len(y), -1)  # A A^T = I / f^2: A^+ = f^2 A^T
+
 
 class GaussianBlur(LinearOperator):
     """Convolution with a normalised ``size x size`` Gaussian kernel of standard deviation ``width``
@@ -204,6 +222,10 @@ class GaussianBlur(LinearOperator):
 
     def adjoint(self, y):
         return self.forward(y)
+
+    def least_squares(self, y, shape, rtol):
+        _, h, w = shape  # the same blur in every channel: invert it on one
+        return super().least_squares(y.reshape(-1, 1, h, w), (1, h, w), rtol).reshape(len(y), -1)
 
 
 #: operator kinds a config can name: kind -> builder(shape, **kwargs)
@@ -250,27 +272,13 @@ def pseudo_inverse(op: LinearOperator, y: torch.Tensor, shape: Sequence[int], rt
     """The least-squares, minimum-norm reconstruction ``A^+ y`` (singular values below ``rtol`` times
     the largest are dropped, which keeps deblurring from amplifying noise without bound).
 
-    Uses the operator's closed form where it has one (a mask is its own pseudo-inverse; block
-    averaging's is ``f^2 A^T``, nearest upsampling), else the dense matrix (a symmetric operator
-    through its eigendecomposition). Returns ``(B, C, H, W)`` float32, clamped to [-1, 1].
+    Each operator's :meth:`~LinearOperator.least_squares` computes it: in closed form where there
+    is one (a mask is its own pseudo-inverse; block averaging's is ``f^2 A^T``, nearest upsampling;
+    the blur is inverted on one channel), else from the dense matrix. Returns ``(B, C, H, W)``
+    float32, clamped to [-1, 1].
     """
     op.check_measurement(y, shape)
-    if isinstance(op, Inpainting):  # A is an orthogonal projection: A^+ = A
-        x = op.adjoint(y.double())
-    elif isinstance(op, Downsampling):  # A A^T = I / f^2, so A^+ = A^T (A A^T)^-1 = f^2 A^T
-        x = op.view(y.double())
-    elif isinstance(op, GaussianBlur) and shape[0] > 1:  # the same blur in every channel: invert one
-        c, h, w = shape
-        x = pseudo_inverse(op, y.reshape(-1, 1, h, w), (1, h, w), rtol).double().reshape(len(y), c, h, w)
-    else:
-        a = op.matrix(shape)
-        if a.shape[0] == a.shape[1] and torch.equal(a, a.T):  # eigh is several times faster than an SVD
-            evals, evecs = torch.linalg.eigh(a)
-            keep = evals.abs() > rtol * evals.abs().max()
-            pinv = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T
-        else:
-            pinv = torch.linalg.pinv(a, rtol=rtol)
-        x = y.reshape(len(y), -1).double() @ pinv.T
+    x = op.least_squares(y, shape, rtol)
     return x.float().reshape(len(y), *shape).clamp(-1, 1)
 
 
