@@ -210,30 +210,30 @@ def test_landing_page_shows_the_chapters_measurements_and_figure(index_dom: DomI
     assert len(figures) == 1 and figures[0].attrs["src"].startswith("data:image/png;base64,")
 
 
+def rendered_images(dom: DomIndex, page: Path, html_dir: Path) -> list[tuple[Path, int]]:
+    """``(file, size)`` of every <img> of ``page`` that points to a file in _build/html/_images/."""
+    images = []
+    for img in dom.find("img"):
+        src = unquote(urlparse(img.attrs.get("src", "")).path)
+        if not src:
+            continue
+        file = (page.parent / src).resolve()
+        if file.parent == (html_dir / "_images").resolve() and file.is_file():
+            images.append((file, file.stat().st_size))
+    return images
+
+
 def test_explorer_chapter_shows_its_static_gallery(browser: str, html_dir: Path):
     """Chapter 9's live explorer needs a kernel; the static page must show the precomputed gallery
     and the other figures instead (every <img> a non-empty file in _images)."""
     page = html_dir / "book" / "09_explorer.html"
-    dom = DomIndex(run_browser(browser, page, "--dump-dom"))
-    sizes = []
-    for img in dom.find("img"):
-        src = unquote(urlparse(img.attrs.get("src", "")).path)
-        file = (page.parent / src).resolve() if src else None
-        if file is not None and file.parent == (html_dir / "_images").resolve() and file.is_file():
-            sizes.append(file.stat().st_size)
+    images = rendered_images(DomIndex(run_browser(browser, page, "--dump-dom")), page, html_dir)
     # gallery, two interpolation paths, the agreement curve and the audit's copies
-    assert sum(size > 0 for size in sizes) >= 5, f"09_explorer.html shows {len(sizes)} rendered figures"
+    assert sum(size > 0 for _, size in images) >= 5, f"09_explorer.html shows {len(images)} rendered figures"
 
 
 def test_chapter_1_has_a_figure(chapter_dom: DomIndex, chapter_page: Path, html_dir: Path):
-    images = []
-    for img in chapter_dom.find("img"):
-        src = unquote(urlparse(img.attrs.get("src", "")).path)
-        if not src:
-            continue
-        file = (chapter_page.parent / src).resolve()
-        if file.parent == (html_dir / "_images").resolve() and file.is_file():
-            images.append((file, file.stat().st_size))
+    images = rendered_images(chapter_dom, chapter_page, html_dir)
     # chapter 1 shows the training digits, the same-noise grid and the similarity histogram
     assert sum(size > 0 for _, size in images) >= 3, (
         f"{chapter_page.name} shows fewer than 3 rendered figures: too few <img> point to a non-empty "
