@@ -151,3 +151,13 @@ def test_bad_sampler_name():
 def test_samples_require_unique_seeds():
     with pytest.raises(ValueError, match="unique"):
         Samples(torch.zeros(2, 1, 2, 2), torch.tensor([1, 1]))
+
+
+def test_samples_select_keeps_seed_image_and_label_pairs():
+    s = Samples(torch.arange(4.0).reshape(4, 1, 1, 1), torch.tensor([7, 3, 5, 1]), "m", torch.tensor([0, 1, 2, 3]))
+    sub = s.select([5, 7])
+    assert sub.seeds.tolist() == [5, 7] and sub.images.flatten().tolist() == [2.0, 0.0]
+    assert sub.labels.tolist() == [2, 0] and sub.name == "m"
+    assert torch.equal(s.by_seed([1, 3]), sub.images.new_tensor([[[[3.0]]], [[[1.0]]]]))
+    with pytest.raises(KeyError, match="seed 9 not in samples 'm'"):
+        s.select([9])

@@ -59,6 +59,8 @@ class Backbone(nn.Module):
     """
 
     num_classes: int | None
+    #: the layers LoRA adapts by default (peft ``target_modules``: names, matched as suffixes)
+    lora_targets: tuple[str, ...] = ()
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor,
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover - abstract
@@ -74,6 +76,9 @@ def _groups(channels: int) -> int:
 
 class UNetBackbone(Backbone):
     """diffusers' ``UNet2DModel`` (the DDPM/EDM-style UNet) at a configurable width and depth."""
+
+    # every convolution of the residual blocks, their time projections, and attention if present
+    lora_targets = ("conv1", "conv2", "time_emb_proj", "to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(self, shape: tuple[int, int, int], channels: tuple[int, ...], layers: int,
                  attention: bool = False, num_classes: int | None = None, dropout: float = 0.0) -> None:
@@ -106,6 +111,9 @@ class UViTBackbone(Backbone):
     Time (and class) enter as extra tokens; the first half of the transformer blocks feed long skip
     connections into the second half, as in U-ViT.
     """
+
+    # attention projections and both feed-forward layers of every transformer block
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 
     def __init__(self, shape: tuple[int, int, int], width: int, depth: int, heads: int, patch: int,
                  num_classes: int | None = None, dropout: float = 0.0) -> None:
@@ -166,6 +174,9 @@ class MLPBackbone(Backbone):
     The noise level enters through diffusers' sinusoidal embedding and is added to every block,
     as in the small MLP denoisers used for low-rank Gaussian mixtures (Wang et al. 2024).
     """
+
+    # the two linear layers of each residual block (Sequential positions 1 and 4) and the output's
+    lora_targets = ("1", "4")
 
     def __init__(self, shape: tuple[int, int, int], width: int, depth: int, num_classes: int | None = None,
                  dropout: float = 0.0) -> None:

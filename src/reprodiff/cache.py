@@ -37,8 +37,9 @@ __all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "entry_dir", "entry_
 
 #: bump when a change to the code would change what a given config trains into, or the file format.
 #: 2: CPU training became single-threaded (other bits than 2 threads);
-#: 3: checksummed model.json, one-file resumable state, checkpoint_every left out of the hash.
-CACHE_FORMAT = 3
+#: 3: checksummed model.json, one-file resumable state, checkpoint_every left out of the hash;
+#: 4: fused AdamW (the same config trains into other float bits).
+CACHE_FORMAT = 4
 
 MODEL_JSON, MODEL_WEIGHTS, STATE_FILE = "model.json", "model.safetensors", "state.safetensors"
 _TMP_SUFFIX = ".tmp"
@@ -112,7 +113,7 @@ def clean_temporaries(path: Path) -> list[Path]:
     """
     removed = []
     if Path(path).is_dir():
-        for f in Path(path).iterdir():
+        for f in Path(path).rglob(f"*{_TMP_SUFFIX}"):  # the entry and its snapshots
             if f.name.endswith(_TMP_SUFFIX) and f.is_file():
                 f.unlink(missing_ok=True)
                 removed.append(f)

@@ -56,9 +56,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .training import TrainConfig
-
-    for f in dataclasses.fields(TrainConfig):
+    for f in _cli_fields():
         default, flag = f.default, f"--{f.name.replace('_', '-')}"
         help_text = _HELP.get(f.name, "")
         if f.name == "n_train":
@@ -69,12 +67,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default: {default})".strip())
 
 
+def _cli_fields():
+    """TrainConfig's fields the command line sets: all but fine-tuning and snapshots (Python API only)."""
+    from .training import TrainConfig
+
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("hashed") != "when-set"]
+
+
 def _config(args):
     """The config the arguments describe and its training set (impossible subsets fail here)."""
     from .training import TrainConfig, training_data
 
     try:
-        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+        cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in _cli_fields()})
         data, _ = training_data(cfg)
     except ValueError as exc:
         raise UserError(str(exc)) from None

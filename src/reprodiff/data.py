@@ -23,6 +23,7 @@ __all__ = [
     "DATASETS",
     "load_dataset",
     "split_holdout",
+    "keep_classes",
     "subset",
     "MoLRG",
 ]
@@ -152,6 +153,20 @@ def split_holdout(data: ImageData, n_holdout: int, seed: int = 0) -> tuple[Image
         raise ValueError(f"n_holdout={n_holdout} must be in [0, {len(data)}) for {data.name}")
     perm = _permutation(len(data), derive_seed(seed, "holdout"))
     return data.select(perm[n_holdout:]), data.select(perm[:n_holdout], f"{data.name}-holdout")
+
+
+def keep_classes(data: ImageData, classes: tuple[int, ...] | None) -> ImageData:
+    """The images of ``data`` whose label is in ``classes`` (all of them for ``None``), in order.
+
+    Raises ``ValueError`` for a class ``data`` does not have.
+    """
+    if classes is None:
+        return data
+    unknown = sorted(set(classes) - set(range(data.num_classes)))
+    if unknown:
+        raise ValueError(f"classes {unknown} are not in {data.name} (labels 0-{data.num_classes - 1})")
+    keep = torch.isin(data.labels, torch.tensor(sorted(classes)))
+    return data.select(keep.nonzero().squeeze(1), f"{data.name}{{{','.join(map(str, sorted(classes)))}}}")
 
 
 def subset(data: ImageData, n: int | None, seed: int = 0) -> ImageData:

@@ -105,11 +105,18 @@ class Samples:
 
     def by_seed(self, seeds: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Images for the requested seed ids, in that order (KeyError if one is missing)."""
+        return self.select(seeds).images
+
+    def select(self, seeds: Sequence[int] | torch.Tensor) -> "Samples":
+        """The samples of the requested seed ids only (KeyError if one is missing), e.g. to score a
+        set against another drawn from fewer seeds."""
         index = {int(s): i for i, s in enumerate(self.seeds)}
         try:
-            return self.images[[index[int(s)] for s in seeds]]
+            rows = [index[int(s)] for s in seeds]
         except KeyError as exc:
             raise KeyError(f"seed {exc.args[0]} not in samples {self.name!r}") from None
+        labels = None if self.labels is None else self.labels[rows]
+        return Samples(self.images[rows], self.seeds[rows], self.name, labels, self.sampler)
 
 
 def noise_for_seeds(seeds: Iterable[int], shape: Sequence[int], dtype: torch.dtype = torch.float32,

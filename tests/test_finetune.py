@@ -1,0 +1,110 @@
+"""Fine-tuning (full and LoRA through peft) and snapshots: TrainConfig's base / classes / lora_rank / snapshots."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from reprodiff.cache import CheckpointError
+from reprodiff.training import (TrainConfig, checkpoint_dir, load_model, load_or_train, load_or_train_many, train,
+                                training_data)
+
+BASE = TrainConfig(backbone="unet-xs", steps=6, batch_size=8, n_train=64, holdout=32, classes=(0, 1, 2, 3, 4))
+
+
+def tuned(**kw) -> TrainConfig:
+    return replace(BASE, **{"base": BASE, "classes": (5, 6), "n_train": None, "steps": 4, **kw})
+
+
+def probe(model, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 1, 8, 8, generator=g)
+    return model(x, torch.tensor([0.05, 0.3, 1.0, 4.0, 20.0]))
+
+
+def test_classes_select_labels_in_training_and_held_out_data():
+    data, held = training_data(BASE)
+    assert set(data.labels.tolist()) <= {0, 1, 2, 3, 4} and len(data) == 64
+    assert set(held.labels.tolist()) <= {0, 1, 2, 3, 4} and 0 < len(held) < 32
+    # the held-out split is the base's: filtering it keeps a subset of the same images
+    _, all_held = training_data(replace(BASE, classes=None))
+    assert all(any(torch.equal(h, a) for a in all_held.images) for h in held.images[:5])
+    with pytest.raises(ValueError, match=r"classes \[12\] are not in digits"):
+        training_data(replace(BASE, classes=(12,)))
+
+
+def test_fine_tune_configs_are_validated_and_hash_their_base():
+    assert tuned().hash != replace(tuned(), base=replace(BASE, seed=1)).hash
+    assert tuned().name.endswith("-ft") and tuned(lora_rank=4).name.endswith("-lora4")
+    assert tuned(classes=[6, 5]).classes == (5, 6)
+    with pytest.raises(ValueError, match="needs a base"):
+        replace(BASE, lora_rank=4)
+    with pytest.raises(ValueError, match="keeps its base's data kind and architecture.*backbone"):
+        tuned(backbone="unet-s")
+    with pytest.raises(ValueError, match="lora_targets needs lora_rank"):
+        tuned(lora_targets=("conv1",))
+    with pytest.raises(ValueError, match="snapshots must be steps"):
+        tuned(snapshots=(4,))
+    with pytest.raises(ValueError, match="classes must be a tuple of integers"):
+        tuned(classes="56")
+
+
+def test_missing_or_corrupt_base_fails_before_training():
+    with pytest.raises(FileNotFoundError, match="which is not trained yet"):
+        train(tuned(), progress=False)
+    assert not checkpoint_dir(tuned()).exists()
+    with pytest.raises(FileNotFoundError, match="neither trained nor in this list"):
+        load_or_train_many([tuned(), tuned(seed=1)], workers=1, progress=False)
+    train(BASE, progress=False)
+    (checkpoint_dir(BASE) / "model.safetensors").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(tuned(), progress=False)
+    assert not checkpoint_dir(tuned()).exists()
+
+
+def test_full_fine_tune_starts_from_the_base_and_trains_every_weight():
+    base, ft = load_or_train_many([tuned(), BASE], workers=1, progress=False)[::-1]  # base first, in a wave
+    assert ft.info["trainable_parameters"] == ft.info["parameters"]
+    moved = [torch.equal(a, b) for a, b in zip(base.state_dict().values(), ft.state_dict().values())]
+    assert not all(moved)
+
+
+def test_lora_changes_only_adapters_and_merging_changes_no_output():
+    base = load_or_train(BASE, progress=False)
+    cfg = tuned(lora_rank=2)
+    merged = train(cfg, progress=False)
+    unmerged = load_model(cfg, merge=False)
+    weights = unmerged.state_dict()
+    adapters = {k: v for k, v in weights.items() if ".lora_" in k}
+    assert adapters and all(".lora_A." in k or ".lora_B." in k for k in adapters)
+    # every base weight is untouched (peft keeps it as base_layer), and the adapters moved off B = 0
+    for k, v in base.state_dict().items():
+        key = k if k in weights else k.replace(k.rsplit(".", 1)[0], k.rsplit(".", 1)[0] + ".base_layer")
+        assert torch.equal(weights[key], v), k
+    assert any(v.abs().max() > 0 for k, v in adapters.items() if ".lora_B." in k)
+    assert merged.info["trainable_parameters"] < merged.info["parameters"] / 5
+    # the cache holds only the adapters, as safetensors
+    from safetensors.torch import load_file
+    saved = load_file(checkpoint_dir(cfg) / "model.safetensors")
+    assert set(saved) == set(adapters)
+    with torch.no_grad():
+        reloaded = load_model(cfg)
+        assert torch.allclose(probe(unmerged), probe(reloaded), atol=1e-5)
+        assert torch.allclose(probe(merged), probe(reloaded), atol=1e-6)
+        assert not torch.allclose(probe(base), probe(reloaded), atol=1e-4)
+    assert not any(".lora_" in k for k in reloaded.state_dict())  # merged: an ordinary model
+
+
+def test_snapshots_hold_the_ema_at_their_steps_and_the_last_step_is_the_model():
+    cfg = replace(BASE, steps=6, snapshots=(2, 4))
+    final = train(cfg, progress=False)
+    s2, s4 = load_model(cfg, step=2), load_model(cfg, step=4)
+    assert s2.info["step"] == 2 and final.info["snapshots"] == [2, 4]
+    with torch.no_grad():
+        assert not torch.equal(probe(s2), probe(s4))
+        assert torch.equal(probe(load_model(cfg, step=6)), probe(final))
+    with pytest.raises(ValueError, match="not at 3"):
+        load_model(cfg, step=3)
+    # the same run without snapshots trains the same weights (snapshots only save)
+    plain = train(replace(cfg, snapshots=()), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), final.state_dict().values()))
