@@ -15,7 +15,7 @@ from .controls import VAEConfig
 from .training import TrainConfig
 
 __all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "InverseTask",
-           "InverseConfig", "ExplorerConfig", "get_config", "profile_models",
+           "InverseConfig", "ExplorerConfig", "FineTuneConfig", "get_config", "profile_models",
            "digits_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
 
 #: the quantile of the same-image rule (:func:`reprodiff.metrics.same_image_rule`), one for the whole book
@@ -344,6 +344,79 @@ class ExplorerConfig(_ZooChapter):
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Chapter 8: one ``base`` model fine-tuned to the classes ``target``, fully (two seeds) and with
+    LoRA at several ``ranks``, against two models trained from scratch on the target classes.
+
+    Every fine-tune trains ``steps`` steps on every non-held-out image of the target classes and
+    saves its EMA at ``snapshots`` (the drift from the base); the from-scratch models are the
+    base's recipe on the target classes, from two seeds (their RP is the baseline of two models that
+    share the data but not the start). :attr:`models` lists them all, the base first.
+    """
+
+    profile: str
+    base: TrainConfig
+    target: tuple[int, ...]
+    steps: int
+    lr: float
+    lora_lr: float
+    ranks: tuple[int, ...]
+    snapshots: tuple[int, ...]
+    warmup: int = 50
+    seeds: tuple[int, int] = (0, 1)
+    scratch_seeds: tuple[int, int] = (7, 8)
+    n_seeds: int = 512
+    grid_seeds: int = 10
+    sampler: str = "heun"
+    sampling_steps: int = 18
+    descriptor: str = "pixel"
+    batch_size: int = 256
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.ranks or min(self.ranks) < 1:
+            raise ValueError(f"LoRA ranks must be positive, got {self.ranks}")
+        if len(set(self.seeds)) != 2 or len(set(self.scratch_seeds)) != 2:
+            raise ValueError("two full fine-tunes and two from-scratch models, each pair from two seeds")
+        self.fine_tune(max(self.ranks))  # TrainConfig checks the target classes and the snapshot steps
+
+    @property
+    def dataset(self) -> str:
+        return self.base.dataset
+
+    def fine_tune(self, rank: int = 0, seed: int | None = None) -> TrainConfig:
+        """The fine-tune of the base: full (``rank`` 0) or LoRA of that rank."""
+        return replace(self.base, base=self.base, classes=self.target, n_train=None, steps=self.steps,
+                       lr=self.lora_lr if rank else self.lr, warmup=self.warmup, lora_rank=rank,
+                       seed=self.seeds[0] if seed is None else seed, snapshots=self.snapshots,
+                       checkpoint_every=max(self.steps // 2, 1))
+
+    @property
+    def models(self) -> dict[str, TrainConfig]:
+        out = {"base": self.base}
+        out.update({f"full s{s}": self.fine_tune(0, s) for s in self.seeds})
+        out.update({f"LoRA r{r}": self.fine_tune(r) for r in self.ranks})
+        out.update({f"scratch s{s}": replace(self.base, classes=self.target, n_train=None, seed=s)
+                    for s in self.scratch_seeds})
+        return out
+
+    def summary(self) -> str:
+        b = self.base
+        lines = [f"profile: {self.profile}  ({self.notes})",
+                 f"base: {b.backbone} / {b.objective}, seed {b.seed}: {b.steps:,} steps on {b.n_train or 'all'} "
+                 f"{b.dataset} images, every class",
+                 f"target: classes {', '.join(map(str, self.target))} (every training image of them)",
+                 f"full fine-tuning: seeds {self.seeds[0]} and {self.seeds[1]}, {self.steps} steps, lr {self.lr:g}",
+                 f"LoRA (peft) ranks {', '.join(map(str, self.ranks))}: {self.steps} steps, lr {self.lora_lr:g}",
+                 f"snapshots at steps {', '.join(map(str, self.snapshots))}",
+                 f"from scratch on the target: the base's recipe ({b.steps:,} steps), seeds "
+                 f"{self.scratch_seeds[0]} and {self.scratch_seeds[1]}",
+                 f"sampling: {self.sampler}-{self.sampling_steps}; seeds 0-{self.n_seeds - 1}",
+                 f"similarity: {self.descriptor} descriptor, the book's same-image rule"]
+        return "\n".join(lines)
+
+
 _CPU_ZOO = {
     # the two chapter-1 models (cached when chapter 1 ran first)
     "UNet-XS edm": digits_model("unet-xs"),
@@ -467,6 +540,15 @@ _CONFIGS = {
             proxy=("UNet-M edm", "UNet-L edm"), n_seeds=2000, descriptor="sscd", batch_size=250,
             notes="CIFAR-10 and SSCD; needs a GPU and internet",
         ),
+    },
+    "fine_tuning": {
+        "cpu": FineTuneConfig(profile="cpu", base=_CPU_ZOO["UNet-XS edm"], target=(5, 6, 7, 8, 9), steps=400,
+                              lr=1e-3, lora_lr=3e-3, ranks=(1, 4, 16), snapshots=(25, 50, 100, 200),
+                              notes="8x8 digits, offline"),
+        "gpu": FineTuneConfig(profile="gpu", base=_GPU_ZOO["UNet-M edm"], target=(3, 5), steps=4000, lr=2e-4,
+                              lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(250, 500, 1000, 2000), n_seeds=1000,
+                              descriptor="sscd", batch_size=250, notes="CIFAR-10 cats and dogs and SSCD; "
+                              "needs a GPU and internet"),
     },
     "theory": {
         "cpu": TheoryConfig(profile="cpu", regimes=_REGIMES_CPU, notes="8x8 digits and MoLRG, offline"),
