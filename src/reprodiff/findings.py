@@ -70,7 +70,7 @@ FINDINGS = [
             r"RP full vs (?:full|LoRA, another)[^\n]+",
             "reported in Sec. 4 (figures); no number we could verify"),
     Finding("Fine-tuning moves the noise-to-image map away from the base", "08_fine_tuning",
-            r"RP to the (?:base|from-scratch model): [^\n]+",
+            r"RP to the (?:base|from-scratch model[^:]*): [^\n]+",
             "not measured (beyond the paper)"),
     Finding("The noise is a code the models share: it fixes the digit", "09_explorer",
             r"same digit from the same noise [\d.]+, from different noise [\d.]+",
