@@ -29,8 +29,8 @@
 # questions: do the fine-tuned models agree with one another, with the from-scratch models, and
 # with the base they started from?
 #
-# **Time to run.** `cpu` profile: about 4 minutes on 2 CPU cores, the same whether chapter 1 ran
-# first or not (the base then comes from the cache, or trains beside the from-scratch models).
+# **Time to run.** `cpu` profile: about 4 minutes on 2 CPU cores when chapter 1 ran first (the
+# base comes from the cache); about 5.5 minutes alone (it trains the base first).
 # `gpu` profile: CIFAR-10 cats and dogs from chapter 2's UNet-M with SSCD; not yet timed.
 
 # %% tags=["remove-cell"]
