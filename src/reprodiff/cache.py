@@ -114,7 +114,7 @@ def clean_temporaries(path: Path) -> list[Path]:
     removed = []
     if Path(path).is_dir():
         for f in Path(path).rglob(f"*{_TMP_SUFFIX}"):  # the entry and its snapshots
-            if f.name.endswith(_TMP_SUFFIX) and f.is_file():
+            if f.is_file():
                 f.unlink(missing_ok=True)
                 removed.append(f)
     return removed
@@ -196,8 +196,10 @@ def check_config(meta: dict, digest: str, config: dict, path: Path) -> None:
 
 
 def write_model(path: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a finished model: weights first, then the checksummed metadata (which marks completion)."""
+    """Write a finished model into the folder ``path`` (created if needed): weights first, then the
+    checksummed metadata (which marks completion)."""
     data = _tensor_bytes(weights)
+    Path(path).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(path) / MODEL_WEIGHTS, data)
     meta = {**meta, "format": CACHE_FORMAT, "weights_sha256": _digest(data)}
     meta["meta_sha256"] = _digest(_canonical(meta))

@@ -491,7 +491,6 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
                     torch._foreach_add_(ema_p, raw_p, alpha=1 - decay)
                 step += 1
                 if step in snapshots and accelerator.is_main_process:
-                    _snapshot_dir(path, step).mkdir(parents=True, exist_ok=True)
                     write_model(_snapshot_dir(path, step), final_weights(), dict(base_meta, step=step))
                 value = loss.item()
                 running = value if running is None else 0.98 * running + 0.02 * value
@@ -515,7 +514,7 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
 
     meta = dict(base_meta, steps=step, seconds=round(seconds, 2), losses=losses, snapshots=sorted(snapshots),
                 parameters=count_parameters(raw.backbone),
-                trainable_parameters=sum(p.numel() for p in raw.parameters() if p.requires_grad))
+                trainable_parameters=sum(p.numel() for p in raw_p))
     if accelerator.is_main_process:
         write_model(path, final_weights(), meta)
         (path / "state.safetensors").unlink(missing_ok=True)
