@@ -66,7 +66,7 @@ from reprodiff.metrics import (SSCD_THRESHOLD, get_descriptor, gl_score, nearest
                                paired_similarity, rp_score, seed_spread)
 from reprodiff.notebook import show_source
 from reprodiff.plots import image_grid, same_noise_grid, survival_curves
-from reprodiff.sampling import sample_heun
+from reprodiff.sampling import Samples, sample_heun
 from reprodiff.training import training_data
 
 cfg = get_config("same_noise", PROFILE)
@@ -258,7 +258,8 @@ print(rp_pairs[0])
 
 # %%
 classifier, accuracy, real_confidence = quality_classifier(cfg.dataset)
-held_gl = float((held_nn <= rule.threshold).double().mean())
+held_gl = gl_score(Samples(heldout.images, torch.arange(len(heldout)), name="held-out digits"), train.images, desc,
+                   threshold=rule).value
 print(f"quality classifier: accuracy {accuracy:.2f} on the held-out digits, confidence {real_confidence:.2f}")
 print(f"held-out real digits: GL {held_gl:.2f}, confidence {real_confidence:.2f}   (the ceilings)")
 gl = {}

@@ -57,11 +57,11 @@ from reprodiff import get_config, load_or_train_many
 from reprodiff.configs import check_resources
 from reprodiff.denoisers import x0_error
 from reprodiff.experiments import book_rule, quality_classifier
-from reprodiff.metrics import (get_descriptor, gl_score, nearest_neighbors, null_similarity, paired_similarity,
-                               rp_matrix, rp_score)
+from reprodiff.metrics import (get_descriptor, gl_score, null_similarity, paired_similarity, rp_matrix, rp_score,
+                               survival)
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid, rp_heatmap, survival_curves
-from reprodiff.sampling import generate
+from reprodiff.sampling import Samples, generate
 from reprodiff.training import add_lora, load_model, training_data
 
 cfg = get_config("fine_tuning", PROFILE)
@@ -85,7 +85,6 @@ check_resources(list(cfg.models.values()), cfg.descriptor)
 models = load_or_train_many(cfg.models)  # the base from the cache; fine-tunes train two at a time
 scratch, scratch2 = (f"scratch s{s}" for s in cfg.scratch_seeds)
 target_train, target_held = training_data(cfg.models[scratch])
-base_train, _ = training_data(cfg.base)
 shape = target_train.shape
 print(f"fine-tuning set: {len(target_train)} digits of classes {cfg.target}; "
       f"{len(target_held)} held-out digits of those classes")
@@ -225,8 +224,8 @@ print(f"RP to base (median similarity): on the {int(base_in_target.sum())} seeds
 for name in fine_tunes:
     sims = paired_similarity(samples[name], samples["base"], desc)
     kept, moved = sims[base_in_target], sims[~base_in_target]
-    print(f"  {name:9s} {float((kept > rule.threshold).double().mean()):.2f} ({kept.median():.2f})"
-          f"{float((moved > rule.threshold).double().mean()):>17.2f} ({moved.median():.2f})")
+    print(f"  {name:9s} {float(survival(kept, [rule.threshold])):.2f} ({kept.median():.2f})"
+          f"{float(survival(moved, [rule.threshold])):>17.2f} ({moved.median():.2f})")
 
 # %% [markdown]
 # The base's image survives where it was already a target digit, and almost never elsewhere:
@@ -312,8 +311,8 @@ for r in cfg.ranks:
 # fine-tuning digit. Its ceiling is what held-out digits 5-9 score.
 
 # %%
-held_nn = nearest_neighbors(desc(target_held.images), desc(target_train.images))[0][:, 0]
-held_gl = float((held_nn <= rule.threshold).double().mean())
+real = Samples(target_held.images, torch.arange(len(target_held)), name="held-out digits 5-9")
+held_gl = gl_score(real, target_train.images, desc, threshold=rule).value
 gl = {name: gl_score(samples[name], target_train.images, desc, threshold=rule)
       for name in [*fine_tunes, scratch, scratch2]}
 print(f"held-out digits 5-9 (the ceiling): GL {held_gl:.2f}")
@@ -342,7 +341,7 @@ print(f"RP to the from-scratch model ({scratch}): " + ", ".join(f"{n} {rp[(n, sc
       + f"; two from-scratch models: {interval(rp[(scratch, scratch2)])}")
 print("RP to the base: " + ", ".join(f"{n} {rp[(n, 'base')].value:.2f}" for n in fine_tunes))
 print(f"null (different seeds) median similarity {pairs[f'{full} vs {other}, different seeds (null)'].median():.2f}; "
-      f"RP of the null pairs {float((pairs[f'{full} vs {other}, different seeds (null)'] > rule.threshold).double().mean()):.2f}")
+      f"RP of the null pairs {float(survival(pairs[f'{full} vs {other}, different seeds (null)'], [rule.threshold])):.2f}")
 print("GL on the fine-tuning set: " + ", ".join(f"{n} {gl[n].value:.2f}" for n in gl) + f" (held-out {held_gl:.2f})")
 
 # %% [markdown]
