@@ -30,6 +30,10 @@ def test_cli_samples_conditional_models_and_the_stochastic_sampler(tmp_path, cap
     assert main(["sample", *cond, "--labels", "3", "--seeds", "0-3", "--sampler-steps", "2", "--out", str(out)]) == 0
     from safetensors.torch import load_file
     assert load_file(str(out))["labels"].tolist() == [3, 3, 3, 3]
+    guided = tmp_path / "guided.safetensors"
+    assert main(["sample", *cond, "--labels", "3", "--guidance", "2", "--seeds", "0-3", "--sampler-steps", "2",
+                 "--out", str(guided)]) == 0
+    assert not torch.equal(load_file(str(guided))["images"], load_file(str(out))["images"])
     assert main(["sample", *COMMON, "--sampler", "euler-ancestral", "--step-noise-stream", "1", "--seeds", "0-3",
                  "--sampler-steps", "2", "--out", str(tmp_path / "anc.safetensors")]) == 0
 
@@ -78,6 +82,10 @@ BAD = {
     "conditional without labels": (["sample", *COMMON, "--conditional", *OUT], "give --labels"),
     "label out of range": (["sample", *COMMON, "--conditional", "--labels", "11", *OUT], "outside 0-9"),
     "labels for an unconditional model": (["sample", *COMMON, "--labels", "3", *OUT], "needs a --conditional"),
+    "guidance for an unconditional model": (["sample", *COMMON, "--guidance", "1", *OUT],
+                                            "--guidance (classifier-free guidance) needs a --conditional"),
+    "negative guidance": (["sample", *COMMON, "--conditional", "--labels", "3", "--guidance", "-1", *OUT],
+                          "finite number >= 0"),
     "out not safetensors": (["sample", *COMMON, "--out", "x.png"], "--out must name a .safetensors"),
     "missing sample file": (["score", "missing.safetensors", "missing2.safetensors"], "does not exist"),
     "junk sample file": (["score", _junk, _junk], "not a readable safetensors"),

@@ -108,9 +108,11 @@ def test_preconditioning_is_identity_at_small_sigma(objective):
 
 def test_classifier_free_guidance():
     class Fake(torch.nn.Module):
+        num_classes = 10
+
         def forward(self, x, sigma, cond):
             return x * 0 + cond.float().reshape(-1, 1, 1, 1)
-    g = Guided(Fake(), guidance=2.0, null_label=10)
+    g = Guided(Fake(), guidance=2.0)  # the null label defaults to the class count
     out = g(torch.zeros(2, 1, 2, 2), 1.0, torch.tensor([1, 4]))
     # (1 + w) * c - w * null = 3c - 20
     assert torch.allclose(out[:, 0, 0, 0], torch.tensor([3.0 - 20, 12.0 - 20]))

@@ -5,6 +5,7 @@ Examples::
     python -m reprodiff train --backbone unet-s --objective edm --steps 1200
     python -m reprodiff sample --backbone unet-s --steps 1200 --seeds 0-255 --out a.safetensors
     python -m reprodiff sample --backbone unet-s --conditional --labels 3 --seeds 0-63 --out threes.safetensors
+    python -m reprodiff sample --backbone unet-s --conditional --labels 3 --guidance 1 --seeds 0-63 --out g.safetensors
     python -m reprodiff score a.safetensors b.safetensors --descriptor pixel
 
 Every argument is checked before anything is trained, loaded or sampled; a user error prints one
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -123,6 +125,11 @@ def _sample_plan(args, cfg, num_classes: int) -> dict:
         labels = torch.tensor(values, dtype=torch.int64)
     elif args.labels is not None:
         raise UserError("--labels needs a --conditional model")
+    if args.guidance is not None:
+        if not cfg.conditional:
+            raise UserError("--guidance (classifier-free guidance) needs a --conditional model")
+        if not math.isfinite(args.guidance) or args.guidance < 0:
+            raise UserError(f"--guidance must be a finite number >= 0, got {args.guidance}")
     if args.out.suffix != ".safetensors":
         raise UserError(f"--out must name a .safetensors file, got {args.out}")
     return dict(seeds=seeds, labels=labels, stochastic=stochastic)
@@ -168,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     p_sample.add_argument("--sampler", default="heun", help="heun (default), euler, ddim, dpmpp-2m, euler-ancestral")
     p_sample.add_argument("--sampler-steps", type=int, default=18, help="sampler steps (default: 18)")
     p_sample.add_argument("--labels", default=None, help="class label(s) for a --conditional model: one, or one per seed")
+    p_sample.add_argument("--guidance", type=float, default=None,
+                          help="classifier-free guidance scale w >= 0 for a --conditional model (default: none)")
     p_sample.add_argument("--step-noise-stream", type=int, default=None,
                           help="for the stochastic euler-ancestral sampler: which stream of injected noise")
     p_sample.add_argument("--out", type=Path, required=True, help="output .safetensors (images + seeds)")
@@ -203,7 +212,12 @@ def _run(args) -> None:
         except OSError as exc:
             raise UserError(f"--out: cannot create {args.out.parent} ({exc.strerror})") from None
         model = load_or_train(cfg)
-        s = generate(model, plan["seeds"], tuple(model.info["shape"]), sampler=args.sampler,
+        shape = tuple(model.info["shape"])
+        if args.guidance is not None:
+            from .denoisers import Guided
+
+            model = Guided(model, args.guidance)
+        s = generate(model, plan["seeds"], shape, sampler=args.sampler,
                      steps=args.sampler_steps, labels=plan["labels"], name=cfg.name, progress=True,
                      step_noise_stream=args.step_noise_stream)
         tensors = {"images": s.images, "seeds": s.seeds}

@@ -13,12 +13,12 @@ from typing import Mapping, Sequence
 import torch
 
 from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, SeedSpread, get_descriptor,
-                      gl_score, paired_similarity, rp_score, same_image_rule, seed_spread)
+                      gl_score, paired_similarity, rp_score, same_image_rule, seed_spread, within_label_similarity)
 from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
 
 __all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
-           "InverseStudy", "inverse_study", "dps_sensitivity"]
+           "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study"]
 
 
 def book_rule(dataset: str, descriptor: str | Descriptor = "pixel") -> SameImageRule:
@@ -627,4 +627,78 @@ def dps_sensitivity(model_a: torch.nn.Module, model_b: torch.nn.Module, op, trut
                 rp=rp_score(a, b, descriptor, threshold=rule),
                 psnr=float((psnr(a.images, truth).mean() + psnr(b.images, truth).mean()) / 2),
                 residual=float((residual_norm(op, a.images, y).mean() + residual_norm(op, b.images, y).mean()) / 2))
+    return out
+
+
+@dataclass
+class GuidanceStudy:
+    """Class-conditional models sampled with classifier-free guidance at several scales ``w``, all
+    from the same seeds and labels. Per scale: every model's samples, RP of every pair of models,
+    each model's label accuracy (the book's digit classifier) and within-label similarity
+    (:func:`~reprodiff.metrics.within_label_similarity`), and, when a closed-form ``reference`` was
+    given, each model's RP to it."""
+
+    scales: list[float]
+    samples: dict[float, dict[str, Samples]]
+    rp: dict[float, dict[tuple[str, str], Score]]
+    accuracy: dict[float, dict[str, float]]
+    similarity: dict[float, dict[str, float]]
+    reference: dict[float, dict[str, Score]] | None = None
+    reference_name: str = ""
+    reference_samples: dict[float, Samples] = field(default_factory=dict)
+
+    def mean_rp(self, w: float) -> float:
+        """RP averaged over the pairs of models at scale ``w``."""
+        return sum(s.value for s in self.rp[w].values()) / len(self.rp[w])
+
+    def table(self) -> str:
+        names = list(self.samples[self.scales[0]])
+        pairs = list(self.rp[self.scales[0]])
+        lines = [f"{'w':>5s}  {'RP, mean of ' + str(len(pairs)) + ' pairs':>22s}  {'label accuracy':>16s}"
+                 f"  {'within-label similarity':>24s}" + (f"  {'RP to ' + self.reference_name:>22s}" if self.reference else "")]
+        for w in self.scales:
+            acc = sum(self.accuracy[w].values()) / len(names)
+            sim = sum(self.similarity[w].values()) / len(names)
+            row = f"{w:5g}  {self.mean_rp(w):22.2f}  {acc:16.2f}  {sim:24.3f}"
+            if self.reference:
+                row += f"  {sum(s.value for s in self.reference[w].values()) / len(names):22.2f}"
+            lines.append(row)
+        return "\n".join(lines) + "\n(accuracy, similarity and RP to the reference: means over the models)"
+
+
+def guidance_study(models: Mapping[str, torch.nn.Module], seeds: Sequence[int] | range, labels: torch.Tensor,
+                   shape: Sequence[int], scales: Sequence[float], rule: SameImageRule, classifier: QualityClassifier,
+                   *, reference: torch.nn.Module | None = None, reference_name: str = "reference",
+                   sampler: str = "heun", steps: int = 18, batch_size: int = 256,
+                   descriptor: str | Descriptor = "pixel", progress: bool = False) -> GuidanceStudy:
+    """Sample every class-conditional model (and the optional closed-form ``reference``) with
+    classifier-free guidance at each scale in ``scales``, from the same ``seeds`` and ``labels``.
+
+    Every model is checked to be class-conditional before any sampling (:class:`~reprodiff.denoisers.Guided`).
+    """
+    from tqdm.auto import tqdm
+
+    from .denoisers import Guided
+
+    if len(models) < 2:
+        raise ValueError("a guidance study compares at least two models")
+    scales = [float(w) for w in scales]
+    for m in (*models.values(), *([reference] if reference is not None else [])):
+        for w in scales:
+            Guided(m, w)  # unconditional model or bad scale: fail here, before sampling
+    desc = get_descriptor(descriptor)
+    names = list(models)
+    out = GuidanceStudy(scales, {}, {}, {}, {}, {} if reference is not None else None, reference_name)
+    for w in tqdm(scales, desc="guidance scales", disable=not progress):
+        kw = dict(labels=labels, sampler=sampler, steps=steps, batch_size=batch_size)
+        s = {n: generate(Guided(m, w), seeds, shape, name=f"{n}, w={w:g}", **kw) for n, m in models.items()}
+        out.samples[w] = s
+        out.rp[w] = {(a, b): rp_score(s[a], s[b], desc, threshold=rule)
+                     for i, a in enumerate(names) for b in names[i + 1:]}
+        out.accuracy[w] = {n: classifier.accuracy(x.images, labels) for n, x in s.items()}
+        out.similarity[w] = {n: within_label_similarity(x, desc) for n, x in s.items()}
+        if reference is not None:
+            ref = generate(Guided(reference, w), seeds, shape, name=f"{reference_name}, w={w:g}", **kw)
+            out.reference_samples[w] = ref
+            out.reference[w] = {n: rp_score(x, ref, desc, threshold=rule) for n, x in s.items()}
     return out

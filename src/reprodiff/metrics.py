@@ -35,7 +35,7 @@ __all__ = [
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
     "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold", "resolve_threshold",
     "SameImageRule", "same_image_rule", "wilson_ci", "survival", "SeedSpread", "seed_spread", "QualityClassifier",
-    "psnr",
+    "psnr", "within_label_similarity",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -474,6 +474,27 @@ def null_similarity(a: Samples, b: Samples, descriptor: str | Descriptor = "pixe
     desc = get_descriptor(descriptor)
     _check_pair(a, b)
     return _null(a, b, desc)
+
+
+def within_label_similarity(samples: Samples, descriptor: str | Descriptor = "pixel") -> float:
+    """Mean similarity of different-seed samples that share a label, averaged over labels: how alike
+    one class's samples are (1 would mean one image per class). Lower is more diverse; compare it with
+    the same number for real images of each class."""
+    if samples.labels is None:
+        raise ValueError(f"samples {samples.name!r} carry no labels")
+    desc = get_descriptor(descriptor)
+    _check_finite(samples, "samples")
+    feats = _features(samples, desc)
+    labels = samples.labels[torch.argsort(samples.seeds)]
+    means = []
+    for c in labels.unique():
+        f = feats[labels == c]
+        if len(f) > 1:
+            sims = f @ f.T
+            means.append(sims[~torch.eye(len(f), dtype=torch.bool)].mean())
+    if not means:
+        raise ValueError("within_label_similarity needs at least two samples of one label")
+    return float(torch.stack(means).mean())
 
 
 def calibrate_threshold(null: torch.Tensor, quantile: float = 0.99) -> float:

@@ -1,0 +1,226 @@
+"""Chapter 6's package code: the closed-form class-conditional Gaussian and its guidance, the guidance
+study, within-label similarity, guidance's input checks, and the text-to-image plumbing on a tiny
+Stable Diffusion pipeline built and saved locally (no download)."""
+
+import math
+
+import pytest
+import torch
+
+from reprodiff.backbones import build_backbone
+from reprodiff.denoisers import ClassGaussianDenoiser, GaussianDenoiser, Guided, Precond
+from reprodiff.experiments import guidance_study
+from reprodiff.metrics import QualityClassifier, SameImageRule, within_label_similarity
+from reprodiff.sampling import Samples, generate, noise_for_seeds
+
+SHAPE = (1, 4, 4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    images = torch.randn(60, *SHAPE, generator=g) * 0.3 + labels.reshape(-1, 1, 1, 1) * 0.4 - 0.4
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def conditional():
+    torch.manual_seed(0)
+    return Precond(build_backbone("mlp-xs", SHAPE, num_classes=3), "edm")
+
+
+@pytest.fixture(scope="module")
+def unconditional():
+    torch.manual_seed(0)
+    return Precond(build_backbone("mlp-xs", SHAPE), "edm")
+
+
+# ----------------------------------------------------------------------------- the class-conditional Gaussian
+
+
+def test_class_gaussian_is_each_classes_gaussian_and_the_null_label_the_pooled_one(data):
+    images, labels = data
+    d = ClassGaussianDenoiser(images, labels)
+    x = torch.randn(6, *SHAPE, generator=torch.Generator().manual_seed(1))
+    cond = torch.tensor([0, 1, 2, 3, 1, 0])
+    out = d(x, 0.7, cond)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    for c in range(4):
+        fit = GaussianDenoiser.from_data(images if c == 3 else images[labels == c])
+        rows = cond == c
+        assert torch.allclose(out[rows], fit(x[rows], 0.7), atol=1e-6)
+    assert torch.equal(out, d(x, 0.7, cond))  # deterministic
+    sig = torch.tensor([0.1, 0.5, 1.0, 2.0, 5.0, 0.05])  # one sigma per row works too
+    assert torch.allclose(d(x, sig, cond)[1], GaussianDenoiser.from_data(images[labels == 1])(x[1:2], 0.5)[0], atol=1e-6)
+
+
+def test_linear_guidance_in_closed_form(data):
+    images, labels = data
+    d = ClassGaussianDenoiser(images, labels)
+    x, cond, w = torch.randn(5, *SHAPE), torch.tensor([0, 1, 2, 0, 1]), 2.5
+    expected = (1 + w) * d(x, 1.3, cond) - w * d(x, 1.3, torch.full_like(cond, 3))
+    assert torch.allclose(Guided(d, w)(x, 1.3, cond), expected, atol=1e-5)
+    assert torch.equal(Guided(d, 0.0)(x, 1.3, cond), d(x, 1.3, cond))
+    # at very high noise every estimate is a mean: guidance moves the class mean mu_c by w (mu_c - mu)
+    mu_c, mu = images[labels == 0].mean(0), images.mean(0)
+    far = Guided(d, w)(torch.randn(1, *SHAPE), 1e5, torch.tensor([0]))[0]
+    assert torch.allclose(far, mu_c + w * (mu_c - mu), atol=1e-4)
+
+
+def test_class_gaussian_rejects_bad_labels(data):
+    images, labels = data
+    d = ClassGaussianDenoiser(images, labels)
+    with pytest.raises(ValueError, match="needs labels"):
+        d(torch.zeros(1, *SHAPE), 1.0)
+    with pytest.raises(ValueError, match=r"in \[0, 3\]"):
+        d(torch.zeros(1, *SHAPE), 1.0, torch.tensor([4]))
+    with pytest.raises(ValueError, match="no image: \\[3\\]"):
+        ClassGaussianDenoiser(images, labels, num_classes=4)
+    with pytest.raises(ValueError, match="one label per image"):
+        ClassGaussianDenoiser(images, labels[:-1])
+
+
+# ----------------------------------------------------------------------------- guidance: clear errors first
+
+
+def test_guidance_on_an_unconditional_model_is_a_clear_error(unconditional):
+    with pytest.raises(ValueError, match="needs a class-conditional model.*this one is unconditional"):
+        Guided(unconditional, 1.0)
+    with pytest.raises(ValueError, match="needs a class-conditional model"):
+        Guided(GaussianDenoiser.from_data(torch.randn(10, *SHAPE)), 1.0)
+
+
+@pytest.mark.parametrize("w", [-0.5, math.nan, math.inf])
+def test_guidance_scale_must_be_finite_and_non_negative(conditional, w):
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        Guided(conditional, w)
+
+
+def test_guided_labels_are_checked_before_sampling(conditional):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
+        generate(Guided(conditional, 1.0), [0, 1], SHAPE, steps=2, labels=[0, 7])
+    with pytest.raises(ValueError, match="pass labels="):
+        generate(Guided(conditional, 1.0), [0, 1], SHAPE, steps=2)
+    assert Guided(conditional, 1.0).null_label == 3
+
+
+# ----------------------------------------------------------------------------- the guidance study
+
+
+def test_within_label_similarity():
+    same = torch.randn(1, *SHAPE).repeat(6, 1, 1, 1)
+    s = Samples(same, torch.arange(6), labels=torch.arange(6) % 2)
+    assert within_label_similarity(s) == pytest.approx(1.0)
+    varied = Samples(torch.randn(6, *SHAPE), torch.arange(6), labels=torch.arange(6) % 2)
+    assert within_label_similarity(varied) < 0.9
+    with pytest.raises(ValueError, match="carry no labels"):
+        within_label_similarity(Samples(same, torch.arange(6)))
+    with pytest.raises(ValueError, match="at least two samples of one label"):
+        within_label_similarity(Samples(same[:2], torch.arange(2), labels=torch.tensor([0, 1])))
+
+
+def test_guidance_study(data, conditional):
+    images, labels = data
+    torch.manual_seed(1)
+    other = Precond(build_backbone("mlp-xs", SHAPE, num_classes=3), "edm")
+    clf = QualityClassifier(images, labels)
+    rule = SameImageRule(0.9, "a test threshold", "pixel")
+    seeds = range(12)
+    study = guidance_study({"a": conditional, "b": other}, seeds, torch.arange(12) % 3, SHAPE, (0, 2), rule, clf,
+                           reference=ClassGaussianDenoiser(images, labels), steps=3)
+    assert study.scales == [0.0, 2.0]
+    assert set(study.rp[2.0]) == {("a", "b")} and study.rp[2.0][("a", "b")].n == 12
+    assert 0 <= study.mean_rp(0.0) <= 1 and set(study.accuracy[0.0]) == {"a", "b"}
+    assert set(study.reference[2.0]) == {"a", "b"} and len(study.reference_samples[2.0]) == 12
+    # w = 0 is the plain conditional model
+    plain = generate(conditional, seeds, SHAPE, steps=3, labels=torch.arange(12) % 3)
+    assert torch.equal(study.samples[0.0]["a"].images, plain.images)
+    assert "w" in study.table()
+
+
+def test_guidance_study_fails_before_sampling_on_an_unconditional_model(conditional, unconditional, data):
+    images, labels = data
+    rule = SameImageRule(0.9, "a test threshold", "pixel")
+    with pytest.raises(ValueError, match="needs a class-conditional model"):
+        guidance_study({"a": conditional, "b": unconditional}, range(4), torch.arange(4) % 3, SHAPE, (0, 1), rule,
+                       QualityClassifier(images, labels), steps=2)
+
+
+# ----------------------------------------------------------------------------- text-to-image plumbing
+
+
+def _tiny_pipeline(seed: int, path):
+    """A randomly initialised Stable Diffusion pipeline of a few thousand weights, saved to ``path``."""
+    import string
+
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
+                                layers_per_block=1, norm_num_groups=8, cross_attention_dim=16, attention_head_dim=2,
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8), latent_channels=4,
+                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in string.ascii_lowercase:
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                        num_attention_heads=2, num_hidden_layers=1, projection_dim=16,
+                                        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    # a stochastic-by-default scheduler on disk: load_pipeline must replace it with deterministic DDIM
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                   scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipelines(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sd")
+    return {name: _tiny_pipeline(seed, root / name) for name, seed in (("v1", 0), ("v2", 1))}
+
+
+def test_text_to_image_from_the_same_latent_noise(tiny_pipelines):
+    from diffusers import DDIMScheduler
+
+    from reprodiff.metrics import paired_similarity
+    from reprodiff.text2image import latent_shape, load_pipeline, pipeline_call, same_latent_images
+
+    pipes = {name: load_pipeline(path) for name, path in tiny_pipelines.items()}
+    assert all(isinstance(p.scheduler, DDIMScheduler) for p in pipes.values())
+    assert latent_shape(pipes["v1"]) == (4, 8, 8)
+    prompts, seeds = ("a red cat", "a dog"), [5, 9, 11]
+    out = same_latent_images(pipes, prompts, seeds, steps=4, guidance=3.0, batch_size=2)
+    s = out["v1"]
+    assert s.images.shape == (6, 3, 16, 16) and s.images.abs().max() <= 1
+    assert s.seeds.tolist() == list(range(6)) and s.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    # sample 1 is prompt 0 from seed 9: exactly the latent noise of seed 9, and deterministic
+    direct = pipeline_call(pipes["v1"], prompts[0], noise_for_seeds([9], (4, 8, 8)), 4, 3.0, 16, 16)
+    assert torch.allclose(s.images[1], direct[0], atol=1e-3)  # batch of 2 vs 1: float rounding
+    again = same_latent_images({"v1": pipes["v1"]}, prompts, seeds, steps=4, guidance=3.0, batch_size=2)
+    assert torch.allclose(again["v1"].images, s.images, atol=1e-5)
+    assert paired_similarity(s, out["v2"]).shape == (6,)  # the two versions pair up by id
+
+
+def test_text_to_image_guards(tiny_pipelines, tmp_path):
+    from reprodiff.data import ResourceUnavailableError
+    from reprodiff.text2image import latent_shape, load_pipeline, same_latent_images
+
+    pipe = load_pipeline(tiny_pipelines["v1"])
+    with pytest.raises(ValueError, match="multiples of 2"):
+        latent_shape(pipe, 15, 16)
+    big = load_pipeline(tiny_pipelines["v2"])
+    big.unet.register_to_config(sample_size=16)  # native size 32 px: latents 16 x 16, not 8 x 8
+    with pytest.raises(ValueError, match="latent shapes differ"):
+        same_latent_images({"a": pipe, "b": big}, ["x"], [0], steps=2)
+    with pytest.raises(ValueError, match="at least one pipeline"):
+        same_latent_images({}, ["x"], [0])
+    with pytest.raises(ResourceUnavailableError, match="cannot load the text-to-image checkpoint"):
+        load_pipeline(str(tmp_path / "missing"))
