@@ -94,7 +94,7 @@ def test_conditional_training_and_molrg_data():
     assert out.shape == (3, 1, 8, 8)
 
 
-@pytest.mark.parametrize("experiment", ["same_noise", "architectures", "fine_tuning"])
+@pytest.mark.parametrize("experiment", ["same_noise", "architectures", "fine_tuning", "conditional"])
 def test_profiles_and_fail_fast_resources(experiment, offline):
     for p in PROFILES:
         assert get_config(experiment, p).profile == p

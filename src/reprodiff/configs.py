@@ -15,7 +15,7 @@ from .controls import VAEConfig
 from .training import TrainConfig
 
 __all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "InverseTask",
-           "InverseConfig", "ExplorerConfig", "FineTuneConfig", "get_config", "profile_models",
+           "InverseConfig", "ExplorerConfig", "FineTuneConfig", "ConditionalConfig", "get_config", "profile_models",
            "digits_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
 
 #: the quantile of the same-image rule (:func:`reprodiff.metrics.same_image_rule`), one for the whole book
@@ -417,6 +417,92 @@ class FineTuneConfig:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ConditionalConfig:
+    """Chapter 6: class-conditional models (label dropout, classifier-free guidance) from the same noise.
+
+    ``models`` are the conditional models, each the conditional twin of the ``unconditional`` model
+    of the same name (same recipe and training seed, plus labels; chapter 2's models on the cpu
+    profile, so they come from the cache). ``regime_models`` repeat chapter 3's sweep point at
+    ``regime_n`` training images with and without labels, from ``regime_seeds``. Seed k draws class
+    ``k % num_classes``. ``text_models`` (gpu profile) are diffusers text-to-image checkpoints
+    sampled from the same latent noise and ``prompts``.
+    """
+
+    profile: str
+    models: dict[str, TrainConfig]
+    unconditional: dict[str, TrainConfig]
+    regime_sweep: SweepConfig
+    regime_n: int
+    regime_seeds: tuple[int, int] = (0, 2)
+    guidance: float = 1.0
+    guidance_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    n_seeds: int = 500
+    grid_seeds: int = 10
+    sampler: str = "heun"
+    steps: int = 18
+    descriptor: str = "pixel"
+    batch_size: int = 250
+    text_models: dict[str, str] | None = None
+    prompts: tuple[str, ...] = ()
+    text_seeds: int = 0
+    text_steps: int = 50
+    text_guidance: float = 7.5
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.models) < 2 or set(self.models) != set(self.unconditional):
+            raise ValueError("at least two conditional models, each named in unconditional= too")
+        if not all(m.conditional for m in self.models.values()) or any(m.conditional for m in self.unconditional.values()):
+            raise ValueError("models= must be class-conditional and unconditional= must not")
+        if self.guidance not in self.guidance_scales or min(self.guidance_scales) != 0:
+            raise ValueError("guidance_scales must include 0 (no guidance) and the default guidance")
+        self.regime_models()  # the sweep must have the point (and the replicate) asked for
+
+    @property
+    def dataset(self) -> str:
+        return next(iter(self.models.values())).dataset
+
+    def regime_models(self) -> dict[str, TrainConfig]:
+        """``{"conditional s0": ..., "unconditional s0": ...}`` at ``regime_n``: the unconditional ones
+        are chapter 3's own models (its sweep point and its replicate), the conditional ones the same
+        configs with labels."""
+        s, label = self.regime_sweep, next(iter(self.regime_sweep.sizes))
+        found = {**{(n, i): c for (lab, n), c in s.model_configs().items() for i in (0,) if lab == label},
+                 **{(n, seed): c for (lab, n, seed), c in s.replicate_configs().items() if lab == label}}
+        out = {}
+        for seed in self.regime_seeds:
+            if (self.regime_n, seed) not in found:
+                raise ValueError(f"sweep {s.name!r} has no {label} model at N = {self.regime_n} with seed {seed}")
+            out[f"unconditional s{seed}"] = found[(self.regime_n, seed)]
+            out[f"conditional s{seed}"] = replace(found[(self.regime_n, seed)], conditional=True)
+        return out
+
+    def all_models(self) -> dict[str, TrainConfig]:
+        """Every model the chapter loads: ``"conditional UNet-XS edm"``, ``"unconditional ..."``, ``"N=128 ..."``."""
+        out = {f"conditional {k}": v for k, v in self.models.items()}
+        out.update({f"unconditional {k}": v for k, v in self.unconditional.items()})
+        out.update({f"N={self.regime_n} {k}": v for k, v in self.regime_models().items()})
+        return out
+
+    def summary(self) -> str:
+        dropout = next(iter(self.models.values())).label_dropout
+        lines = [f"profile: {self.profile}  ({self.notes})",
+                 f"class-conditional models, label dropout {dropout:g} (the null label trains the unconditional mode):"]
+        lines += [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
+        lines.append("  each with an unconditional twin of the same name: the same config without labels")
+        lines.append(f"regimes: N = {self.regime_n}, seeds {self.regime_seeds}, with and without labels "
+                     f"(chapter 3's {self.regime_sweep.name} sweep point)")
+        lines.append(f"sampling: {self.sampler}-{self.steps}; seeds 0-{self.n_seeds - 1}, seed k draws class k % 10")
+        lines.append(f"guidance: w in {', '.join(f'{w:g}' for w in self.guidance_scales)}; default w = {self.guidance:g}")
+        if self.text_models:
+            lines.append("text-to-image: " + ", ".join(f"{k} ({v})" for k, v in self.text_models.items())
+                         + f"; {len(self.prompts)} prompts x {self.text_seeds} seeds, DDIM-{self.text_steps}, "
+                         f"guidance {self.text_guidance:g}")
+        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        return "\n".join(lines)
+
+
 _CPU_ZOO = {
     # the two chapter-1 models (cached when chapter 1 ran first)
     "UNet-XS edm": digits_model("unet-xs"),
@@ -467,7 +553,16 @@ _CIFAR_SWEEP = SweepConfig(
                 checkpoint_every=1000),
     {"UNet-XS (0.16M)": "unet-xs", "UNet-S (0.64M)": "unet-s"},
     (64, 256, 1024, 4096, 16384, 49000),
+    replicates=((1024, "UNet-XS (0.16M)", 2),),  # chapter 6's regime pair
 )
+
+# chapter 6, gpu profile: text-to-image checkpoints that share a latent space (4 x 64 x 64 at 512 px)
+_TEXT_MODELS = {"SD 1.4": "CompVis/stable-diffusion-v1-4",
+                "SD 1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                "SD 2.1 base": "stabilityai/stable-diffusion-2-1-base"}
+_PROMPTS = ("a photograph of an astronaut riding a horse", "a red bicycle leaning against a brick wall",
+            "a bowl of fruit on a wooden table, oil painting", "a lighthouse on a cliff at sunset")
+
 
 _REGIMES_CPU = RegimesConfig(profile="cpu", sweeps=(_DIGIT_SWEEP, _MOLRG_SWEEP),
                              notes="8x8 digits and MoLRG, offline")
@@ -550,6 +645,23 @@ _CONFIGS = {
                               descriptor="sscd", batch_size=250, notes="CIFAR-10 cats and dogs and SSCD; "
                               "needs a GPU and internet"),
     },
+    "conditional": {
+        "cpu": ConditionalConfig(
+            profile="cpu",
+            models={k: replace(_CPU_ZOO[k], conditional=True) for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
+            unconditional={k: _CPU_ZOO[k] for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
+            regime_sweep=_DIGIT_SWEEP, regime_n=128, notes="8x8 digits, offline",
+        ),
+        "gpu": ConditionalConfig(
+            profile="gpu",
+            models={k: replace(_GPU_ZOO[k], conditional=True) for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
+            unconditional={k: _GPU_ZOO[k] for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
+            regime_sweep=_CIFAR_SWEEP, regime_n=1024, n_seeds=2000, descriptor="sscd",
+            batch_size=500,
+            text_models=_TEXT_MODELS, prompts=_PROMPTS, text_seeds=50,
+            notes="CIFAR-10, SSCD and Stable Diffusion; needs a GPU and internet",
+        ),
+    },
     "theory": {
         "cpu": TheoryConfig(profile="cpu", regimes=_REGIMES_CPU, notes="8x8 digits and MoLRG, offline"),
         "gpu": TheoryConfig(profile="gpu", regimes=_REGIMES_GPU, n_seeds=1000,
@@ -575,7 +687,9 @@ def profile_models(profile: str) -> dict[str, TrainConfig]:
         cfg = profiles.get(profile)
         if cfg is None:
             raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-        if hasattr(cfg, "models"):
+        if isinstance(cfg, ConditionalConfig):
+            out.update({f"{experiment}: {name}": m for name, m in cfg.all_models().items()})
+        elif hasattr(cfg, "models"):
             out.update({f"{experiment}: {name}": m for name, m in cfg.models.items()})
         sweeps = cfg.sweeps if hasattr(cfg, "sweeps") else cfg.regimes.sweeps if hasattr(cfg, "regimes") else ()
         for sweep in sweeps:

@@ -653,17 +653,18 @@ class GuidanceStudy:
 
     def table(self) -> str:
         names = list(self.samples[self.scales[0]])
-        pairs = list(self.rp[self.scales[0]])
-        lines = [f"{'w':>5s}  {'RP, mean of ' + str(len(pairs)) + ' pairs':>22s}  {'label accuracy':>16s}"
-                 f"  {'within-label similarity':>24s}" + (f"  {'RP to ' + self.reference_name:>22s}" if self.reference else "")]
+        ref = bool(self.reference)
+        lines = [f"{'w':>5s}  {'RP between':>10s}  {'label':>8s}  {'within-label':>12s}" + (f"  {'RP to':>10s}" if ref else ""),
+                 f"{'':5s}  {'models':>10s}  {'accuracy':>8s}  {'similarity':>12s}"
+                 + (f"  {self.reference_name[:10]:>10s}" if ref else "")]
         for w in self.scales:
             acc = sum(self.accuracy[w].values()) / len(names)
             sim = sum(self.similarity[w].values()) / len(names)
-            row = f"{w:5g}  {self.mean_rp(w):22.2f}  {acc:16.2f}  {sim:24.3f}"
-            if self.reference:
-                row += f"  {sum(s.value for s in self.reference[w].values()) / len(names):22.2f}"
+            row = f"{w:5g}  {self.mean_rp(w):10.2f}  {acc:8.2f}  {sim:12.3f}"
+            if ref:
+                row += f"  {sum(s.value for s in self.reference[w].values()) / len(names):10.2f}"
             lines.append(row)
-        return "\n".join(lines) + "\n(accuracy, similarity and RP to the reference: means over the models)"
+        return "\n".join(lines) + f"\n(means over the {len(names)} models, RP between models over their pairs)"
 
 
 def guidance_study(models: Mapping[str, torch.nn.Module], seeds: Sequence[int] | range, labels: torch.Tensor,
