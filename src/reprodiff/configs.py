@@ -434,7 +434,7 @@ class ConditionalConfig:
     unconditional: dict[str, TrainConfig]
     regime_sweep: SweepConfig
     regime_n: int
-    regime_seeds: tuple[int, int] = (0, 2)
+    regime_seeds: tuple[int, int] = (0, 2)  # the cpu sweep has both at N = 128 (point and replicate)
     guidance: float = 1.0
     guidance_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     n_seeds: int = 500
@@ -464,18 +464,18 @@ class ConditionalConfig:
         return next(iter(self.models.values())).dataset
 
     def regime_models(self) -> dict[str, TrainConfig]:
-        """``{"conditional s0": ..., "unconditional s0": ...}`` at ``regime_n``: the unconditional ones
-        are chapter 3's own models (its sweep point and its replicate), the conditional ones the same
+        """``{"unconditional s0": ..., "conditional s0": ...}`` at ``regime_n``: the unconditional ones are
+        the sweep's narrow model at that N with each of ``regime_seeds`` (on the cpu profile chapter 3's
+        own sweep point and replicate, so they come from its cache), the conditional ones the same
         configs with labels."""
         s, label = self.regime_sweep, next(iter(self.regime_sweep.sizes))
-        found = {**{(n, i): c for (lab, n), c in s.model_configs().items() for i in (0,) if lab == label},
-                 **{(n, seed): c for (lab, n, seed), c in s.replicate_configs().items() if lab == label}}
+        if self.regime_n not in s.n_train:
+            raise ValueError(f"sweep {s.name!r} has no point N = {self.regime_n} (it has {s.n_train})")
         out = {}
         for seed in self.regime_seeds:
-            if (self.regime_n, seed) not in found:
-                raise ValueError(f"sweep {s.name!r} has no {label} model at N = {self.regime_n} with seed {seed}")
-            out[f"unconditional s{seed}"] = found[(self.regime_n, seed)]
-            out[f"conditional s{seed}"] = replace(found[(self.regime_n, seed)], conditional=True)
+            uncond = s._config(label, self.regime_n, seed)
+            out[f"unconditional s{seed}"] = uncond
+            out[f"conditional s{seed}"] = replace(uncond, conditional=True)
         return out
 
     def all_models(self) -> dict[str, TrainConfig]:
@@ -553,7 +553,6 @@ _CIFAR_SWEEP = SweepConfig(
                 checkpoint_every=1000),
     {"UNet-XS (0.16M)": "unet-xs", "UNet-S (0.64M)": "unet-s"},
     (64, 256, 1024, 4096, 16384, 49000),
-    replicates=((1024, "UNet-XS (0.16M)", 2),),  # chapter 6's regime pair
 )
 
 # chapter 6, gpu profile: text-to-image checkpoints that share a latent space (4 x 64 x 64 at 512 px)
