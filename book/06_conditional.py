@@ -28,10 +28,11 @@
 # guidance scale do to that agreement, and to the samples? And does conditioning move the boundary
 # between memorization and generalization?
 #
-# **Time to run.** `cpu` profile: about 4 minutes on 2 CPU cores when chapters 1-3 ran first (it
-# trains five small conditional models); about 6 minutes alone (it also trains the five
-# unconditional models it compares with). `gpu` profile: CIFAR-10 and Stable Diffusion; not yet
-# timed.
+# **Time to run.** `cpu` profile, measured on 2 CPU cores that train about 1.7 times slower than the
+# machine that timed the other chapters: 13 minutes when chapters 2-3 ran first (it trains five
+# small conditional models, then samples about 16,000 digits), 17 minutes alone (it also trains
+# the five unconditional models it compares with). Expect about 7.5 and 10 minutes on that faster
+# machine. `gpu` profile: CIFAR-10 and Stable Diffusion; not yet timed.
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
