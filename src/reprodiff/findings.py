@@ -64,7 +64,7 @@ FINDINGS = [
             r"MoLRG MLP-XS [^\n]+",
             "not measured (beyond the paper)"),
     Finding("Conditional models: same noise and same label, same image", "06_conditional",
-            r"conditional RP at w = [^\n]+",
+            r"(?:conditional RP at w = |unconditional twins: )[^\n]+",
             "reported in Sec. 4 (figures); no number we could verify"),
     Finding("Classifier-free guidance costs agreement", "06_conditional",
             r"mean conditional RP: [^\n]+",
