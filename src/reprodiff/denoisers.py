@@ -371,7 +371,7 @@ class ClassGaussianDenoiser(nn.Module):
         cond = torch.as_tensor(cond).reshape(-1)
         if len(cond) != len(x) or int(cond.min()) < 0 or int(cond.max()) > self.num_classes:
             raise ValueError(f"cond must hold {len(x)} labels in [0, {self.num_classes}]")
-        s = as_sigma(sigma, x).reshape(-1).expand(len(x))
+        s = as_sigma(sigma, x).reshape(-1)  # (B,): one sigma per row
         out = torch.empty_like(x)
         for c in cond.unique().tolist():
             rows = cond == c
@@ -416,7 +416,7 @@ class Guided(nn.Module):
         if self.guidance == 0:
             return self.denoiser(x, sigma, cond)
         b = x.shape[0]
-        s = as_sigma(sigma, x).reshape(-1).expand(b)
+        s = as_sigma(sigma, x).reshape(-1)
         both = self.denoiser(torch.cat([x, x]), torch.cat([s, s]),
                              torch.cat([cond, torch.full_like(cond, self.null_label)]))
         c, u = both[:b], both[b:]
