@@ -58,10 +58,10 @@ from reprodiff import get_config, load_or_train_many
 from reprodiff.configs import check_resources
 from reprodiff.denoisers import ClassGaussianDenoiser, Guided
 from reprodiff.experiments import book_rule, guidance_study, quality_classifier, sample_models
-from reprodiff.metrics import (gl_score, get_descriptor, nearest_neighbors, null_similarity, paired_similarity,
+from reprodiff.metrics import (gl_score, get_descriptor, null_similarity, paired_similarity,
                                rp_matrix, rp_score, survival, within_label_similarity)
 from reprodiff.notebook import show_source
-from reprodiff.plots import curve_with_band, image_grid, survival_curves
+from reprodiff.plots import curve_with_band, image_grid, rp_bars, survival_curves
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import training_data
 
@@ -134,36 +134,15 @@ pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
 short = {n: n.split()[-1] for n in names}  # "UNet-XS attn" -> "attn", for narrow tables
 
 
-def interval(s):
-    return f"{s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]"
-
-
 rp_cond = study.rp[cfg.guidance]
 rp_uncond = {(a, b): rp_score(uncond[a], uncond[b], desc, threshold=rule) for a, b in pairs}
 print(rule)
 print(f"{'pair':14s}{'conditional, w=' + format(cfg.guidance, 'g'):>22s}{'unconditional':>22s}")
 for a, b in pairs:
-    print(f"{short[a] + ' vs ' + short[b]:14s}{interval(rp_cond[(a, b)]):>22s}{interval(rp_uncond[(a, b)]):>22s}")
-
-
-def rp_bars(ax, groups, labels, title):
-    """Grouped bars of RP with 95% intervals: one group per pair, one bar per entry of ``groups``."""
-    width = 0.8 / len(groups)
-    for i, (name, scores) in enumerate(groups.items()):
-        x = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(labels))]
-        values = [s.value for s in scores]
-        err = [[s.value - s.ci[0] for s in scores], [s.ci[1] - s.value for s in scores]]
-        ax.bar(x, values, width, yerr=err, capsize=3, label=name)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set(ylim=(0, 1), ylabel="RP (book's rule)", title=title)
-    ax.legend(fontsize=9)
-
-
-fig, ax = plt.subplots(figsize=(7.5, 3.6))
-rp_bars(ax, {f"conditional, w = {cfg.guidance:g}": [rp_cond[p] for p in pairs],
-             "unconditional twins": [rp_uncond[p] for p in pairs]},
-        [f"{a}\nvs {b}" for a, b in pairs], "Same noise: RP with and without labels (95% intervals)")
-fig.tight_layout()
+    print(f"{short[a] + ' vs ' + short[b]:14s}{rp_cond[(a, b)].interval():>22s}{rp_uncond[(a, b)].interval():>22s}")
+fig = rp_bars({f"conditional, w = {cfg.guidance:g}": [rp_cond[p] for p in pairs],
+               "unconditional twins": [rp_uncond[p] for p in pairs]},
+              [f"{a}\nvs {b}" for a, b in pairs], "Same noise: RP with and without labels (95% intervals)")
 
 # %% [markdown]
 # With the label given, the three models agree more often than their unconditional twins do: part
@@ -239,11 +218,12 @@ for row in (range(0, 5), range(5, 10)):
 
 # %%
 main = names[0]
+hand_seeds = list(range(100))  # every label from each of these seeds (measured below); the grid shows 8
+hands = torch.stack([generate(Guided(conditional[main], cfg.guidance), hand_seeds, shape,
+                              labels=torch.full((len(hand_seeds),), c), sampler=cfg.sampler, steps=cfg.steps,
+                              batch_size=cfg.batch_size).images for c in range(num_classes)])  # (10, S, C, H, W)
 label_seeds = list(range(8))
-by_label = {c: generate(Guided(conditional[main], cfg.guidance), label_seeds, shape,
-                        labels=torch.full((len(label_seeds),), c), sampler=cfg.sampler, steps=cfg.steps)
-            for c in range(num_classes)}
-fig = image_grid({f"label {c}": s.images for c, s in by_label.items()}, [f"seed {k}" for k in label_seeds],
+fig = image_grid({f"label {c}": hands[c, label_seeds] for c in range(num_classes)}, [f"seed {k}" for k in label_seeds],
                  scale=0.7, title=f"{main}, w = {cfg.guidance:g}: one seed per column, one label per row")
 
 # %% [markdown]
@@ -254,10 +234,6 @@ fig = image_grid({f"label {c}": s.images for c, s in by_label.items()}, [f"seed 
 # pairs each seed's digit with the *next* seed's digit of the other label.
 
 # %%
-hand_seeds = list(range(100))
-hands = torch.stack([generate(Guided(conditional[main], cfg.guidance), hand_seeds, shape,
-                              labels=torch.full((len(hand_seeds),), c), sampler=cfg.sampler, steps=cfg.steps,
-                              batch_size=cfg.batch_size).images for c in range(num_classes)])  # (10, S, C, H, W)
 ink = (hands + 1).mean(dim=(2, 3, 4))  # (10, S)
 cols = torch.arange(shape[2], dtype=torch.float32)
 mass = (hands + 1).sum(dim=(2, 3))  # (10, S, W): ink per column
@@ -348,8 +324,8 @@ null_mode = {n: generate(m, seeds, shape, labels=null_label, sampler=cfg.sampler
 rp_null_mode = {(a, b): rp_score(null_mode[a], null_mode[b], desc, threshold=rule) for a, b in pairs}
 print(f"{'pair':14s}{'conditional, w=0':>20s}{'null label':>20s}{'unconditional twins':>22s}")
 for p in pairs:
-    print(f"{short[p[0]] + ' vs ' + short[p[1]]:14s}{interval(study.rp[0.0][p]):>20s}"
-          f"{interval(rp_null_mode[p]):>20s}{interval(rp_uncond[p]):>22s}")
+    print(f"{short[p[0]] + ' vs ' + short[p[1]]:14s}{study.rp[0.0][p].interval():>20s}"
+          f"{rp_null_mode[p].interval():>20s}{rp_uncond[p].interval():>22s}")
 
 # %% [markdown]
 # The networks agree much less on their unconditional mode than on their conditional one, and less
@@ -425,19 +401,17 @@ regime_rp = {kind: rp_score(regime_samples[f"{kind} s{s0}"], regime_samples[f"{k
 per_class = torch.bincount(small_train.labels, minlength=num_classes)
 print(f"N = {len(small_train)} training digits; per class {int(per_class.min())}-{int(per_class.max())}")
 for k, s in regime_gl.items():
-    print(f"GL {k:18s} {interval(s)}")
+    print(f"GL {k:18s} {s.interval()}")
 for kind, s in regime_rp.items():
-    print(f"RP {kind + ' pair':18s} {interval(s)}")
+    print(f"RP {kind + ' pair':18s} {s.interval()}")
 acc_small = classifier.accuracy(regime_samples[f"conditional s{s0}"].images, labels)
 print(f"label accuracy, conditional s{s0}: {acc_small:.2f}")
 
 # %%
 show = {}
 for k in (f"conditional s{s0}", f"unconditional s{s0}"):
-    imgs = regime_samples[k].images[grid]
-    _, nn_idx = nearest_neighbors(desc(imgs), desc(small_train.images), k=1)
-    show[k] = imgs
-    show[f"{k} → nearest"] = small_train.images[nn_idx[:, 0]]
+    show[k] = regime_samples[k].images[grid]
+    show[f"{k} → nearest"] = small_train.images[regime_gl[k].nearest[grid]]  # the neighbour GL found
 fig = image_grid(show, [f"seed {k}" for k in grid], scale=0.8,
                  title=f"N = {cfg.regime_n}: samples and their nearest training digits")
 
@@ -507,7 +481,7 @@ print(rule)
 print(f"conditional RP at w = {cfg.guidance:g}: {min(s.value for s in rp_cond.values()):.2f}-"
       f"{max(s.value for s in rp_cond.values()):.2f} over {len(pairs)} pairs (mean {mean(list(rp_cond.values())):.2f})")
 for (a, b), s in rp_cond.items():
-    print(f"  {a} vs {b}: {interval(s)}")
+    print(f"  {a} vs {b}: {s.interval()}")
 print(f"unconditional twins: {min(s.value for s in rp_uncond.values()):.2f}-"
       f"{max(s.value for s in rp_uncond.values()):.2f} (mean {mean(list(rp_uncond.values())):.2f})")
 print(f"mean conditional RP: w = {w0:g} {study.mean_rp(w0):.2f}, w = {cfg.guidance:g} {study.mean_rp(cfg.guidance):.2f}, "

@@ -190,18 +190,12 @@ rp_heatmap(matrix.values, names, title=f"RP by the book's rule (threshold {rule.
 fig.tight_layout()
 
 fine_tunes = [n for n in names if n not in ("base", scratch, scratch2)]
-
-
-def interval(s):
-    return f"{s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]"
-
-
 rp = {(a, b): rp_score(samples[a], samples[b], desc, threshold=rule)
       for a in [*fine_tunes, scratch] for b in [*fine_tunes, scratch, scratch2, "base"] if a != b}
 columns = (full, other, scratch2, "base")
 print(f"{'RP':11s}" + "".join(f"{b:>17s}" for b in columns))
 for a in [*fine_tunes, scratch]:
-    print(f"{a:11s}" + "".join(f"{'-' if a == b else interval(rp[(a, b)]).replace(', ', ','):>17s}" for b in columns))
+    print(f"{a:11s}" + "".join(f"{'-' if a == b else rp[(a, b)].interval().replace(', ', ','):>17s}" for b in columns))
 
 # %% [markdown]
 # The fine-tunes agree with one another at least as often as the two from-scratch models agree
@@ -292,7 +286,7 @@ print(f"{'':10s}{'trainable':>10s}{'RP to ' + full:>18s}{'RP to ' + other:>18s}{
 for r in cfg.ranks:
     name = f"LoRA r{r}"
     print(f"{name:10s}{models[name].info['trainable_parameters']:>10,}"
-          + "".join(f"{interval(rp[(name, b)]).replace(', ', ','):>18s}" for b in (full, other, "base"))
+          + "".join(f"{rp[(name, b)].interval().replace(', ', ','):>18s}" for b in (full, other, "base"))
           + f"{in_target[name]:>8.2f}")
 
 # %% [markdown]
@@ -317,7 +311,7 @@ gl = {name: gl_score(samples[name], target_train.images, desc, threshold=rule)
       for name in [*fine_tunes, scratch, scratch2]}
 print(f"held-out digits 5-9 (the ceiling): GL {held_gl:.2f}")
 for name, s in gl.items():
-    print(f"{name:10s} GL {s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]")
+    print(f"{name:10s} GL {s.interval()}")
 
 # %% [markdown]
 # No model copies its fine-tuning digits: a few hundred images and 400 steps stay far from the
@@ -332,13 +326,13 @@ for name, s in gl.items():
 # %% tags=["nbval-check-output"]
 loras = [f"LoRA r{r}" for r in cfg.ranks]
 print(rule)
-print(f"RP full vs full (two training seeds): {interval(rp[(full, other)])}")
+print(f"RP full vs full (two training seeds): {rp[(full, other)].interval()}")
 print(f"RP full vs LoRA, another training seed ({other}): "
-      + ", ".join(f"r{r} {interval(rp[(n, other)])}" for r, n in zip(cfg.ranks, loras)))
+      + ", ".join(f"r{r} {rp[(n, other)].interval()}" for r, n in zip(cfg.ranks, loras)))
 print(f"RP full vs LoRA, the same training seed ({full}): "
-      + ", ".join(f"r{r} {interval(rp[(n, full)])}" for r, n in zip(cfg.ranks, loras)))
+      + ", ".join(f"r{r} {rp[(n, full)].interval()}" for r, n in zip(cfg.ranks, loras)))
 print(f"RP to the from-scratch model ({scratch}): " + ", ".join(f"{n} {rp[(n, scratch)].value:.2f}" for n in fine_tunes)
-      + f"; two from-scratch models: {interval(rp[(scratch, scratch2)])}")
+      + f"; two from-scratch models: {rp[(scratch, scratch2)].interval()}")
 print("RP to the base: " + ", ".join(f"{n} {rp[(n, 'base')].value:.2f}" for n in fine_tunes))
 print(f"null (different seeds) median similarity {pairs[f'{full} vs {other}, different seeds (null)'].median():.2f}; "
       f"RP of the null pairs {float(survival(pairs[f'{full} vs {other}, different seeds (null)'], [rule.threshold])):.2f}")

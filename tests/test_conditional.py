@@ -224,3 +224,24 @@ def test_text_to_image_guards(tiny_pipelines, tmp_path):
         same_latent_images({}, ["x"], [0])
     with pytest.raises(ResourceUnavailableError, match="cannot load the text-to-image checkpoint"):
         load_pipeline(str(tmp_path / "missing"))
+
+
+# ----------------------------------------------------------------------------- chapter helpers
+
+
+def test_score_interval_and_rp_bars():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from reprodiff.metrics import Score
+    from reprodiff.plots import rp_bars
+
+    a = Score("RP", 0.684, (0.641, 0.7249), 500, 0.98, "a rule", "pixel")
+    b = Score("RP", 0.5, (0.45, 0.55), 500, 0.98, "a rule", "pixel")
+    assert a.interval() == "0.68 [0.64, 0.72]"
+    fig = rp_bars({"conditional": [a, b], "unconditional": [b, a]}, ["pair 1", "pair 2"], "title")
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 3) for p in ax.patches] == [0.684, 0.5, 0.5, 0.684]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["pair 1", "pair 2"]
+    with pytest.raises(ValueError, match="has 1 scores for 2 labels"):
+        rp_bars({"conditional": [a]}, ["pair 1", "pair 2"])

@@ -188,6 +188,10 @@ class Score:
                  f"{self.descriptor} descriptor", f"threshold {self.threshold:.3f} ({self.threshold_rule})"]
         return " | ".join(p for p in parts if p)
 
+    def interval(self) -> str:
+        """The value and its 95% interval in two decimals, e.g. ``0.68 [0.64, 0.72]`` (for tables)."""
+        return f"{self.value:.2f} [{self.ci[0]:.2f}, {self.ci[1]:.2f}]"
+
     def _repr_pretty_(self, p, cycle) -> None:  # IPython
         p.text(str(self))
 

@@ -13,7 +13,7 @@ import torch
 from .sampling import Samples
 
 __all__ = ["same_noise_grid", "image_grid", "similarity_histogram", "rp_heatmap", "curve_with_band", "nearest_grid",
-           "survival_curves", "inverse_grid", "sensitivity_curves", "REGIME_COLORS", "LINE_COLORS"]
+           "survival_curves", "rp_bars", "inverse_grid", "sensitivity_curves", "REGIME_COLORS", "LINE_COLORS"]
 
 #: light fills for regime shading, kept apart from the line colours of models
 REGIME_COLORS = {"memorization": "#9ecae1", "transition": "#fdd0a2", "generalization": "#c7e9c0"}
@@ -158,6 +158,30 @@ def nearest_grid(sweep, size: str, seeds: Sequence[int], n_train: Sequence[int] 
         rows[f"N={n}: sample"] = s.by_seed(seeds)
         rows[f"N={n}: nearest"] = sweep.train_sets[n][nn]
     return image_grid(rows, [f"seed {k}" for k in seeds], scale=0.75, title=title)
+
+
+def rp_bars(groups: Mapping[str, Sequence], labels: Sequence[str], title: str | None = None, ax=None):
+    """Grouped bars of scores with their 95% intervals: one group per entry of ``labels`` (e.g. a pair
+    of models), one bar per entry of ``groups`` (``{name: [Score per label]}``)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    else:
+        fig = ax.figure
+    width = 0.8 / len(groups)
+    for i, (name, scores) in enumerate(groups.items()):
+        if len(scores) != len(labels):
+            raise ValueError(f"group {name!r} has {len(scores)} scores for {len(labels)} labels")
+        x = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(labels))]
+        values = [s.value for s in scores]
+        err = [[s.value - s.ci[0] for s in scores], [s.ci[1] - s.value for s in scores]]
+        ax.bar(x, values, width, yerr=err, capsize=3, label=name)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set(ylim=(0, 1), ylabel="RP (book's rule)", title=title)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def survival_curves(curves: Mapping[str, torch.Tensor], threshold: float | None = None, xlim: tuple[float, float] | None = None,
