@@ -9,7 +9,9 @@ Every comparison is measured in this one run against a baseline measured alongsi
    formula, at N = 1,797 digits: time per call and peak memory, each in a fresh subprocess.
    Goal: >= 10x.
 3. sampler throughput in images/s for every sampler.
-4. (``--only step-variants``) ways to make one CPU training step faster, each as a ratio to the
+4. (``--only sample-cache``) a chapter's sampling of a trained network (512 seeds, Heun-18, batch
+   256, as the chapters sample) served from the sample cache vs sampled, both in this run.
+5. (``--only step-variants``) ways to make one CPU training step faster, each as a ratio to the
    plain eager step measured in the same run: channels-last memory format, fused AdamW, oneDNN
    convolutions switched off, and ``torch.compile`` (its compile time reported apart).
 
@@ -120,6 +122,35 @@ def bench_samplers(backbone: str, n: int, steps: int) -> dict:
     return {"backbone": backbone, "n": n, "steps": steps, "samplers": out}
 
 
+def bench_sample_cache(backbone: str, n: int = 512) -> dict:
+    """Seconds to get a chapter's samples of one network: sampled (cache off) vs read from the cache,
+    in a throwaway cache folder; the two must be the same bits."""
+    from reprodiff.backbones import build_backbone
+    from reprodiff.denoisers import Precond
+    from reprodiff.sampling import generate
+
+    torch.manual_seed(0)
+    model = Precond(build_backbone(backbone, (1, 8, 8)), "edm").eval()
+    kw = dict(sampler="heun", steps=18, batch_size=256)
+    previous = os.environ.get("REPRODIFF_CACHE")
+    os.environ["REPRODIFF_CACHE"] = tempfile.mkdtemp(prefix="reprodiff-bench-")
+    try:
+        t0 = time.perf_counter()
+        sampled = generate(model, range(n), (1, 8, 8), cache_samples=False, **kw)
+        t_sample = time.perf_counter() - t0
+        generate(model, range(n), (1, 8, 8), **kw)  # fills the cache
+        t0 = time.perf_counter()
+        served = generate(model, range(n), (1, 8, 8), **kw)
+        t_served = time.perf_counter() - t0
+    finally:
+        if previous is None:
+            os.environ.pop("REPRODIFF_CACHE")
+        else:
+            os.environ["REPRODIFF_CACHE"] = previous
+    return {"backbone": backbone, "n": n, "sampled_s": t_sample, "served_s": t_served,
+            "speedup": t_sample / t_served, "identical": bool(torch.equal(sampled.images, served.images))}
+
+
 def bench_step_variants(backbone: str, batch: int, steps: int, compile_: bool) -> dict:
     """Milliseconds per training step (forward, backward, AdamW) of one backbone under each variant,
     single-threaded as ``train`` runs on CPU; best of two timed blocks of ``steps`` steps each."""
@@ -168,7 +199,7 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=80)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--backbone", default="unet-s")
-    p.add_argument("--only", choices=["train", "dstar", "samplers", "step-variants"], default=None)
+    p.add_argument("--only", choices=["train", "dstar", "samplers", "sample-cache", "step-variants"], default=None)
     p.add_argument("--compile", action="store_true", help="include torch.compile in step-variants (minutes)")
     args = p.parse_args()
     torch.set_num_threads(torch.get_num_threads())
@@ -192,6 +223,11 @@ def main() -> None:
         for name, v in r["samplers"].items():
             print(f"[sampler] {name:16s} {r['backbone']}, {r['steps']} steps, {r['n']} images: "
                   f"{v['images_per_s']:.0f} images/s")
+    if args.only in (None, "sample-cache"):
+        for backbone in ("unet-xs", "unet-s"):
+            r = bench_sample_cache(backbone)
+            print(f"[sample cache] {backbone}, {r['n']} seeds, heun-18: sampled {r['sampled_s']:.2f} s, served from the "
+                  f"cache {1000 * r['served_s']:.1f} ms -> {r['speedup']:.0f}x (identical bits: {r['identical']})")
     if args.only == "step-variants":
         for backbone in ("unet-xs", "unet-s"):
             r = bench_step_variants(backbone, 64, 20, args.compile)

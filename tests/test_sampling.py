@@ -161,3 +161,95 @@ def test_samples_select_keeps_seed_image_and_label_pairs():
     assert torch.equal(s.by_seed([1, 3]), sub.images.new_tensor([[[[3.0]]], [[[1.0]]]]))
     with pytest.raises(KeyError, match="seed 9 not in samples 'm'"):
         s.select([9])
+
+
+# --- the sample cache ----------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_net():
+    from reprodiff.backbones import build_backbone
+    from reprodiff.denoisers import Precond
+
+    torch.manual_seed(0)
+    return Precond(build_backbone("mlp-xs", (1, 8, 8), num_classes=3), "edm")
+
+
+@pytest.fixture
+def sampling_runs(monkeypatch):
+    """Counts the sampling loops that really run (a cache hit runs none)."""
+    import reprodiff.sampling as sampling
+
+    runs = []
+    real = sampling._sample_batches
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "_sample_batches", counted)
+    return runs
+
+
+def test_sample_cache_serves_a_trained_network_bit_for_bit(tiny_net, sampling_runs):
+    from reprodiff.cache import cache_root
+
+    kw = dict(sampler="heun", steps=6, batch_size=4, labels=[0, 1, 2, 0, 1, 2])
+    fresh = generate(tiny_net, range(6), (1, 8, 8), cache_samples=False, **kw)
+    first = generate(tiny_net, range(6), (1, 8, 8), **kw)
+    again = generate(tiny_net, range(6), (1, 8, 8), name="again", **kw)
+    assert len(sampling_runs) == 2  # the uncached run and the first cached one; the third is served
+    assert torch.equal(fresh.images, first.images) and torch.equal(first.images, again.images)
+    assert again.name == "again" and torch.equal(again.seeds, torch.arange(6)) and again.sampler == "heun-6"
+    assert torch.equal(again.labels, torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert len(list((cache_root() / "samples").rglob("*.safetensors"))) == 1
+
+
+@pytest.mark.parametrize("change", ["seeds", "labels", "steps", "batch", "sampler", "weights", "stream"])
+def test_sample_cache_misses_when_anything_that_shapes_a_sample_changes(tiny_net, sampling_runs, change):
+    kw = dict(sampler="heun", steps=6, batch_size=4, labels=[0, 1, 2, 0, 1, 2])
+    seeds = range(6)
+    generate(tiny_net, seeds, (1, 8, 8), **kw)
+    if change == "seeds":
+        seeds = range(1, 7)
+    elif change == "labels":
+        kw["labels"] = [2, 1, 0, 0, 1, 2]
+    elif change == "steps":
+        kw["steps"] = 7
+    elif change == "batch":
+        kw["batch_size"] = 3
+    elif change == "sampler":
+        kw["sampler"] = "euler"
+    elif change == "weights":
+        with torch.no_grad():
+            next(tiny_net.parameters()).view(-1)[0] += 1e-6
+    else:
+        kw["noise_stream"] = 1
+    out = generate(tiny_net, seeds, (1, 8, 8), **kw)
+    assert len(sampling_runs) == 2
+    assert torch.equal(out.images, generate(tiny_net, seeds, (1, 8, 8), cache_samples=False, **kw).images)
+
+
+def test_sample_cache_recomputes_a_damaged_entry_and_can_be_turned_off(tiny_net, sampling_runs, monkeypatch):
+    from reprodiff.cache import cache_root
+
+    kw = dict(sampler="euler", steps=5, labels=[0, 1, 2])
+    first = generate(tiny_net, range(3), (1, 8, 8), **kw)
+    (entry,) = (cache_root() / "samples").rglob("*.safetensors")
+    data = bytearray(entry.read_bytes())
+    data[-1] ^= 0xFF  # flip bits of the last pixel
+    entry.write_bytes(bytes(data))
+    assert torch.equal(generate(tiny_net, range(3), (1, 8, 8), **kw).images, first.images)
+    assert len(sampling_runs) == 2
+    monkeypatch.setenv("REPRODIFF_SAMPLE_CACHE", "0")
+    generate(tiny_net, range(3), (1, 8, 8), **kw)
+    generate(tiny_net, range(3), (1, 8, 8), **kw)
+    assert len(sampling_runs) == 4
+
+
+def test_sample_cache_keeps_only_trained_networks_and_deterministic_samplers(gaussian, tiny_net):
+    from reprodiff.cache import cache_root
+
+    generate(gaussian, range(3), (1, 8, 8), steps=4)  # a closed form: cheap, and not a Precond
+    generate(tiny_net, range(3), (1, 8, 8), steps=4, labels=[0, 1, 2], sampler="euler-ancestral",
+             step_noise_stream=0)
+    assert not (cache_root() / "samples").exists()

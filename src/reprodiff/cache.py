@@ -2,7 +2,7 @@
 written and read back.
 
 The cache holds one folder per entry, ``<root>/<kind>/<name>-<digest>/`` (``kind`` is ``models``,
-``vae`` or ``sscd``), named by a content hash of the config that produced it, so chapters share
+``vae`` or ``sscd``; sample sets are single files under ``samples/``), named by a content hash of the config that produced it, so chapters share
 what they trained. What it promises:
 
 * **Atomic files.** Every file is written to a unique temporary name in the same folder and
@@ -33,7 +33,8 @@ import torch
 __all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "entry_dir", "entry_lock", "is_cached",
            "clean_temporaries", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors",
            "read_json", "load_safetensors", "write_model", "read_model", "write_state", "read_state",
-           "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE"]
+           "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE", "sample_cache_enabled", "samples_path", "read_samples",
+           "write_samples"]
 
 #: bump when a change to the code would change what a given config trains into, or the file format.
 #: 2: CPU training became single-threaded (other bits than 2 threads);
@@ -264,3 +265,57 @@ def read_state(path: Path, digest: str, config: dict) -> tuple[dict[str, Any], d
         raise _unreadable(file, ValueError("its header holds no state metadata"))
     check_config(meta, digest, config, Path(path))
     return meta, tensors
+
+
+# --- samples -----------------------------------------------------------------------------------
+# Deterministic sampling of a trained network is a pure function of its weights, the noise (seeds),
+# the sampler and the batch (see reprodiff.sampling). Chapters sample the same cached models from
+# the same seeds again (chapter 9 draws chapter 2's models, chapter 4 chapter 3's sweep), so
+# sampling.generate keeps what it drew here, keyed by a digest of all of that, and serves it bit for
+# bit. Entries are single files; a damaged one is recomputed, never trusted.
+
+SAMPLES_KIND = "samples"
+
+
+def sample_cache_enabled() -> bool:
+    """Whether :func:`reprodiff.sampling.generate` reuses samples (``REPRODIFF_SAMPLE_CACHE=0`` turns it off)."""
+    return os.environ.get("REPRODIFF_SAMPLE_CACHE", "1").strip() not in ("0", "false", "no", "off")
+
+
+def samples_path(key: str) -> Path:
+    """The file of one cached sample set: ``<root>/samples/<key[:2]>/<key>.safetensors``."""
+    return cache_root() / SAMPLES_KIND / key[:2] / f"{key}.safetensors"
+
+
+def read_samples(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The images cached under ``key`` when they are there, readable, check out and have ``shape``;
+    ``None`` otherwise (the caller samples again and overwrites the entry)."""
+    path = samples_path(key)
+    if not path.exists():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            if f.metadata().get("sha256") is None:
+                return None
+            images = f.get_tensor("images")
+            expected = f.metadata()["sha256"]
+    except Exception:
+        return None
+    if tuple(images.shape) != tuple(shape) or _digest(images.contiguous().view(-1).view(torch.uint8).numpy().tobytes()) != expected:
+        return None
+    return images
+
+
+def write_samples(key: str, images: torch.Tensor) -> None:
+    """Cache ``images`` under ``key`` (atomically; a cache that cannot be written is skipped quietly,
+    since the samples are in hand and only the reuse is lost)."""
+    path = samples_path(key)
+    images = images.detach().cpu().contiguous()
+    digest = _digest(images.view(-1).view(torch.uint8).numpy().tobytes())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_safetensors({"images": images}, path, metadata={"sha256": digest})
+    except OSError:
+        pass
