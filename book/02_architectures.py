@@ -54,7 +54,7 @@ import torch
 
 from reprodiff import generate, get_config, load_or_train_many
 from reprodiff.configs import check_resources
-from reprodiff.controls import decode_seeds, load_or_train_vae
+from reprodiff.controls import decode_seeds
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser, x0_error
 from reprodiff.experiments import book_rule, sample_models, sampler_study, stochastic_control
 from reprodiff.metrics import error_matrix, rp_matrix, rp_score
@@ -89,7 +89,9 @@ print(cfg.summary())
 # %%
 check_resources(list(cfg.models.values()), cfg.descriptor)
 train, heldout = training_data(next(iter(cfg.models.values())))
-models = load_or_train_many(cfg.models)  # missing models train in parallel
+# missing models train in parallel, with the VAEs of a later section in the same pool
+trained = load_or_train_many({**cfg.models, **(cfg.vaes or {})})
+models = {name: trained[name] for name in cfg.models}
 references = {"Gaussian": GaussianDenoiser.from_data(train.images), "D*": OptimalDenoiser(train.images)}
 sigmas = (0.1, 0.5, 2.0)
 print(f"{'':16s}{'parameters':>11s}{'lr':>8s}   x0 RMS error on held-out digits at sigma = "
@@ -214,7 +216,7 @@ fig = same_noise_grid(stoch, list(range(cfg.grid_seeds)),
 # way.
 
 # %%
-vaes = {name: load_or_train_vae(c) for name, c in cfg.vaes.items()}
+vaes = {name: trained[name] for name in cfg.vaes}  # trained with the diffusion models above
 vae_samples = [decode_seeds(v, seeds, name) for name, v in vaes.items()]
 vae_rp = rp_score(*vae_samples, cfg.descriptor, threshold=rule)
 print(vae_rp)

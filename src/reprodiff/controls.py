@@ -21,7 +21,7 @@ from torch import nn
 from .runtime import cpu_threads, derive_seed, flush_denormal
 from .sampling import Samples, noise_for_seeds
 
-__all__ = ["VAEConfig", "MLPVAE", "load_or_train_vae", "decode_seeds"]
+__all__ = ["VAEConfig", "MLPVAE", "vae_dir", "load_or_train_vae", "decode_seeds"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,13 @@ class MLPVAE(nn.Module):
         return (recon / (2 * 0.1) + beta * kl).mean()
 
 
+def vae_dir(cfg: VAEConfig):
+    """The cache folder of ``cfg``'s VAE."""
+    from .cache import entry_dir
+
+    return entry_dir("vae", cfg.name, cfg.hash)
+
+
 def load_or_train_vae(cfg: VAEConfig, progress: bool = True) -> MLPVAE:
     """Train (or load from the model cache) the VAE ``cfg`` describes; returns it in eval mode.
 
@@ -82,11 +89,11 @@ def load_or_train_vae(cfg: VAEConfig, progress: bool = True) -> MLPVAE:
     """
     from tqdm.auto import tqdm
 
-    from .cache import entry_dir, entry_lock, is_cached, read_model, write_model
+    from .cache import entry_lock, is_cached, read_model, write_model
     from .data import load_dataset
 
     data = load_dataset(cfg.dataset)
-    path = entry_dir("vae", cfg.name, cfg.hash)
+    path = vae_dir(cfg)
 
     def build() -> MLPVAE:
         torch.manual_seed(cfg.seed)
