@@ -239,9 +239,9 @@ rp_gauss = [rp_score(samples[a], ref_samples["Gaussian"], desc, threshold=rule) 
 rp_dstar = [rp_score(samples[a], ref_samples["D*"], desc, threshold=rule) for a, _ in cfg.pairs]
 rp_same_arch = rp_score(samples[xs], samples[xs_other], desc, threshold=rule)
 for label, scores in (("narrow vs wide", rp_pairs), ("narrow vs Gaussian", rp_gauss), ("narrow vs D*", rp_dstar)):
-    cells = ", ".join(f"{s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]" for s in scores)
+    cells = ", ".join(s.interval() for s in scores)
     print(f"RP {label:20s} per training seed: {cells}")
-print(f"RP same width, two seeds: {rp_same_arch.value:.2f} [{rp_same_arch.ci[0]:.2f}, {rp_same_arch.ci[1]:.2f}]")
+print(f"RP same width, two seeds: {rp_same_arch.interval()}")
 print()
 print(rp_pairs[0])
 
@@ -266,7 +266,7 @@ gl = {}
 for name in [*cfg.models, *references]:
     s = samples.get(name) or ref_samples[name]
     gl[name] = gl_score(s, train.images, desc, threshold=rule)
-    print(f"{name:12s} GL {gl[name].value:.2f} [{gl[name].ci[0]:.2f}, {gl[name].ci[1]:.2f}], "
+    print(f"{name:12s} GL {gl[name].interval()}, "
           f"confidence {classifier.confidence(s.images):.2f}")
 
 # %% [markdown]
@@ -290,12 +290,12 @@ def span(scores):
 
 print(rule)
 print(f"RP narrow vs wide ({rp_pairs[0].n} seed pairs, {rp_pairs[0].details.split(', ')[-1]}): "
-      f"{rp_pairs[0].value:.2f} [{rp_pairs[0].ci[0]:.2f}, {rp_pairs[0].ci[1]:.2f}]; "
+      f"{rp_pairs[0].interval()}; "
       f"over {len(rp_pairs)} training-seed pairs {min(spread.values):.2f}-{max(spread.values):.2f}")
 print(f"RP narrow vs Gaussian denoiser, {len(rp_gauss)} training seeds: {span(rp_gauss)} "
       f"(upper 95% bound at most {max(s.ci[1] for s in rp_gauss):.2f})")
 print(f"RP narrow vs D*, {len(rp_dstar)} training seeds: {span(rp_dstar)}; "
-      f"same width, two training seeds: {rp_same_arch.value:.2f} [{rp_same_arch.ci[0]:.2f}, {rp_same_arch.ci[1]:.2f}]")
+      f"same width, two training seeds: {rp_same_arch.interval()}")
 for label, sims in pairs.items():
     print(f"median similarity, {label}: {sims.median():.3f}")
 print(f"GL of the six models {span([gl[n] for n in cfg.models])} (held-out real digits {held_gl:.2f}); "

@@ -167,7 +167,7 @@ for name, study in studies.items():
 for name, study in studies.items():
     print(name)
     for k, v in study.controls.items():
-        print(f"  {k:28s} RP {v.value:.2f} [{v.ci[0]:.2f}, {v.ci[1]:.2f}]")
+        print(f"  {k:28s} RP {v.interval()}")
     fig = survival_curves(study.pair_similarities(), threshold=rule.threshold, xlim=(0.5, 1.0), title=name)
 
 # %% [markdown]

@@ -182,7 +182,7 @@ proxy = proxy_study(models[cheap], models[expensive], shape, seeds, classifier=c
                     steps=cfg.steps, batch_size=cfg.batch_size)
 p = proxy.precision
 print(f"{cheap} chose {len(proxy.chosen)} of {proxy.n_seeds} seeds for class {proxy.target}")
-print(f"{expensive} draws class {proxy.target} on {p.value:.2f} [{p.ci[0]:.2f}, {p.ci[1]:.2f}] of them")
+print(f"{expensive} draws class {proxy.target} on {p.interval()} of them")
 print(f"  (on a random seed: {proxy.base_rate:.2f}); the same image (RP) on {proxy.rp.value:.2f}")
 print(f"time: {cheap} on every seed {proxy.cheap_seconds:.1f} s, {expensive} on the chosen seeds "
       f"{proxy.chosen_seconds:.1f} s,")
@@ -213,8 +213,7 @@ for name, m in audit_models.items():
     s = generate(m, seeds, shape, sampler=cfg.sampler, steps=cfg.steps, name=name, batch_size=cfg.batch_size)
     audits[name] = replication_audit(s, audit_train.images, rule=rule, descriptor=cfg.descriptor)
     a = audits[name]
-    print(f"{name}: {len(a.flagged)} of {len(s)} samples flagged as copies (GL {a.gl.value:.2f} "
-          f"[{a.gl.ci[0]:.2f}, {a.gl.ci[1]:.2f}])")
+    print(f"{name}: {len(a.flagged)} of {len(s)} samples flagged as copies (GL {a.gl.interval()})")
 first = audits[next(iter(audits))]
 show = first.flagged[:10]
 fig = image_grid({"flagged sample": first.samples.by_seed(show), "training image": first.copies[:10]},
@@ -235,10 +234,10 @@ fig = image_grid({"flagged sample": first.samples.by_seed(show), "training image
 mid = len(walk.agreement) // 2
 print(rule)
 print("interpolation: RP between models " + ", ".join(
-    f"{walk.agreement[k].value:.2f} [{walk.agreement[k].ci[0]:.2f}, {walk.agreement[k].ci[1]:.2f}] at "
+    f"{walk.agreement[k].interval()} at "
     f"t={float(walk.t[k]):.2f}" for k in (0, mid, len(walk.agreement) - 1)))
 print(f"same digit from the same noise {agree['same noise']:.2f}, from different noise {agree['other noise']:.2f}")
-print(f"proxy {cheap} -> {expensive}, class {proxy.target}: precision {p.value:.2f} [{p.ci[0]:.2f}, {p.ci[1]:.2f}] "
+print(f"proxy {cheap} -> {expensive}, class {proxy.target}: precision {p.interval()} "
       f"vs {proxy.base_rate:.2f} at random")
 for name, a in audits.items():
     print(f"audit {name}: {len(a.flagged)} of {len(a.samples)} flagged, GL {a.gl.value:.2f}")
