@@ -15,7 +15,7 @@ CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.py))
 .PHONY: setup build test execute html unit clean
 
 # requirements.txt is a complete, resolved freeze: install it without re-resolving (--no-deps; pip check
-# proves it complete) and byte-compile on both cores instead of pip's one (setup took 208 s, now ~140 s)
+# proves it complete) and byte-compile on both cores instead of pip's one (setup took 208 s, now 170 s)
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-compile -r requirements.txt

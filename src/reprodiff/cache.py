@@ -2,8 +2,8 @@
 written and read back.
 
 The cache holds one folder per entry, ``<root>/<kind>/<name>-<digest>/`` (``kind`` is ``models``,
-``vae`` or ``sscd``; sample sets are single files under ``samples/``), named by a content hash of the config that produced it, so chapters share
-what they trained. What it promises:
+``vae`` or ``sscd``), named by a content hash of the config that produced it, so chapters share
+what they trained; sample sets are single files under ``samples/``. What it promises:
 
 * **Atomic files.** Every file is written to a unique temporary name in the same folder and
   renamed into place, so a crash never leaves a half-written file under a real name, and two
@@ -33,8 +33,8 @@ import torch
 __all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "entry_dir", "entry_lock", "is_cached",
            "clean_temporaries", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors",
            "read_json", "load_safetensors", "write_model", "read_model", "write_state", "read_state",
-           "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE", "sample_cache_enabled", "samples_path", "read_samples",
-           "write_samples"]
+           "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE", "raw_bytes", "sample_cache_enabled", "samples_path",
+           "read_samples", "write_samples"]
 
 #: bump when a change to the code would change what a given config trains into, or the file format.
 #: 2: CPU training became single-threaded (other bits than 2 threads);
@@ -287,6 +287,11 @@ def samples_path(key: str) -> Path:
     return cache_root() / SAMPLES_KIND / key[:2] / f"{key}.safetensors"
 
 
+def raw_bytes(t: torch.Tensor) -> bytes:
+    """The bytes of a tensor's elements, in order (what a digest of its exact values hashes)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def read_samples(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
     """The images cached under ``key`` when they are there, readable, check out and have ``shape``;
     ``None`` otherwise (the caller samples again and overwrites the entry)."""
@@ -297,13 +302,11 @@ def read_samples(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            if f.metadata().get("sha256") is None:
-                return None
+            expected = f.metadata().get("sha256")
             images = f.get_tensor("images")
-            expected = f.metadata()["sha256"]
     except Exception:
         return None
-    if tuple(images.shape) != tuple(shape) or _digest(images.contiguous().view(-1).view(torch.uint8).numpy().tobytes()) != expected:
+    if expected is None or tuple(images.shape) != tuple(shape) or _digest(raw_bytes(images)) != expected:
         return None
     return images
 
@@ -312,10 +315,8 @@ def write_samples(key: str, images: torch.Tensor) -> None:
     """Cache ``images`` under ``key`` (atomically; a cache that cannot be written is skipped quietly,
     since the samples are in hand and only the reuse is lost)."""
     path = samples_path(key)
-    images = images.detach().cpu().contiguous()
-    digest = _digest(images.view(-1).view(torch.uint8).numpy().tobytes())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save_safetensors({"images": images}, path, metadata={"sha256": digest})
+        atomic_save_safetensors({"images": images}, path, metadata={"sha256": _digest(raw_bytes(images))})
     except OSError:
         pass

@@ -22,6 +22,7 @@ that sample earlier chapters' models from the same seeds get their samples witho
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 from dataclasses import dataclass, field
@@ -471,26 +472,17 @@ def _sample_batches(spec: SamplerSpec, denoiser: Denoiser, n: int, noise_for, si
     return torch.cat(outs)
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
+@functools.lru_cache(maxsize=None)
 def _code_digest() -> str:
     """Digest of the source that turns weights and noise into a sample (this module, the
     preconditioning and objectives, the backbones): editing any of them invalidates cached samples."""
-    if _CODE_DIGEST:
-        return _CODE_DIGEST[0]
     import importlib
     from pathlib import Path
 
     h = hashlib.sha256()
     for module in ("reprodiff.sampling", "reprodiff.denoisers", "reprodiff.backbones", "reprodiff.runtime"):
         h.update(Path(importlib.import_module(module).__file__).read_bytes())
-    _CODE_DIGEST.append(h.hexdigest())
-    return _CODE_DIGEST[0]
-
-
-_CODE_DIGEST: list[str] = []
+    return h.hexdigest()
 
 
 def _sample_key(denoiser, seeds: torch.Tensor, shape, labels, sigmas: torch.Tensor, sampler: str,
@@ -506,9 +498,9 @@ def _sample_key(denoiser, seeds: torch.Tensor, shape, labels, sigmas: torch.Tens
         h.update(part.encode() + b"\0")
     for name, t in sorted(denoiser.state_dict().items()):
         h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode() + b"\0")
-        h.update(_tensor_bytes(t))
+        h.update(cache.raw_bytes(t))
     for t in (seeds.to(torch.int64), sigmas.to(torch.float64), *(() if labels is None else (labels.to(torch.int64),))):
-        h.update(_tensor_bytes(t))
+        h.update(cache.raw_bytes(t))
     return h.hexdigest()
 
 

@@ -631,7 +631,7 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
     while missing:  # in waves: a fine-tune trains once its base is done
         wave = [c for c in missing if getattr(c, "base", None) is None or c.base.hash not in {m.hash for m in missing}]
         missing = [c for c in missing if c not in wave]
-        # longest first (largest backbone x steps x batch), so the last job to finish is a short one
+        # longest first (most FLOPs x batch x steps), so the last job to finish is a short one
         wave.sort(key=lambda c: -_relative_cost(c, shapes[c.hash]))
         if workers == 1 or len(wave) == 1 or torch.cuda.is_available():
             for c in wave:
