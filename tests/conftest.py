@@ -14,7 +14,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 def offline(monkeypatch, tmp_path):
     """A machine without network, whatever this one has: downloads fail as they would offline.
 
-    The SSCD weights download raises ``URLError``; torchvision is replaced by a stand-in whose
+    The SSCD weights and CIFAR-10 downloads raise ``URLError``; torchvision is replaced by a stand-in whose
     dataset constructors raise ``URLError`` (so the test does not depend on whether torchvision is
     installed either); datasets are looked for in an empty folder.
     """
@@ -22,14 +22,16 @@ def offline(monkeypatch, tmp_path):
     import types
     import urllib.error
 
+    import reprodiff.data as data
     import reprodiff.metrics as metrics
 
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable (simulated offline by the test)")
 
     monkeypatch.setattr(metrics, "_download", refuse)
+    monkeypatch.setattr(data, "_download", refuse)
     fake = types.ModuleType("torchvision")
-    fake.datasets = types.SimpleNamespace(MNIST=refuse, FashionMNIST=refuse, CIFAR10=refuse)
+    fake.datasets = types.SimpleNamespace(MNIST=refuse, FashionMNIST=refuse)
     monkeypatch.setitem(sys.modules, "torchvision", fake)
     monkeypatch.setenv("REPRODIFF_DATA", str(tmp_path / "data"))
     if hasattr(metrics, "_sscd"):

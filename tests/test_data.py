@@ -39,9 +39,41 @@ def test_unknown_dataset():
         load_dataset("imagenet")
 
 
-def test_torchvision_dataset_offline_fails_fast_with_a_message(tmp_path, offline):
+def test_cifar10_offline_fails_fast_with_a_message(tmp_path, offline):
     with pytest.raises(DatasetUnavailableError, match="(?s)cifar10.*could not be downloaded.*unreachable"):
         load_dataset("cifar10", root=tmp_path)
+    assert not any(tmp_path.iterdir())  # no partial download left behind
+
+
+def test_torchvision_dataset_offline_fails_fast_with_a_message(tmp_path, offline):
+    with pytest.raises(DatasetUnavailableError, match="(?s)mnist.*could not be downloaded.*unreachable"):
+        load_dataset("mnist", root=tmp_path)
+
+
+def test_cifar10_is_read_from_its_release_format(tmp_path):
+    """The python release's pickles (CHW rows of uint8) become NCHW images in [-1, 1], pixel for pixel."""
+    import pickle
+
+    from reprodiff.smoke import write_cifar10
+
+    folder = write_cifar10(tmp_path, per_batch=7)
+    train, test = load_dataset("cifar10", root=tmp_path), load_dataset("cifar10", root=tmp_path, train=False)
+    assert train.images.shape == (35, 3, 32, 32) and test.images.shape == (7, 3, 32, 32)
+    assert train.num_classes == 10 and train.labels.dtype == torch.int64
+    with open(folder / "data_batch_2", "rb") as f:
+        entry = pickle.load(f)
+    row = torch.as_tensor(entry["data"][3]).float()  # image 3 of batch 2: 1,024 red, then green, then blue
+    assert torch.equal(train.images[7 + 3], (row / 255 * 2 - 1).reshape(3, 32, 32))
+    assert train.labels[7 + 3] == entry["labels"][3]
+
+
+def test_cifar10_bad_download_is_rejected_and_nothing_is_kept(tmp_path, monkeypatch):
+    import reprodiff.data as data
+
+    monkeypatch.setattr(data, "_download", lambda url, dest: dest.write_bytes(b"not the archive"))
+    with pytest.raises(DatasetUnavailableError, match="MD5"):
+        load_dataset("cifar10", root=tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def test_molrg_samples_lie_in_their_subspace():

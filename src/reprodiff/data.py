@@ -1,4 +1,4 @@
-"""Datasets: offline 8x8 digits, synthetic MoLRG, and torchvision loaders for the ``gpu`` profile.
+"""Datasets: offline 8x8 digits, synthetic MoLRG, CIFAR-10 and torchvision loaders for the ``gpu`` profile.
 
 Every dataset is an :class:`ImageData`: NCHW float32 images in [-1, 1] plus integer labels.
 Training subsets are *nested* (``subset(data, N)`` is contained in ``subset(data, M)`` for N < M),
@@ -7,8 +7,13 @@ as in the paper's sweep over CIFAR-10 subsets.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import pickle
+import shutil
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +82,88 @@ def _digits() -> ImageData:
 _TORCHVISION = {
     "mnist": ("MNIST", 10),
     "fashion-mnist": ("FashionMNIST", 10),
-    "cifar10": ("CIFAR10", 10),
 }
 
 
 def default_data_root() -> Path:
-    """Where torchvision datasets are stored: ``$REPRODIFF_DATA`` or ``~/.cache/reprodiff/data``."""
+    """Where downloaded datasets are stored: ``$REPRODIFF_DATA`` or ``~/.cache/reprodiff/data``."""
     return Path(os.environ.get("REPRODIFF_DATA", Path.home() / ".cache" / "reprodiff" / "data"))
+
+
+def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """Stream ``url`` to ``dest`` with a progress bar and a connection timeout."""
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+        total = int(response.headers.get("Content-Length", 0)) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def _unavailable(name: str, root: Path, files: str, exc: Exception) -> DatasetUnavailableError:
+    return DatasetUnavailableError(
+        f"dataset {name!r} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). "
+        f"The 'gpu' profile needs internet access once (e.g. on Colab), or copy the {files} into {root} "
+        "(set REPRODIFF_DATA to change it). The default 'cpu' profile uses scikit-learn's bundled digits "
+        "and works offline."
+    )
+
+
+#: CIFAR-10's python archive (Krizhevsky 2009) and its MD5, as published on the dataset's page
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+def _fetch_cifar10(root: Path) -> None:
+    """Download, verify and unpack CIFAR-10 into ``root / CIFAR10_FOLDER`` (all or nothing)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".cifar10-") as tmp:
+        archive = Path(tmp) / "cifar-10-python.tar.gz"
+        _download(CIFAR10_URL, archive)
+        md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+        if md5 != CIFAR10_MD5:
+            raise OSError(f"the archive's MD5 is {md5}, expected {CIFAR10_MD5} (a damaged download)")
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        target = root / CIFAR10_FOLDER
+        if target.exists():  # a partial copy: replaced by the verified one
+            shutil.rmtree(target)
+        os.replace(Path(tmp) / CIFAR10_FOLDER, target)
+
+
+def _cifar10(root: Path | None, train: bool) -> ImageData:
+    """CIFAR-10 from its python release (the ``cifar-10-batches-py`` folder torchvision also keeps),
+    downloaded on first use.
+
+    Read here rather than through torchvision: torchvision's wheels are built against one torch
+    build (a CUDA one on PyPI), and the CPU torch this book pins cannot import them, so a
+    torchvision loader could not run in the CPU test suite that proves the ``gpu`` code path. The
+    format is five training pickles and one test pickle, each ``{"data": uint8 (n, 3072) in CHW
+    order, "labels": [int]}``.
+    """
+    import numpy as np
+
+    root = Path(root) if root is not None else default_data_root()
+    folder = root / CIFAR10_FOLDER
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    if not all((folder / n).is_file() for n in names):
+        try:
+            _fetch_cifar10(root)
+        except Exception as exc:  # URLError, socket errors, a bad checksum, a full disk
+            raise _unavailable("cifar10", root, f"'{CIFAR10_FOLDER}' folder of {CIFAR10_URL}", exc) from exc
+    images, labels = [], []
+    for n in names:
+        with open(folder / n, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")  # the dataset's own format (trusted source, MD5-checked)
+        images.append(torch.as_tensor(np.asarray(entry["data"], dtype=np.uint8)).reshape(-1, 3, 32, 32))
+        labels.extend(entry["labels"])
+    data = torch.cat(images).float() / 255.0 * 2.0 - 1.0
+    return ImageData(data.contiguous(), torch.as_tensor(labels, dtype=torch.int64), "cifar10", 10)
 
 
 def _torchvision(name: str, root: Path | None, train: bool) -> ImageData:
@@ -100,33 +180,24 @@ def _torchvision(name: str, root: Path | None, train: bool) -> ImageData:
     try:
         ds = cls(root=str(root), train=train, download=True)
     except Exception as exc:  # URLError, socket errors, RuntimeError from a failed check
-        raise DatasetUnavailableError(
-            f"dataset {name!r} is not in {root} and could not be downloaded ({type(exc).__name__}: {exc}). "
-            f"The 'gpu' profile needs internet access once (e.g. on Colab), or copy the torchvision "
-            f"{cls_name} files into {root} (set REPRODIFF_DATA to change it). "
-            "The default 'cpu' profile uses scikit-learn's bundled digits and works offline."
-        ) from exc
-    data = torch.as_tensor(ds.data)
-    if data.ndim == 3:  # MNIST-like: N, H, W uint8
-        data = data.unsqueeze(1)
-    else:  # CIFAR: N, H, W, C uint8
-        data = data.permute(0, 3, 1, 2)
+        raise _unavailable(name, root, f"torchvision {cls_name} files", exc) from exc
+    data = torch.as_tensor(ds.data).unsqueeze(1)  # N, H, W uint8
     images = data.float() / 255.0 * 2.0 - 1.0
     labels = torch.as_tensor(ds.targets, dtype=torch.int64)
     return ImageData(images.contiguous(), labels, name, num_classes)
 
 
-DATASETS = ("digits", *_TORCHVISION)
+DATASETS = ("digits", "cifar10", *_TORCHVISION)
 
 
 def load_dataset(name: str, root: str | Path | None = None, train: bool = True) -> ImageData:
     """Load a dataset by name.
 
     Args:
-        name: ``"digits"`` (scikit-learn's 1,797 real 8x8 digits, offline), or one of the torchvision
-            datasets ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"`` (downloaded on first use).
-        root: download directory for torchvision datasets (default :func:`default_data_root`).
-        train: torchvision train or test split (digits has a single split).
+        name: ``"digits"`` (scikit-learn's 1,797 real 8x8 digits, offline), ``"cifar10"`` (downloaded
+            on first use), or one of the torchvision datasets ``"mnist"``, ``"fashion-mnist"``.
+        root: download directory (default :func:`default_data_root`).
+        train: train or test split (digits has a single split).
 
     Raises:
         ValueError: unknown name.
@@ -134,6 +205,8 @@ def load_dataset(name: str, root: str | Path | None = None, train: bool = True) 
     """
     if name == "digits":
         return _digits()
+    if name == "cifar10":
+        return _cifar10(Path(root) if root else None, train)
     if name in _TORCHVISION:
         return _torchvision(name, Path(root) if root else None, train)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (or use MoLRG)")

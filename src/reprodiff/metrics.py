@@ -26,7 +26,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from .data import ResourceUnavailableError
+from .data import ResourceUnavailableError, _download
 from .sampling import Samples
 
 __all__ = [
@@ -71,20 +71,6 @@ class PixelDescriptor:
 
 
 SSCD_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection/sscd_disc_large.torchscript.pt"
-
-
-def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Stream ``url`` to ``dest`` with a progress bar and a connection timeout."""
-    import urllib.request
-
-    from tqdm.auto import tqdm
-
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
-        total = int(response.headers.get("Content-Length", 0)) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
 
 
 class SSCDDescriptor:
