@@ -253,3 +253,58 @@ def test_sample_cache_keeps_only_trained_networks_and_deterministic_samplers(gau
     generate(tiny_net, range(3), (1, 8, 8), steps=4, labels=[0, 1, 2], sampler="euler-ancestral",
              step_noise_stream=0)
     assert not (cache_root() / "samples").exists()
+
+
+# --- the device sampling runs on -----------------------------------------------------------------
+
+class _PlainWrapper:
+    """A wrapper that is not a torch module (like a user's guidance function): found through ``.denoiser``."""
+
+    def __init__(self, denoiser):
+        self.denoiser = denoiser
+
+    def __call__(self, x, sigma, cond=None):
+        return self.denoiser(x, sigma, cond)
+
+
+def test_sampling_device_is_the_models_unless_given(tiny_net, gaussian):
+    from reprodiff.denoisers import Guided
+    from reprodiff.sampling import _resolve_device
+
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    on_meta = torch.nn.Linear(2, 2, device="meta")  # a model that is not on CPU, without an accelerator
+    assert _resolve_device(tiny_net) == cpu  # parameters
+    assert _resolve_device(gaussian) == cpu  # a closed form: buffers only
+    assert _resolve_device(lambda x, sigma, cond=None: x) == cpu  # neither
+    assert _resolve_device(on_meta) == meta
+    assert _resolve_device(record_calls(on_meta)) == meta and _resolve_device(_PlainWrapper(on_meta)) == meta
+    assert _resolve_device(Guided(tiny_net, 1.0)) == cpu
+    assert _resolve_device(tiny_net, "meta") == meta and _resolve_device(on_meta, "cpu") == cpu
+
+
+def test_generate_samples_on_the_models_device_by_default(monkeypatch):
+    import reprodiff.sampling as sampling
+
+    seen = []
+
+    def loop(spec, denoiser, n, noise_for, sigmas, labels, batch_size, device, *args, **kwargs):
+        seen.append((torch.device(device), sigmas.device))
+        return torch.zeros(n, 2, 1, 1)
+
+    monkeypatch.setattr(sampling, "_sample_batches", loop)
+    on_meta = torch.nn.Conv2d(2, 2, 1, device="meta")
+    generate(on_meta, range(3), (2, 1, 1), steps=2)
+    generate(on_meta, range(3), (2, 1, 1), steps=2, device="cpu")
+    meta, cpu = torch.device("meta"), torch.device("cpu")
+    assert seen == [(meta, meta), (cpu, cpu)]
+
+
+def test_generate_on_the_default_device_is_cpu_sampling_bit_for_bit(tiny_net, sampling_runs):
+    kw = dict(sampler="heun", steps=5, batch_size=4, labels=[0, 1, 2, 0, 1])
+    default = generate(tiny_net, range(5), (1, 8, 8), cache_samples=False, **kw)
+    on_cpu = generate(tiny_net, range(5), (1, 8, 8), device="cpu", cache_samples=False, **kw)
+    assert torch.equal(default.images, on_cpu.images) and default.images.device.type == "cpu"
+    # and both name one cache entry: the second call is served
+    generate(tiny_net, range(5), (1, 8, 8), **kw)
+    served = generate(tiny_net, range(5), (1, 8, 8), device="cpu", **kw)
+    assert len(sampling_runs) == 3 and torch.equal(served.images, default.images)

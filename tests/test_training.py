@@ -150,3 +150,52 @@ def test_pool_schedules_by_flops_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
     # measured single-threaded here: 292, 112, 41 and 20 s to train; VAE-512 well under a UNet-XS
     assert costs == sorted(costs, reverse=True) and costs[2] < vae < costs[1]
+
+
+def _plain_training_loop(cfg: TrainConfig):
+    """What ``train`` computes in one process, written out: no accelerate, no cache, no resuming.
+
+    The batch generator draws images, label-dropout draws, sigma and noise for each step in this
+    order; dropout masks come from the global RNG, seeded with ``cfg.seed`` before initialisation.
+    """
+    from reprodiff.denoisers import denoising_loss, draw_noise
+    from reprodiff.runtime import cpu_threads, derive_seed, flush_denormal
+    from reprodiff.training import build_model
+
+    data, _ = training_data(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.shape, data.num_classes)
+    ema = build_model(cfg, data.shape, data.num_classes)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-batches"))
+    model.train()
+    with flush_denormal(), cpu_threads(1):
+        for step in range(cfg.steps):
+            idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
+            y, cond = data.images[idx], None
+            if cfg.conditional:
+                drop = torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout
+                cond = torch.where(drop, data.num_classes, data.labels[idx])
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+            sigma, noise = draw_noise(model.objective, y.shape, gen)
+            loss = denoising_loss(model, model.objective, y, sigma, noise, cond)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.mul_(decay).add_(p, alpha=1 - decay)
+    return ema
+
+
+def test_single_process_training_is_the_plain_loop_bit_for_bit():
+    # pins the trained bits of every cached model: train() in one process (its batch sharding,
+    # accelerate, the resumable state) must change nothing the plain loop computes
+    cfg = TrainConfig(**{**TINY, "conditional": True, "label_dropout": 0.3, "dropout": 0.1, "warmup": 3})
+    trained = train(cfg, progress=False)
+    plain = _plain_training_loop(cfg)
+    assert trained.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(a, plain.state_dict()[k]) for k, a in trained.state_dict().items())

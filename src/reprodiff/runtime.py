@@ -12,7 +12,13 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["flush_denormal", "denormals_flushed", "cpu_threads", "eval_mode", "derive_seed", "SEED_PURPOSES"]
+__all__ = ["flush_denormal", "denormals_flushed", "cpu_threads", "eval_mode", "derive_seed", "SEED_PURPOSES",
+           "default_device"]
+
+
+def default_device() -> torch.device:
+    """Where the book's trained networks run: the first GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def denormals_flushed() -> bool:
     """Whether this thread currently flushes denormal floats to zero (probed: torch cannot report it)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import operator
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -368,6 +369,19 @@ def _wrapped(denoiser) -> Iterable:
         denoiser = getattr(denoiser, "denoiser", None)
 
 
+def _resolve_device(denoiser, device: str | torch.device | None = None) -> torch.device:
+    """The device to sample on: ``device`` when given, else the device of the first parameter or
+    buffer of ``denoiser`` or of a model it wraps (:func:`_wrapped`), else CPU (a parameter-free
+    denoiser, e.g. a function)."""
+    if device is not None:
+        return torch.device(device)
+    for d in _wrapped(denoiser):
+        if isinstance(d, torch.nn.Module):
+            for t in itertools.chain(d.parameters(), d.buffers()):
+                return t.device
+    return torch.device("cpu")
+
+
 def _as_shape(value) -> tuple[int, ...] | None:
     try:
         shape = tuple(operator.index(v) for v in value)
@@ -511,7 +525,9 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
                         name: str = "") -> Samples:
     """Sample from given unit initial noises ``(B, C, H, W)`` (e.g. interpolated ones) with a
     deterministic sampler; sample k is numbered k. :func:`generate` runs the same loop with the
-    noise drawn from the seeds, and the two agree bit for bit on the same noise and batch size."""
+    noise drawn from the seeds, and the two agree bit for bit on the same noise and batch size.
+    Sampling runs on the model's device (as :func:`generate` with ``device=None``); the images
+    come back on CPU."""
     spec = _sampler_spec(sampler)
     if spec.stochastic:
         raise ValueError(f"{sampler} is stochastic: generate_from_noise runs deterministic samplers only")
@@ -521,9 +537,10 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
     batch_size = _check_positive(batch_size, "batch_size")
     _check_shape(noise.shape[1:], denoiser)
     labels = _check_labels(labels, len(noise), denoiser)
-    sigmas = karras_sigmas(steps, sigma_min, sigma_max)
+    device = _resolve_device(denoiser)
+    sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
     images = _sample_batches(spec, denoiser, len(noise), lambda a, b: noise[a:b].float(), sigmas, labels,
-                             batch_size, "cpu", f"sampling {name or sampler}", False)
+                             batch_size, device, f"sampling {name or sampler}", False)
     return Samples(images, torch.arange(len(noise)), name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
 
@@ -531,7 +548,7 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
 def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Sequence[int], *,
              sampler: str = "heun", steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
              labels: torch.Tensor | Sequence[int] | None = None, batch_size: int = 256, noise_stream: int = 0,
-             step_noise_stream: int | None = None, device: str | torch.device = "cpu",
+             step_noise_stream: int | None = None, device: str | torch.device | None = None,
              name: str = "", progress: bool = False, cache_samples: bool = True) -> Samples:
     """Sample one image per seed with a given sampler: the book's everyday entry point.
 
@@ -541,6 +558,9 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
         labels: ``(len(seeds),)`` integer class labels, required exactly for class-conditional models.
         step_noise_stream: for ``euler-ancestral`` only, which noise stream supplies the injected
             noise (two models given different streams see different fresh noise).
+        device: where the sampler runs; ``None`` (default): the device of the model's first
+            parameter or buffer, looking through wrappers (guidance, call recorders), CPU for a
+            denoiser without any. The noise is drawn on CPU either way and the images return on CPU.
         cache_samples: reuse (and keep) the samples of a trained network drawn with a deterministic
             sampler on CPU from the package's cache (module docstring); ``False`` always samples.
 
@@ -549,7 +569,7 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     Results are bitwise reproducible for a fixed batch size and equal to float rounding across
     batch sizes (see the module docstring).
 
-    Returns: :class:`Samples` with float32 images clamped to [-1, 1].
+    Returns: :class:`Samples` with float32 images clamped to [-1, 1], on CPU.
     """
     spec = _sampler_spec(sampler)
     if spec.stochastic and step_noise_stream is None:
@@ -559,6 +579,7 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     batch_size = _check_positive(batch_size, "batch_size")
     shape = _check_shape(shape, denoiser)
     labels = _check_labels(labels, len(seeds), denoiser)
+    device = _resolve_device(denoiser, device)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
     key = None if spec.stochastic or not cache_samples else \
         _sample_key(denoiser, seeds, shape, labels, sigmas, sampler, batch_size, noise_stream, device)

@@ -8,6 +8,17 @@ to *bitwise* the weights an uninterrupted run reaches: the state holds the batch
 global RNG (dropout), the optimizer and the EMA. A corrupt or mismatched checkpoint raises
 :class:`CheckpointError` instead of being trusted, and two processes asking for one model train
 it once.
+
+Under ``accelerate launch`` (N processes, DDP) a model trains to the weights one process reaches,
+up to float rounding: ``batch_size`` is the *global* batch. Every process draws the same global
+batch stream (images, label-dropout draws, sigma and noise, from the generator one process uses)
+and keeps its contiguous shard of ``batch_size / N`` rows (``batch_size`` must divide evenly); DDP
+averages the shards' gradients, which is the full batch's gradient, so every process takes the same
+optimizer and EMA steps. What cannot match one process is dropout (``dropout > 0``): its masks come
+from the global RNG, per process (process p > 0 reseeds it from its own stream, so shards do not
+share masks), and are drawn per shard. The resumable state holds every process's RNG; resuming
+with another number of processes is exact only without dropout. Only the main process writes
+files; a Ctrl-C reaching one process stops them all at the same step.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from .cache import (CACHE_FORMAT, CheckpointError, cache_root, clean_temporaries
                     read_model, read_state, write_model, write_state)
 from .data import DATASETS, ImageData, MoLRG, keep_classes, load_dataset, split_holdout, subset
 from .denoisers import Precond, denoising_loss, draw_noise, get_objective
-from .runtime import cpu_threads, derive_seed, flush_denormal
+from .runtime import cpu_threads, default_device, derive_seed, flush_denormal
 
 __all__ = ["TrainConfig", "CheckpointError", "cache_root", "training_data", "train", "load_or_train",
            "load_or_train_many", "load_model", "checkpoint_dir", "build_model", "step_cost", "cpu_threads"]
@@ -303,6 +314,35 @@ def load_model(cfg: TrainConfig, path: Path | None = None, *, step: int | None =
     return model
 
 
+def _shard(batch_size: int, num_processes: int, process_index: int) -> slice:
+    """The rows of each global batch that process ``process_index`` of ``num_processes`` trains on:
+    the contiguous ``process_index``-th of ``num_processes`` equal slices (all rows for one process).
+    Raises ``ValueError`` when ``batch_size`` does not divide evenly (DDP's gradient average would
+    then weight the shards unequally)."""
+    if batch_size % num_processes:
+        raise ValueError(f"batch_size {batch_size} is the global batch and must divide evenly among the "
+                         f"{num_processes} training processes; choose a multiple of {num_processes}")
+    rows = batch_size // num_processes
+    return slice(process_index * rows, (process_index + 1) * rows)
+
+
+def _gather_rng(accelerator) -> dict[str, torch.Tensor]:
+    """The global RNG states (dropout masks) of processes 1..N-1, for the main process's state file:
+    ``rng.rank{p}.cpu`` and, on GPUs, ``rng.rank{p}.cuda`` (its own device's). Process 0's are the
+    ``rng.cpu`` / ``rng.cuda{i}`` one process saves. Collective: every process must call it."""
+    own = [torch.get_rng_state()]
+    if accelerator.device.type == "cuda":
+        own.append(torch.cuda.get_rng_state(accelerator.device))
+    rows = accelerator.gather(torch.cat(own).to(accelerator.device)[None]).cpu()
+    n_cpu = own[0].numel()
+    out = {}
+    for p in range(1, accelerator.num_processes):
+        out[f"rng.rank{p}.cpu"] = rows[p, :n_cpu].clone()
+        if len(own) > 1:
+            out[f"rng.rank{p}.cuda"] = rows[p, n_cpu:].clone()
+    return out
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
 
@@ -359,6 +399,10 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
     entry's lock), it is loaded instead of trained again. The returned model is the EMA of the
     weights, in eval mode, with ``.config`` and ``.info``. The caller's global RNG is left as it
     was. Bad configs and impossible subsets raise before anything is written.
+
+    Under ``accelerate launch`` every process calls this and ``cfg.batch_size`` is the global batch,
+    split evenly among the processes (``ValueError`` before training when it does not divide); see
+    the module docstring for what matches one process. Every process returns the same weights.
     """
     data, _ = training_data(cfg)  # raises on impossible subsets before anything heavy
     init = None
@@ -376,6 +420,8 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
     with nullcontext() if distributed else entry_lock(path):
         if is_cached(path) and not distributed:
             return load_model(cfg)
+        if distributed:  # the lock creates the folder otherwise; resumable states are written into it
+            path.mkdir(parents=True, exist_ok=True)
         clean_temporaries(path)
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
@@ -388,6 +434,8 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
     from tqdm.auto import tqdm
 
     accelerator = Accelerator(cpu=(device == "cpu") or not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    shard = _shard(cfg.batch_size, world, rank)
     torch.manual_seed(cfg.seed)  # parameter initialisation (and then dropout masks)
     model = build_model(cfg, data.shape, data.num_classes)
     ema = build_model(cfg, data.shape, data.num_classes)
@@ -399,11 +447,14 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
         ema_lora = add_lora(ema, cfg)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
+    if rank > 0:  # its own dropout masks (its stream of "train-batches" is free: batches come from stream 0)
+        torch.manual_seed(derive_seed(cfg.seed, "train-batches", rank))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     # fused: one kernel per step for all parameters (9-10% faster steps on this CPU; benchmarks/README.md)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, fused=True)
-    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-batches", accelerator.process_index))
+    # every process draws the same global batches and keeps its shard of them
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-batches", 0))
     step, losses, seconds, running = 0, [], 0.0, None
     global_rng: dict[str, torch.Tensor] = {}
 
@@ -436,24 +487,32 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
     net = raw if accelerator.num_processes == 1 else model
     ema.to(accelerator.device)
     null_label = data.num_classes
-    if global_rng:  # dropout draws from the global RNG: resume it where the state left it
+    if global_rng and rank == 0:  # dropout draws from the global RNG: resume it where the state left it
         torch.set_rng_state(global_rng["rng.cpu"])
         for i in range(torch.cuda.device_count()):
             if f"rng.cuda{i}" in global_rng:
                 torch.cuda.set_rng_state(global_rng[f"rng.cuda{i}"], i)
+    elif global_rng:  # a state saved by fewer processes has none for this one: it keeps its fresh stream
+        if f"rng.rank{rank}.cpu" in global_rng:
+            torch.set_rng_state(global_rng[f"rng.rank{rank}.cpu"])
+        if f"rng.rank{rank}.cuda" in global_rng and accelerator.device.type == "cuda":
+            torch.cuda.set_rng_state(global_rng[f"rng.rank{rank}.cuda"], accelerator.device)
 
     def save_state() -> None:
-        if not accelerator.is_main_process:
-            return
-        tensors = _optimizer_tensors(opt)
-        tensors.update({f"net.{k}": v for k, v in raw.state_dict().items()})
-        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-        tensors["rng"] = gen.get_state()
-        tensors["rng.cpu"] = torch.get_rng_state()
-        if accelerator.device.type == "cuda":
-            tensors.update({f"rng.cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-        write_state(path, tensors, dict(hash=cfg.hash, config=cfg.hashed_fields(), step=step, losses=losses,
-                                        running=running, seconds=seconds, version=__version__))
+        other_rngs = _gather_rng(accelerator) if world > 1 else {}
+        if accelerator.is_main_process:
+            tensors = _optimizer_tensors(opt)
+            tensors.update({f"net.{k}": v for k, v in raw.state_dict().items()})
+            tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+            tensors["rng"] = gen.get_state()
+            tensors["rng.cpu"] = torch.get_rng_state()
+            if accelerator.device.type == "cuda":
+                tensors.update({f"rng.cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+            tensors.update(other_rngs)
+            write_state(path, tensors, dict(hash=cfg.hash, config=cfg.hashed_fields(), step=step, losses=losses,
+                                            running=running, seconds=seconds, version=__version__))
+        if world > 1:  # no process goes on (or stops, and resumes) before the state is on disk
+            accelerator.wait_for_everyone()
 
     def final_weights() -> dict[str, torch.Tensor]:  # a LoRA model keeps only its adapters
         weights = ema.state_dict()
@@ -465,24 +524,26 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
     named_ema = dict(ema.named_parameters())
     ema_p = [named_ema[name] for name in trainable]
     raw_p = [p for p in raw.parameters() if p.requires_grad]
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"training {cfg.name}", disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"training {cfg.name}",
+               disable=not progress or not accelerator.is_local_main_process)
     t0 = time.perf_counter()
     model.train()
     try:
         with flush_denormal(), cpu_threads(1 if accelerator.device.type == "cpu" else None), \
                 _deferred_interrupt() as interrupted:
             while step < cfg.steps:
-                idx = torch.randint(len(data), (cfg.batch_size,), generator=gen).to(accelerator.device)
+                # the global batch, drawn in this order (it fixes the trained bits); this process's shard of it
+                idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)[shard].to(accelerator.device)
                 y = images[idx]
                 cond = None
                 if cfg.conditional:
-                    drop = torch.rand(cfg.batch_size, generator=gen).to(accelerator.device) < cfg.label_dropout
+                    drop = torch.rand(cfg.batch_size, generator=gen)[shard].to(accelerator.device) < cfg.label_dropout
                     cond = torch.where(drop, torch.full_like(labels[idx], null_label), labels[idx])
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(cfg, step)
-                sigma, noise = draw_noise(raw.objective, y.shape, gen)
-                loss = denoising_loss(net, raw.objective, y, sigma.to(accelerator.device),
-                                      noise.to(accelerator.device), cond)
+                sigma, noise = draw_noise(raw.objective, (cfg.batch_size, *data.shape), gen)
+                loss = denoising_loss(net, raw.objective, y, sigma[shard].to(accelerator.device),
+                                      noise[shard].to(accelerator.device), cond)
                 opt.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 opt.step()
@@ -493,14 +554,18 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
                 step += 1
                 if step in snapshots and accelerator.is_main_process:
                     write_model(_snapshot_dir(path, step), final_weights(), dict(base_meta, step=step))
-                value = loss.item()
+                if world == 1:
+                    value, stop = loss.item(), interrupted()
+                else:  # the global batch's loss; and a Ctrl-C that reached any process stops all at this step
+                    flag = torch.tensor(float(interrupted()), device=accelerator.device)
+                    total = accelerator.reduce(torch.stack([loss.detach().float(), flag]), "sum").cpu()
+                    value, stop = total[0].item() / world, bool(total[1] > 0)
                 running = value if running is None else 0.98 * running + 0.02 * value
                 if step % 10 == 0 or step == cfg.steps:
                     losses.append([step, round(running, 6)])
                 bar.update(1)
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{running:.4f}")
-                stop = interrupted()
                 if (step % cfg.checkpoint_every == 0 or stop) and step < cfg.steps:
                     seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
@@ -519,6 +584,8 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
     if accelerator.is_main_process:
         write_model(path, final_weights(), meta)
         (path / "state.safetensors").unlink(missing_ok=True)
+    if world > 1:  # every process returns once the model is on disk
+        accelerator.wait_for_everyone()
     if ema_lora is not None:  # returned as load_model returns it: adapters merged into the weights
         ema.backbone = ema_lora.merge_and_unload()
     ema.eval().cpu()
@@ -531,11 +598,12 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
 def load_or_train(cfg: TrainConfig, progress: bool = True) -> Precond:
     """Load ``cfg``'s model from the cache, or train it (resuming an interrupted run) and cache it.
 
-    Safe to call from several processes at once: one trains, the others wait and load.
+    Safe to call from several processes at once: one trains, the others wait and load. The model
+    comes back on :func:`reprodiff.runtime.default_device` (a GPU when there is one), so sampling
+    runs there.
     """
-    if is_cached(checkpoint_dir(cfg)):
-        return load_model(cfg)
-    return train(cfg, progress=progress)
+    model = load_model(cfg) if is_cached(checkpoint_dir(cfg)) else train(cfg, progress=progress)
+    return model.to(default_device())
 
 
 def _is_vae(cfg) -> bool:
@@ -566,7 +634,7 @@ def _load_one(cfg):
         from .controls import load_or_train_vae
 
         return load_or_train_vae(cfg, progress=False)  # cached by now: this loads
-    return load_model(cfg)
+    return load_model(cfg).to(default_device())
 
 
 def _train_in_worker(cfg) -> str:
@@ -602,6 +670,11 @@ def _relative_cost(cfg, shape: tuple[int, int, int] | None) -> float:
     return _flops_per_image(cfg.backbone, tuple(shape)) * cfg.batch_size * cfg.steps
 
 
+#: below this many training FLOPs in all (~5 s of one core; the smallest model of the cpu profile costs 2.1e11)
+#: a wave trains in this process, one model at a time
+_IN_PROCESS_FLOPS = 1e11
+
+
 def load_or_train_many(configs, workers: int | None = None, progress: bool = True):
     """``load_or_train`` for several configs, training the missing ones in parallel on CPU.
 
@@ -610,9 +683,11 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
             chapter's VAEs share its pool), or a dict name -> config (then a dict name -> model is
             returned, in the same order).
         workers: processes training at once (default ``$REPRODIFF_WORKERS`` or the number of CPU
-            cores); each trains one model single-threaded. With a GPU, models train one by one.
+            cores); each trains one model single-threaded. With a GPU, or when the models are so small
+            that starting processes would cost more than training them, they train one by one here.
 
-    Returns: the trained models, like :func:`load_or_train`, in the order given.
+    Returns: the trained models, like :func:`load_or_train` (on a GPU when there is one; VAEs on the
+    CPU), in the order given.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
@@ -632,8 +707,11 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
         wave = [c for c in missing if getattr(c, "base", None) is None or c.base.hash not in {m.hash for m in missing}]
         missing = [c for c in missing if c not in wave]
         # longest first (most FLOPs x batch x steps), so the last job to finish is a short one
-        wave.sort(key=lambda c: -_relative_cost(c, shapes[c.hash]))
-        if workers == 1 or len(wave) == 1 or torch.cuda.is_available():
+        costs = {c.hash: _relative_cost(c, shapes[c.hash]) for c in wave}
+        wave.sort(key=lambda c: -costs[c.hash])
+        # a few seconds of work trains faster here than in fresh processes (each imports torch and diffusers)
+        small = sum(costs.values()) < _IN_PROCESS_FLOPS
+        if workers == 1 or len(wave) == 1 or small or torch.cuda.is_available():
             for c in wave:
                 _train_one(c, progress)
             continue
