@@ -159,3 +159,18 @@ def test_x0_error_is_zero_for_a_perfect_denoiser_and_comparable_across_denoisers
     assert x0_error(dstar, held, (0.1,), seed=3) != x0_error(dstar, held, (0.1,), seed=4)
     with pytest.raises(ValueError):
         x0_error(dstar, held[:0])
+
+
+def test_gaussian_denoiser_from_fewer_images_than_dimensions_is_the_full_one():
+    """N < D takes the SVD of the data instead of the eigendecomposition of the D x D covariance:
+    the same denoiser at every noise level."""
+    from reprodiff.denoisers import GaussianDenoiser
+
+    images = torch.randn(12, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    low = GaussianDenoiser.from_data(images)
+    y = images.reshape(12, -1).double()
+    full = GaussianDenoiser(y.mean(0), (y - y.mean(0)).T @ (y - y.mean(0)) / 12)
+    assert low.evecs.shape == (192, 12) and full.evecs.shape == (192, 192)
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    for sigma in (0.01, 0.5, 20.0):
+        assert torch.allclose(low(x, sigma), full(x, sigma), atol=1e-5)

@@ -201,13 +201,16 @@ def x0_error(denoiser: Denoiser, images: torch.Tensor, sigmas: Sequence[float] =
     if len(images) == 0:
         raise ValueError("x0_error needs at least one image")
     out = []
+    params = denoiser.parameters() if isinstance(denoiser, nn.Module) else ()
+    device = next(iter(params), torch.zeros(0)).device  # the model's (a GPU in the gpu profile), else CPU
     with eval_mode(denoiser) as model:
         for sigma in sigmas:
             g = torch.Generator().manual_seed(seed)
             noise = torch.randn(images.shape, generator=g)
             total = 0.0
             for y, n in zip(images.split(batch_size), noise.split(batch_size)):
-                total += float(((model(y + sigma * n, torch.full((len(y),), float(sigma)), None) - y) ** 2).sum())
+                y, n = y.to(device), n.to(device)
+                total += float(((model(y + sigma * n, torch.full((len(y),), float(sigma), device=device), None) - y) ** 2).sum())
             out.append(math.sqrt(total / images.numel()))
     return out
 
@@ -283,7 +286,8 @@ class GaussianDenoiser(nn.Module):
 
     Built from a training set's mean and covariance it is the linear reference that generalizing
     diffusion models approach (Li, Dai & Qu 2024). Uses the eigendecomposition of Sigma so any
-    sigma costs one ``(B, D) x (D, D)`` product.
+    sigma costs one ``(B, D) x (D, r)`` product; ``evecs`` holds the ``r`` principal directions
+    (``r = D``, or fewer when fitted to fewer images than dimensions: the rest have eigenvalue 0).
     """
 
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor) -> None:
@@ -295,11 +299,22 @@ class GaussianDenoiser(nn.Module):
 
     @classmethod
     def from_data(cls, images: torch.Tensor) -> "GaussianDenoiser":
-        """Fit mean and (maximum-likelihood) covariance to ``(N, C, H, W)`` images."""
+        """Fit mean and (maximum-likelihood) covariance to ``(N, C, H, W)`` images.
+
+        With fewer images than dimensions (N < D, e.g. one class of a small CIFAR-10 subset) the
+        covariance has rank below N: its nonzero eigenpairs come from the SVD of the centred
+        ``(N, D)`` data, ``N^2 D`` work instead of the ``D^3`` of a full eigendecomposition, and the
+        same denoiser (the directions left out have eigenvalue 0, which shrinks them to 0 anyway).
+        """
         y = images.reshape(images.shape[0], -1).double()
         mean = y.mean(0)
         centred = y - mean
-        return cls(mean, centred.T @ centred / y.shape[0])
+        if y.shape[0] >= y.shape[1]:
+            return cls(mean, centred.T @ centred / y.shape[0])
+        _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+        out = cls(mean, torch.zeros(1, 1))
+        out.evals, out.evecs = s**2 / y.shape[0], vh.T.contiguous()
+        return out
 
     def forward(self, x, sigma, cond=None):
         if cond is not None:
