@@ -59,6 +59,13 @@ def _samples(tmp_path, name, seeds, size=8):
     return str(tmp_path / name)
 
 
+def _pipeline(folder, seed=0, channels=3, size=8):
+    """A tiny random DDPM saved as the Hub serves one (DDPMPipeline.save_pretrained: unet/ + scheduler/)."""
+    from reprodiff.smoke import write_ddpm_pipeline
+
+    return write_ddpm_pipeline(folder, seed=seed, size=size, channels=channels)
+
+
 OUT = ["--out", "x.safetensors"]
 BAD = {
     "unknown backbone": (["train", "--backbone", "resnet"], "unknown backbone 'resnet'"),
@@ -94,6 +101,16 @@ BAD = {
                           lambda t: _samples(t, "b.safetensors", [5, 6, 7])], "do not share the same seeds"),
     "mismatched image sizes": (["score", lambda t: _samples(t, "a.safetensors", [0, 1, 2]),
                                 lambda t: _samples(t, "c.safetensors", [0, 1, 2], 16)], "images"),
+    "compare one model": (["compare", "./a"], "at least two models"),
+    "compare unknown path": (["compare", "./missing", "./missing-too"], "does not exist"),
+    "compare folder without a UNet": (["compare", lambda t: str(t), lambda t: str(t)], "holds no UNet"),
+    "compare stochastic sampler": (["compare", "./a", "./b", "--sampler", "euler-ancestral"],
+                                   "one deterministic sampler"),
+    "compare one seed, pixel threshold": (["compare", "./a", "./b", "--seeds", "3"], "at least 2 seeds"),
+    "compare threshold": (["compare", "./a", "./b", "--threshold", "2"], "--threshold is a cosine"),
+    "compare out is a file": (["compare", "./a", "./b", "--out", _junk], "is a file"),
+    "compare mismatched shapes": (["compare", lambda t: _pipeline(t / "small", size=8),
+                                   lambda t: _pipeline(t / "large", size=16)], "different shapes"),
     "threshold outside [-1, 1]": (["score", lambda t: _samples(t, "a.safetensors", [0, 1]),
                                    lambda t: _samples(t, "a.safetensors", [0, 1]), "--threshold", "3"],
                                   "--threshold is a cosine"),
@@ -102,12 +119,17 @@ BAD = {
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_cli_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys, monkeypatch):
+    import reprodiff.pretrained as pretrained
     import reprodiff.training as training
 
     def no_training(*args, **kwargs):
         raise AssertionError("the CLI started training before rejecting its input")
 
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the CLI loaded a model before rejecting its input")
+
     monkeypatch.setattr(training, "_train_locked", no_training)
+    monkeypatch.setattr(pretrained.DiffusersSource, "load", no_loading)
     monkeypatch.chdir(tmp_path)
     argv, message = BAD[case]
     argv = [a(tmp_path) if callable(a) else a for a in argv]
@@ -123,7 +145,68 @@ def test_cli_sscd_offline_is_a_clear_error(tmp_path, capsys, offline):
     assert main(["score", a, a, "--descriptor", "sscd"]) == 2
     err = capsys.readouterr().err
     assert "could not be downloaded" in err and "Traceback" not in err
+    assert main(["compare", "./a", "./b", "--descriptor", "sscd"]) == 2  # before looking at the models
+    assert "could not be downloaded" in capsys.readouterr().err
     assert not cache_root().exists()
+
+
+def test_cli_compare_samples_every_model_from_the_same_seeds(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from reprodiff.pretrained import load_diffusers_denoiser
+    from reprodiff.runtime import cpu_threads
+    from reprodiff.sampling import generate
+
+    a, b = _pipeline(tmp_path / "a", seed=0), _pipeline(tmp_path / "b", seed=1)
+    out = tmp_path / "rp"
+    with cpu_threads(1):  # tiny UNets; spinning worker threads only slow a busy machine down
+        assert main(["compare", a, b, a, "--seeds", "0-5", "--sampler-steps", "3", "--out", str(out)]) == 0
+        text = capsys.readouterr().out
+        model = load_diffusers_denoiser(a)
+        direct = generate(model, range(6), model.shape, steps=3, sigma_min=model.sigma_min)
+    assert "heun, 3 steps (5 network calls per sample), Karras grid sigma 0.01 to 80" in text
+    assert "same-image rule: pixel descriptor" in text and "99th percentile" in text and "across 3 sample sets" in text
+    assert "6 seed pairs per cell" in text and "[3]" in text and "diffusers UNet2DModel, epsilon" in text
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["1-a.safetensors", "2-b.safetensors", "3-a.safetensors", "rp_matrix.json"]
+    first = load_file(str(out / "1-a.safetensors"))
+    assert first["seeds"].tolist() == list(range(6)) and first["images"].shape == (6, 3, 8, 8)
+    assert torch.equal(first["images"], load_file(str(out / "3-a.safetensors"))["images"])
+    assert torch.allclose(first["images"], direct.images, atol=1e-6)
+    import json
+
+    matrix = json.loads((out / "rp_matrix.json").read_text())
+    assert matrix["rp"][0][2] == 1.0 and matrix["rp"][0][1] == matrix["rp"][1][0] and matrix["seeds"] == list(range(6))
+    assert matrix["descriptor"] == "pixel" and matrix["sampler"] == "heun" and len(matrix["lower"]) == 3
+
+
+def test_cli_compare_with_the_books_rule_for_a_dataset(tmp_path, capsys):
+    from reprodiff.runtime import cpu_threads
+
+    a, b = _pipeline(tmp_path / "a", seed=0, channels=1), _pipeline(tmp_path / "b", seed=1, channels=1)
+    with cpu_threads(1):
+        assert main(["compare", a, b, "--seeds", "0-3", "--sampler-steps", "2", "--dataset", "digits"]) == 0
+    assert "held-out real images" in capsys.readouterr().out
+    for args, message in ((["--dataset", "imagenet"], "--dataset: "), (["--dataset", "digits", "--threshold", "0.9"],
+                                                                       "not both")):
+        assert main(["compare", a, b, "--seeds", "0-3", *args]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_cli_compares_a_cached_model_with_a_diffusers_one(tmp_path, capsys):
+    from reprodiff.runtime import cpu_threads
+    from reprodiff.training import TrainConfig, checkpoint_dir
+
+    assert main(["train", *COMMON]) == 0
+    cached = checkpoint_dir(TrainConfig(backbone="unet-xs", steps=3, batch_size=8, n_train=32))
+    ddpm = _pipeline(tmp_path / "ddpm", channels=1)  # digits are 1 x 8 x 8
+    capsys.readouterr()
+    with cpu_threads(1):
+        assert main(["compare", str(cached), ddpm, "--seeds", "0-3", "--sampler", "euler", "--sampler-steps", "2",
+                     "--threshold", "0.9"]) == 0
+    text = capsys.readouterr().out
+    assert "reprodiff unet-xs, edm, 3 steps" in text and "threshold 0.900 (given)" in text
+    assert "Karras grid sigma 0.01 to 80" in text  # the DDPM's smallest sigma bounds the shared grid
 
 
 def test_cli_error_from_a_real_process_has_no_traceback():

@@ -150,41 +150,12 @@ def test_guidance_study_fails_before_sampling_on_an_unconditional_model(conditio
 # ----------------------------------------------------------------------------- text-to-image plumbing
 
 
-def _tiny_pipeline(seed: int, path):
-    """A randomly initialised Stable Diffusion pipeline of a few thousand weights, saved to ``path``."""
-    import string
-
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
-                                layers_per_block=1, norm_num_groups=8, cross_attention_dim=16, attention_head_dim=2,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 8), latent_channels=4,
-                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in string.ascii_lowercase:
-        vocab[ch] = len(vocab)
-        vocab[ch + "</w>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
-                                        num_attention_heads=2, num_hidden_layers=1, projection_dim=16,
-                                        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    # a stochastic-by-default scheduler on disk: load_pipeline must replace it with deterministic DDIM
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                   scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def tiny_pipelines(tmp_path_factory):
     root = tmp_path_factory.mktemp("sd")
-    return {name: _tiny_pipeline(seed, root / name) for name, seed in (("v1", 0), ("v2", 1))}
+    from reprodiff.smoke import write_text_pipeline
+
+    return {name: write_text_pipeline(root / name, seed) for name, seed in (("v1", 0), ("v2", 1))}
 
 
 def test_text_to_image_from_the_same_latent_noise(tiny_pipelines):

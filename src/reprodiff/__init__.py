@@ -2,9 +2,10 @@
 
 Importing it has no side effects: no seeding, no downloads, no matplotlib backend changes. The
 public API lives in the submodules (``data``, ``backbones``, ``denoisers``, ``sampling``,
-``training``, ``metrics``, ``experiments``, ``controls``, ``plots``, ``configs``; ``cache`` owns the
-files on disk, ``runtime`` the CPU settings and seed derivations, ``notebook`` the chapters'
-helpers); the most used names are re-exported lazily here.
+``training``, ``metrics``, ``experiments``, ``controls``, ``plots``, ``configs``; ``pretrained``
+wraps public diffusers DDPM checkpoints as denoisers; ``cache`` owns the files on disk, ``runtime``
+the CPU settings and seed derivations, ``notebook`` the chapters' helpers); the most used names are
+re-exported lazily here.
 """
 
 from __future__ import annotations

@@ -27,6 +27,11 @@ class BackboneSpec:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
+    # the smoke profile's stand-ins for the gpu profile's models (its code path at toy scale)
+    "unet-tiny": BackboneSpec("unet", dict(channels=(8, 16), layers=1), "UNet, 8/16 channels (smoke profile)"),
+    "unet-tiny-attn": BackboneSpec("unet", dict(channels=(8, 16), layers=1, attention=True),
+                                   "UNet, 8/16 channels with self-attention (smoke profile)"),
+    "uvit-tiny": BackboneSpec("uvit", dict(width=32, depth=2, heads=2, patch=4), "U-ViT, width 32, patch 4 (smoke profile)"),
     "unet-xs": BackboneSpec("unet", dict(channels=(16, 32), layers=1), "UNet, 16/32 channels"),
     "unet-xs-deep": BackboneSpec("unet", dict(channels=(16, 32), layers=2), "UNet, 16/32 channels, 2 res-blocks per level"),
     "unet-xs-attn": BackboneSpec("unet", dict(channels=(16, 32), layers=1, attention=True),

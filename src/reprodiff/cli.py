@@ -1,4 +1,4 @@
-"""Command line: ``python -m reprodiff train|sample|score``, over the same configs the book uses.
+"""Command line: ``python -m reprodiff train|sample|score|compare|estimate``, over the same configs the book uses.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     python -m reprodiff sample --backbone unet-s --conditional --labels 3 --seeds 0-63 --out threes.safetensors
     python -m reprodiff sample --backbone unet-s --conditional --labels 3 --guidance 1 --seeds 0-63 --out g.safetensors
     python -m reprodiff score a.safetensors b.safetensors --descriptor pixel
+    python -m reprodiff compare google/ddpm-cifar10-32 ./my-ddpm --seeds 0-999 --out rp-cifar
+    python -m reprodiff estimate --profile gpu
 
 Every argument is checked before anything is trained, loaded or sampled; a user error prints one
 line (``reprodiff: error: ...``) and exits with status 2. Multi-GPU training runs the same command
@@ -20,8 +22,12 @@ import dataclasses
 import math
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 __all__ = ["main", "parse_seeds"]
+
+#: the Karras grid every model of a ``compare`` is sampled on, narrowed to what every model covers
+_EDM_SIGMA_MIN, _EDM_SIGMA_MAX = 0.002, 80.0
 
 _HELP = {
     "seed": "training seed (initialisation, batches); not the sampling seeds (--seeds)",
@@ -164,6 +170,171 @@ def _load_samples(path: Path):
         raise UserError(f"{path}: {exc}") from None
 
 
+@dataclasses.dataclass
+class _Model:
+    """One model of ``compare``: its label, image shape and a loader (called only after every check)."""
+
+    label: str
+    shape: tuple[int, int, int]
+    load: Callable[[Any], Any]  # device -> denoiser
+    kind: str
+
+
+def _cached_model(path: Path) -> _Model:
+    """A model the package trained, from its cache folder (model.json + model.safetensors)."""
+    from .cache import MODEL_JSON, read_json
+    from .training import TrainConfig, load_model
+
+    meta = read_json(path / MODEL_JSON)
+    config, shape = meta.get("config"), meta.get("shape")
+    if not isinstance(config, dict) or not isinstance(shape, list):
+        raise UserError(f"{path / MODEL_JSON} carries no training config or image shape")
+    if "base" in config:
+        raise UserError(f"{path} is a fine-tuned model, which compare cannot rebuild from its folder; load it with "
+                        "reprodiff.training.load_model(config)")
+    try:
+        cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: its config is not one this version of the package trains ({exc})") from None
+    if cfg.hash != meta.get("hash"):
+        raise UserError(f"{path} was written for another config hash ({meta.get('hash')}, now {cfg.hash}); retrain it")
+    if cfg.conditional:
+        raise UserError(f"{path} is a class-conditional model; compare samples unconditional models")
+    return _Model(path.name, tuple(int(v) for v in shape), lambda device: load_model(cfg, path).to(device),
+                  f"reprodiff {cfg.backbone}, {cfg.objective}, {cfg.steps} steps")
+
+
+def _compare_model(text: str) -> _Model:
+    """A cached model of the package, or a diffusers DDPM (local folder or Hub id), checked, not loaded."""
+    from .cache import MODEL_JSON
+    from .pretrained import locate_diffusers_model
+
+    path = Path(text).expanduser()
+    if (path / MODEL_JSON).is_file():
+        return _cached_model(path)
+    source = locate_diffusers_model(text)
+    label = path.name if path.exists() else text
+    prediction = source.scheduler_config.get("prediction_type", "epsilon")
+    return _Model(label, source.shape, source.load, f"diffusers UNet2DModel, {prediction}")
+
+
+def _compare_plan(args) -> dict:
+    """Everything ``compare`` needs, checked before any model is loaded or sampled."""
+    import torch
+
+    from .metrics import get_descriptor
+    from .sampling import SAMPLERS
+
+    if len(args.models) < 2:
+        raise UserError(f"compare needs at least two models, got {len(args.models)}")
+    if args.sampler not in SAMPLERS:
+        raise UserError(f"--sampler: unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if SAMPLERS[args.sampler].stochastic:
+        raise UserError(f"--sampler {args.sampler} injects fresh noise: compare runs one deterministic sampler")
+    if args.sampler_steps < 1:
+        raise UserError(f"--sampler-steps must be >= 1, got {args.sampler_steps}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    seeds = parse_seeds(args.seeds)
+    if args.threshold is not None and not -1 <= args.threshold <= 1:
+        raise UserError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"--device: {args.device!r} is not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out names a folder for the sample files; {args.out} is a file")
+    descriptor = get_descriptor(args.descriptor)  # SSCD: its weights, or a clear error, before any sampling
+    if args.threshold is None and getattr(descriptor, "fixed_threshold", None) is None and len(seeds) < 2:
+        raise UserError("the pixel threshold is calibrated on different-seed pairs: give at least 2 seeds, "
+                        "or --threshold")
+    threshold = args.threshold
+    if args.dataset is not None:  # the book's rule for that dataset (pixel: calibrated on its held-out images)
+        from .experiments import book_rule
+
+        if args.threshold is not None:
+            raise UserError("give --dataset (the book's rule) or --threshold, not both")
+        try:
+            threshold = book_rule(args.dataset, descriptor)
+        except ValueError as exc:
+            raise UserError(f"--dataset: {exc}") from None
+    models = [_compare_model(m) for m in args.models]
+    shapes = {m.shape for m in models}
+    if len(shapes) > 1:
+        raise UserError("the models make images of different shapes (" + ", ".join(
+            f"{m.label}: {m.shape}" for m in models) + "); the same noise cannot start them all")
+    return dict(seeds=seeds, device=device, descriptor=descriptor, models=models, threshold=threshold)
+
+
+def _compare(args) -> None:
+    """Sample every model from the same seeds with one sampler, then print (and write) the RP matrix."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .metrics import rp_matrix
+    from .sampling import generate, network_calls
+
+    plan = _compare_plan(args)
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out: cannot create {args.out} ({exc.strerror})") from None
+    models = [(m, m.load(plan["device"])) for m in plan["models"]]
+    # one grid for all: EDM's, narrowed to the sigma range every model was trained on
+    sigma_min = max([_EDM_SIGMA_MIN] + [float(d.sigma_min) for _, d in models if hasattr(d, "sigma_min")])
+    sigma_max = min([_EDM_SIGMA_MAX] + [float(d.sigma_max) for _, d in models if hasattr(d, "sigma_max")])
+    if sigma_min >= sigma_max:
+        raise UserError(f"the models share no noise levels (sigma {sigma_min:g} to {sigma_max:g})")
+    samples = []
+    for i, (m, model) in enumerate(models, 1):
+        s = generate(model, plan["seeds"], m.shape, sampler=args.sampler, steps=args.sampler_steps,
+                     sigma_min=sigma_min, sigma_max=sigma_max, batch_size=args.batch_size, device=plan["device"],
+                     name=m.label, progress=True)
+        samples.append(s)
+        if args.out is not None:
+            save_file({"images": s.images, "seeds": s.seeds}, str(args.out / f"{i}-{_slug(m.label)}.safetensors"),
+                      metadata={"name": s.name, "sampler": s.sampler, "model": args.models[i - 1],
+                                "sigma_min": repr(sigma_min), "sigma_max": repr(sigma_max)})
+    matrix = rp_matrix(samples, plan["descriptor"], threshold=plan["threshold"])
+    seeds = plan["seeds"]
+    seed_text = f"seeds {args.seeds} ({len(seeds)} per model)"
+    print(f"sampler: {args.sampler}, {args.sampler_steps} steps ({network_calls(args.sampler, args.sampler_steps)} "
+          f"network calls per sample), Karras grid sigma {sigma_min:.4g} to {sigma_max:.4g}, {seed_text}")
+    print(f"same-image rule: {matrix.descriptor} descriptor, similarity > {matrix.threshold:.3f} "
+          f"({matrix.threshold_rule})")
+    print(_matrix_table(matrix, [m for m, _ in models]))
+    print(matrix)
+    if args.out is not None:
+        (args.out / "rp_matrix.json").write_text(json.dumps({
+            "models": args.models, "labels": matrix.labels, "rp": matrix.values.tolist(),
+            "lower": matrix.lower.tolist(), "upper": matrix.upper.tolist(), "interval": "Wilson 95%",
+            "threshold": matrix.threshold, "threshold_rule": matrix.threshold_rule, "descriptor": matrix.descriptor,
+            "seeds": seeds, "sampler": args.sampler, "sampler_steps": args.sampler_steps,
+            "sigma_min": sigma_min, "sigma_max": sigma_max}, indent=1))
+        print(f"wrote {len(samples)} sample files and rp_matrix.json to {args.out}")
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-.") or "model"
+
+
+def _matrix_table(matrix, models: list[_Model]) -> str:
+    """The RP matrix as text: one row per model, ``value [lower, upper]`` per cell."""
+    m = len(models)
+    cells = [["-" if i == j else f"{matrix.values[i, j]:.2f} [{matrix.lower[i, j]:.2f}, {matrix.upper[i, j]:.2f}]"
+              for j in range(m)] for i in range(m)]
+    width = max(len(c) for row in cells for c in row)
+    lines = [f"RP, 95% Wilson intervals, {matrix.n} seed pairs per cell:",
+             "     " + "  ".join(f"[{j + 1}]".ljust(width) for j in range(m))]
+    lines += [f"[{i + 1}]  " + "  ".join(c.ljust(width) for c in row) + f"  {models[i].label} ({models[i].kind})"
+              for i, row in enumerate(cells)]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprodiff", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,7 +356,44 @@ def _parser() -> argparse.ArgumentParser:
     p_score.add_argument("b", type=Path)
     p_score.add_argument("--descriptor", default="pixel", choices=["pixel", "sscd"])
     p_score.add_argument("--threshold", type=float, default=None)
+    p_compare = sub.add_parser("compare", help="sample several models from the same seeds and print their RP matrix")
+    p_compare.add_argument("models", nargs="+", metavar="MODEL",
+                           help="a Hub id or local folder of a diffusers DDPM (DDPMPipeline.save_pretrained), or a "
+                                "model folder of the package's cache")
+    p_compare.add_argument("--seeds", default="0-255", help="sampling seeds, e.g. 0-999 or 1,5,9 (default: 0-255)")
+    p_compare.add_argument("--sampler", default="heun", help="a deterministic sampler: heun (default), euler, ddim, "
+                                                              "dpmpp-2m")
+    p_compare.add_argument("--sampler-steps", type=int, default=18, help="sampler steps (default: 18)")
+    p_compare.add_argument("--descriptor", default="pixel", choices=["pixel", "sscd"])
+    p_compare.add_argument("--threshold", type=float, default=None,
+                           help="same-image cosine threshold (default: 0.6 for sscd; for pixel the 99th percentile "
+                                "of different-seed similarities pooled over every pair of models)")
+    p_compare.add_argument("--dataset", default=None,
+                           help="use the book's same-image rule for this dataset (digits, cifar10, molrg): for pixel, "
+                                "the 99th percentile of held-out real images' similarity to their nearest training image")
+    p_compare.add_argument("--batch-size", type=int, default=64, help="samples per batch (default: 64)")
+    p_compare.add_argument("--device", default="cpu", help="torch device to sample on (default: cpu)")
+    p_compare.add_argument("--out", type=Path, default=None,
+                           help="folder for each model's samples (.safetensors) and rp_matrix.json")
+    p_estimate = sub.add_parser("estimate", help="estimated GPU minutes of every chapter under a profile")
+    p_estimate.add_argument("--profile", default="gpu", choices=["gpu", "paper"])
+    p_estimate.add_argument("--tflops", type=float, default=4.0,
+                            help="sustained float32 TFLOP/s of the GPU (default 4: half a T4's peak)")
     return parser
+
+
+def _estimate(args) -> None:
+    """One line per chapter: the step-cost estimate of :func:`reprodiff.experiments.chapter_time_estimate`."""
+    from .configs import _CONFIGS
+    from .experiments import chapter_time_estimate
+
+    if not args.tflops > 0:
+        raise UserError(f"--tflops must be positive, got {args.tflops}")
+    print(f"estimated minutes per chapter, run alone from an empty cache, at {args.tflops:g} TFLOP/s sustained "
+          "and 10 us per kernel launch (counted FLOPs and operators of each model's training step):")
+    for experiment in _CONFIGS:
+        _, lines = chapter_time_estimate(experiment, args.profile, flops_per_s=args.tflops * 1e12)
+        print("\n".join(lines))
 
 
 def _run(args) -> None:
@@ -232,6 +440,10 @@ def _run(args) -> None:
             raise UserError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}")
         a, b = _load_samples(args.a), _load_samples(args.b)
         print(rp_score(a, b, args.descriptor, threshold=args.threshold))
+    elif args.command == "compare":
+        _compare(args)
+    elif args.command == "estimate":
+        _estimate(args)
 
 
 def main(argv: list[str] | None = None) -> int:
