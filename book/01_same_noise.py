@@ -35,8 +35,9 @@
 #
 # **Time to run.** `cpu` profile (default): about 10 minutes on 2 CPU cores with an empty model
 # cache, most of it training six small UNets, two at a time (chapters 2-4 reuse them from the
-# cache). `gpu` profile: trains three CIFAR-10 UNets and downloads CIFAR-10 and the SSCD descriptor;
-# plan on a GPU session of a few hours (not yet timed end to end).
+# cache). `gpu` profile: the same recipe on CIFAR-10 with SSCD (three UNets, 2,000 seeds), about
+# 11 minutes on a free Colab T4 by the package's step-cost estimate (`python -m reprodiff estimate`;
+# not yet timed on a GPU); `paper` profile: wider models trained ten times longer, many GPU hours.
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
@@ -154,7 +155,7 @@ fig = same_noise_grid([samples[n] for n in order], list(range(cfg.grid_seeds)),
 
 # %%
 desc = get_descriptor(cfg.descriptor)
-rule = book_rule(cfg.dataset, cfg.descriptor)
+rule = book_rule(cfg.dataset, cfg.descriptor, profile=PROFILE)
 held_nn = nearest_neighbors(desc(heldout.images), desc(train.images))[0][:, 0]
 fig, ax = plt.subplots(figsize=(6.5, 3.0))
 ax.hist(held_nn.numpy(), bins=40, color="tab:gray", alpha=0.8,
@@ -257,7 +258,7 @@ print(rp_pairs[0])
 # its confidence on held-out real digits.
 
 # %%
-classifier, accuracy, real_confidence = quality_classifier(cfg.dataset)
+classifier, accuracy, real_confidence = quality_classifier(cfg.dataset, profile=PROFILE)
 held_gl = gl_score(Samples(heldout.images, torch.arange(len(heldout)), name="held-out digits"), train.images, desc,
                    threshold=rule).value
 print(f"quality classifier: accuracy {accuracy:.2f} on the held-out digits, confidence {real_confidence:.2f}")

@@ -33,7 +33,7 @@
 #
 # **Time to run.** `cpu` profile: about 27 minutes on 2 CPU cores when chapter 1 ran first (it
 # trains 14 small UNets beyond chapter 1's six, and 22 small MLPs; chapter 4 reuses them). `gpu` profile: the same sweep on CIFAR-10 with
-# SSCD, estimated at about 26 minutes on a Colab T4 (estimate below; not yet timed on a GPU).
+# SSCD at four N, estimated at about 13 minutes on a Colab T4 (estimate below; not yet timed on a GPU).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
@@ -60,7 +60,7 @@ import torch
 from reprodiff import get_config
 from reprodiff.configs import check_resources
 from reprodiff.denoisers import GaussianDenoiser
-from reprodiff.experiments import (PAPER_FIGURE2, book_rule, gpu_time_estimate, load_sweep, paper_row,
+from reprodiff.experiments import (PAPER_FIGURE2, book_rule, chapter_time_estimate, gpu_time_estimate, load_sweep, paper_row,
                                    quality_classifier, reference_study, regime_sweep)
 from reprodiff.plots import LINE_COLORS, curve_with_band, image_grid, nearest_grid, nearest_similarity_bands
 from reprodiff.training import step_cost
@@ -105,8 +105,8 @@ for (label, n), m in models.items():
 # chapter 1's digit classifier.
 
 # %%
-rule = book_rule(digits.base.dataset, cfg.descriptor_for(digits))
-classifier, _, _ = quality_classifier(digits.base.dataset)
+rule = book_rule(digits.base.dataset, cfg.descriptor_for(digits), profile=PROFILE)
+classifier, _, _ = quality_classifier(digits.base.dataset, profile=PROFILE)
 sweep = regime_sweep(models, train_sets, heldout, range(cfg.n_seeds), rule, replicates=replicates,
                      classifier=classifier, **cfg.sweep_kwargs(digits))
 print(rule)
@@ -259,7 +259,7 @@ t0 = time.perf_counter()
 mix_models, mix_sets, mix_held, mix_reps = load_sweep(mix, replicates=True)
 print(f"{len(mix_models)} MoLRG models and {len(mix_reps)} extra training seeds ready in "
       f"{time.perf_counter() - t0:.0f} s")
-mix_rule = book_rule(mix.base.dataset, cfg.descriptor_for(mix))
+mix_rule = book_rule(mix.base.dataset, cfg.descriptor_for(mix), profile=PROFILE)
 mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, range(cfg.n_seeds), mix_rule, replicates=mix_reps,
                          **cfg.sweep_kwargs(mix))
 print(mix_rule)
@@ -322,18 +322,22 @@ for (what, theirs), d, m in rows:
 # ## The `gpu` profile, and how long it should take
 #
 # The `gpu` profile runs the same code on CIFAR-10 with a UNet pair at 32x32 and SSCD at the
-# paper's 0.6 (GL and RP), over N = 64 ... 49,000 (1,000 images held out). It was sized to finish on
-# a Colab T4 in about 30 minutes. No GPU was available to time it, so the estimate below is
+# paper's 0.6 (GL and RP), at N = 64, 512, 4,096 and 49,000 (1,000 images held out), each model
+# trained 1,500 steps. It was sized to finish on a free Colab T4 in under 15 minutes; the `paper`
+# profile has six N and trains 4,000 steps. No GPU was available to time it, so the estimate below is
 # computed, not measured: the FLOPs and the operator count of one training step of each model are
 # *counted* here on the CPU (torch's FLOP counter; every operator is at least one kernel launch),
 # and converted with two stated assumptions about a T4: a sustained 4 TFLOP/s in float32 (half its
 # 8.1 TFLOP/s peak), and 10 microseconds per kernel launch when the model is too small to fill the
-# GPU. The CPU's own measured rate is printed next to it as a sanity check of the counter.
+# GPU. The CPU's own measured rate is printed next to it as a sanity check of the counter. The
+# last line is the whole chapter's estimate (`python -m reprodiff estimate` prints every chapter's):
+# it adds the MoLRG sweep and the SSCD features of the samples and of the 49,000 training images.
 
 # %%
 gpu_cfg = get_config("regimes", "gpu")
 _, lines = gpu_time_estimate(gpu_cfg.sweeps[0], (3, 32, 32), gpu_cfg.n_seeds)
 print("\n".join(lines))
+print(chapter_time_estimate("regimes", "gpu")[1][0])
 cpu_key = (next(iter(digits.sizes)), digits.n_train[0])
 cpu_flops = step_cost(digits.model_configs()[cpu_key], tuple(heldout.shape[1:]))[0]
 secs = models[cpu_key].info["seconds"] / digits.base.steps

@@ -33,7 +33,7 @@
 # **Time to run.** `cpu` profile: about 2 minutes on 2 CPU cores when chapter 3 ran first (its
 # models come from the cache); about half an hour alone (it then trains them). `gpu` profile: the
 # analytic denoisers on CIFAR-10 subsets of up to 49,000 images; minutes on a GPU once chapter 3's
-# models exist, not yet timed.
+# models exist, about 13 minutes alone by the step-cost estimate (not yet timed on a GPU).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
@@ -126,7 +126,7 @@ print(f"naive D* working set at N={n_max}, batch {reg.batch_size}: "
 # %%
 seeds = range(cfg.n_seeds)
 shape = tuple(heldout.shape[1:])
-rule = book_rule(digits.base.dataset, reg.descriptor_for(digits))
+rule = book_rule(digits.base.dataset, reg.descriptor_for(digits), profile=PROFILE)
 dstar = {n: OptimalDenoiser(train_sets[n]) for n in digits.n_train}
 for n in (min(train_sets), n_max):
     s = generate(dstar[n], seeds, shape, sampler=reg.sampler, steps=reg.steps, name=f"D* N={n}",
@@ -257,7 +257,7 @@ fig.tight_layout()
 # %%
 mix = reg.sweep("molrg")
 mix_models, mix_sets, mix_held = load_sweep(mix)
-mix_rule = book_rule(mix.base.dataset, reg.descriptor_for(mix))
+mix_rule = book_rule(mix.base.dataset, reg.descriptor_for(mix), profile=PROFILE)
 mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, seeds, mix_rule, **reg.sweep_kwargs(mix), progress=False)
 base = mix.base
 true = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed).denoiser()  # exact

@@ -32,7 +32,8 @@
 # machine that timed the other chapters: 13 minutes when chapters 2-3 ran first (it trains five
 # small conditional models, then samples about 16,000 digits), 17 minutes alone (it also trains
 # the five unconditional models it compares with). Expect about 7.5 and 10 minutes on that faster
-# machine. `gpu` profile: CIFAR-10 and Stable Diffusion; not yet timed.
+# machine. `gpu` profile: CIFAR-10 and Stable Diffusion; about 12 minutes on a Colab T4 by the
+# step-cost estimate, which does not count the Stable Diffusion downloads (not yet timed on a GPU).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
@@ -107,8 +108,8 @@ print(f"{cfg.n_seeds} seeds: {cfg.n_seeds // num_classes} per class")
 
 # %%
 desc = get_descriptor(cfg.descriptor)
-rule = book_rule(cfg.dataset, cfg.descriptor)
-classifier, real_accuracy, _ = quality_classifier(cfg.dataset)
+rule = book_rule(cfg.dataset, cfg.descriptor, profile=PROFILE)
+classifier, real_accuracy, _ = quality_classifier(cfg.dataset, profile=PROFILE)
 linear = ClassGaussianDenoiser(train.images, train.labels, num_classes)  # used in a later section
 study = guidance_study(conditional, seeds, labels, shape, cfg.guidance_scales, rule, classifier,
                        reference=linear, reference_name="linear CFG", sampler=cfg.sampler, steps=cfg.steps,
@@ -218,7 +219,7 @@ for row in (range(0, 5), range(5, 10)):
 
 # %%
 main = names[0]
-hand_seeds = list(range(100))  # every label from each of these seeds (measured below); the grid shows 8
+hand_seeds = list(range(min(100, cfg.n_seeds)))  # every label from each of these seeds (measured below); the grid shows 8
 hands = torch.stack([generate(Guided(conditional[main], cfg.guidance), hand_seeds, shape,
                               labels=torch.full((len(hand_seeds),), c), sampler=cfg.sampler, steps=cfg.steps,
                               batch_size=cfg.batch_size).images for c in range(num_classes)])  # (10, S, C, H, W)
@@ -440,9 +441,9 @@ fig = image_grid(show, [f"seed {k}" for k in grid], scale=0.8,
 from reprodiff.text2image import load_pipeline, same_latent_images
 
 gpu_cfg = get_config("conditional", "gpu")
-if PROFILE == "gpu":
-    pipes = {name: load_pipeline(model_id, device="cuda", dtype=torch.float16)
-             for name, model_id in cfg.text_models.items()}
+if cfg.text_models:  # the gpu profile (and its toy-scale smoke twin)
+    on_device = dict(device="cuda", dtype=torch.float16) if torch.cuda.is_available() else dict(device="cpu")
+    pipes = {name: load_pipeline(model_id, **on_device) for name, model_id in cfg.text_models.items()}
     text = same_latent_images(pipes, cfg.prompts, range(cfg.text_seeds), steps=cfg.text_steps,
                               guidance=cfg.text_guidance, progress=True)
     text_names = list(text)

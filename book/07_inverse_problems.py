@@ -37,8 +37,8 @@
 #
 # **Time to run.** `cpu` profile: about 2 minutes on 2 CPU cores when chapter 2 ran first (its
 # models come from the cache), about 5 minutes alone (it then trains four small UNets, two at a
-# time, in about 3.5 minutes). `gpu` profile: chapter 2's CIFAR-10 models, SSCD and 1,000 seeds with 50 solver steps;
-# not yet timed end to end.
+# time, in about 3.5 minutes). `gpu` profile: chapter 2's CIFAR-10 models, SSCD and 500 seeds with
+# 50 solver steps; about 11 minutes alone on a Colab T4 by the step-cost estimate (not yet timed).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
@@ -120,7 +120,7 @@ show_source(dps_sample)
 check_resources(list(cfg.models.values()), cfg.descriptor)
 models = load_or_train_many(cfg.models)  # chapter 2's models, from the cache when it ran
 train, heldout = training_data(next(iter(cfg.models.values())))
-rule = book_rule(cfg.dataset, cfg.descriptor)
+rule = book_rule(cfg.dataset, cfg.descriptor, profile=PROFILE)
 prior = GaussianDenoiser.from_data(train.images)
 truth = heldout.images[:cfg.n_seeds]
 print(rule)

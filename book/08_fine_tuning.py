@@ -31,7 +31,8 @@
 #
 # **Time to run.** `cpu` profile: about 4 minutes on 2 CPU cores when chapter 1 ran first (the
 # base comes from the cache); about 5.5 minutes alone (it trains the base first).
-# `gpu` profile: CIFAR-10 cats and dogs from chapter 2's UNet-M with SSCD; not yet timed.
+# `gpu` profile: CIFAR-10 cats and dogs from chapter 2's UNet-XS with SSCD; about 9 minutes alone on
+# a Colab T4 by the step-cost estimate (not yet timed).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.
@@ -118,7 +119,7 @@ fig = image_grid({name: s.images[:cfg.grid_seeds] for name, s in samples.items()
                        f"and two models trained on them from scratch ({cfg.sampler}-{cfg.sampling_steps})")
 
 # %%
-classifier, real_accuracy, _ = quality_classifier(cfg.dataset)
+classifier, real_accuracy, _ = quality_classifier(cfg.dataset, profile=PROFILE)
 target = torch.tensor(cfg.target)
 
 
@@ -151,7 +152,7 @@ for name, v in in_target.items():
 
 # %%
 desc = get_descriptor(cfg.descriptor)
-rule = book_rule(cfg.dataset, cfg.descriptor)
+rule = book_rule(cfg.dataset, cfg.descriptor, profile=PROFILE)
 full, other = (f"full s{s}" for s in cfg.seeds)
 lora = f"LoRA r{cfg.ranks[len(cfg.ranks) // 2]}"
 pairs = {
@@ -353,7 +354,7 @@ print("GL on the fine-tuning set: " + ", ".join(f"{n} {gl[n].value:.2f}" for n i
 # - On a target of five classes the different-seed null hardly rises, and no fine-tune copies its
 #   fine-tuning digits (GL 1 on the fine-tuning set).
 #
-# The `gpu` profile runs the same chapter on CIFAR-10: chapter 2's UNet-M fine-tuned to cats and
+# The `gpu` profile runs the same chapter on CIFAR-10: chapter 2's UNet-XS fine-tuned to cats and
 # dogs with SSCD as the descriptor.
 #
 # ## References

@@ -1,27 +1,30 @@
 """One frozen config per chapter's experiment, with named profiles.
 
 ``cpu`` (the default, what CI and the published book run) trains small models on scikit-learn's
-offline 8x8 digits and measures with the calibrated pixel descriptor; ``gpu`` (Colab) uses real
-datasets downloaded by torchvision, wider UNets and the SSCD descriptor. Profiles change scale,
-never the code path. Chapters share models through the cache because their configs share the
-:func:`digits_model` base.
+offline 8x8 digits and measures with the calibrated pixel descriptor; ``gpu`` runs the same recipes
+on CIFAR-10 with the SSCD descriptor, each chapter sized for a free Colab T4 (estimates:
+:func:`reprodiff.experiments.chapter_time_estimate`); ``paper`` trains wider models ten times
+longer, for several GPUs; ``smoke`` is the ``gpu`` configuration at toy scale, run on offline
+stand-ins (:mod:`reprodiff.smoke`) so the test suite executes the gpu code path on a CPU. Profiles
+change scale, never the code path. Chapters share models through the cache because their configs
+share the :func:`digits_model` (and :func:`cifar_model`) base.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 
 from .controls import VAEConfig
 from .training import TrainConfig
 
 __all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "InverseTask",
            "InverseConfig", "ExplorerConfig", "FineTuneConfig", "ConditionalConfig", "get_config", "profile_models",
-           "digits_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
+           "digits_model", "cifar_model", "paper_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
 
 #: the quantile of the same-image rule (:func:`reprodiff.metrics.same_image_rule`), one for the whole book
 SAME_IMAGE_QUANTILE = 0.99
 
-PROFILES = ("cpu", "gpu")
+PROFILES = ("cpu", "gpu", "paper", "smoke")
 
 
 def digits_model(backbone: str, objective: str = "edm", **overrides) -> TrainConfig:
@@ -39,11 +42,18 @@ def digits_model(backbone: str, objective: str = "edm", **overrides) -> TrainCon
 
 def cifar_model(backbone: str, objective: str = "edm", **overrides) -> TrainConfig:
     """The gpu profile's standard CIFAR-10 model (downloads CIFAR-10 on first use): 49,000 training
-    images, 1,000 held out, the split of the gpu regimes sweep's largest N."""
+    images, 1,000 held out (the split of the sweep's largest N), 4,000 steps at batch 128, sized for a
+    free Colab T4 (:func:`reprodiff.experiments.chapter_time_estimate`). The paper profile trains
+    ten times longer (:func:`paper_model`)."""
     base = dict(dataset="cifar10", holdout=1000, n_train=49_000, backbone=backbone, objective=objective,
-                steps=40_000, batch_size=128, lr=1e-3, dropout=0.1, checkpoint_every=2000)
+                steps=4000, batch_size=128, lr=1e-3, dropout=0.1, checkpoint_every=1000)
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def paper_model(backbone: str, objective: str = "edm", **overrides) -> TrainConfig:
+    """The paper profile's CIFAR-10 model: :func:`cifar_model` trained 40,000 steps (several GPUs)."""
+    return cifar_model(backbone, objective, **{"steps": 40_000, "checkpoint_every": 2000, **overrides})
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class ZooConfig:
     step_counts: tuple[int, ...] = (2, 3, 5, 8, 12, 18, 30)
     reference_steps: int = 100
     vaes: dict[str, VAEConfig] | None = None
+    pretrained: dict[str, str] | None = None  # name -> Hub id (or folder) of a public DDPM checkpoint
     grid_seeds: int = 8
     batch_size: int = 256
     notes: str = ""
@@ -119,6 +130,8 @@ class ZooConfig:
         if self.vaes:
             lines.append("non-diffusion control: " + ", ".join(f"{k} ({v.hidden} hidden, latent {v.latent})"
                                                                for k, v in self.vaes.items()))
+        if self.pretrained:
+            lines.append("public checkpoints, not trained here: " + ", ".join(f"{k} ({v})" for k, v in self.pretrained.items()))
         lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
         return "\n".join(lines)
 
@@ -517,12 +530,29 @@ _CPU_ZOO = {
     "UNet-XS v": digits_model("unet-xs", "v", seed=6),
 }
 
+# public CIFAR-10 DDPM checkpoints (diffusers DDPMPipeline, 32x32, epsilon on a discrete schedule), released
+# independently of each other: the paper's Figure 1 compares such models. Only their configs have been read
+# here (offline); the smoke profile swaps in tiny local stand-ins.
+_PUBLIC_CIFAR10 = {"DDPM (Ho et al.)": "google/ddpm-cifar10-32", "DDPM-EMA (diffusers example)": "pcuenq/ddpm-ema-cifar",
+                   "DDPM (community)": "shalpin87/diffusion_cifar"}
+
+# gpu: the cpu zoo's recipes (same names, seeds and objectives) on CIFAR-10, sized for a Colab T4
 _GPU_ZOO = {
-    "UNet-M edm": cifar_model("unet-m"),
-    "UNet-L edm": cifar_model("unet-l", seed=1),
-    "UNet-M eps": cifar_model("unet-m", "eps", seed=2),
-    "UNet-M v": cifar_model("unet-m", "v", seed=3),
-    "U-ViT-M edm": cifar_model("uvit-m", seed=4),
+    "UNet-XS edm": cifar_model("unet-xs"),
+    "UNet-S edm": cifar_model("unet-s", seed=1),
+    "UNet-XS edm s2": cifar_model("unet-xs", seed=2),
+    "UNet-XS attn": cifar_model("unet-xs-attn", seed=3),
+    "U-ViT-XS edm": cifar_model("uvit-xs", seed=4),
+    "UNet-XS eps": cifar_model("unet-xs", "eps", seed=5),
+    "UNet-XS v": cifar_model("unet-xs", "v", seed=6),
+}
+# paper: wider models trained ten times longer (accelerate launch on several GPUs)
+_PAPER_ZOO = {
+    "UNet-M edm": paper_model("unet-m"),
+    "UNet-L edm": paper_model("unet-l", seed=1),
+    "UNet-M eps": paper_model("unet-m", "eps", seed=2),
+    "UNet-M v": paper_model("unet-m", "v", seed=3),
+    "U-ViT-M edm": paper_model("uvit-m", seed=4),
 }
 
 
@@ -546,14 +576,17 @@ _MOLRG_SWEEP = SweepConfig(
     (16, 32, 64, 128, 256, 1024, 4096, 16384),
     replicates=((16, _MX, 2), (16, _MX, 4), (64, _MX, 2), (64, _MX, 4), (16384, _MX, 2), (16384, _MX, 4)),
 )
-# gpu: the paper's CIFAR-10 sweep, thinned to fit a Colab T4 in about 30 minutes (estimate in chapter 3)
+# gpu: the paper's CIFAR-10 sweep thinned to four N and 1,500 steps, to fit a Colab T4 (estimate in chapter 3)
 _CIFAR_SWEEP = SweepConfig(
     "cifar10",
-    TrainConfig(dataset="cifar10", holdout=1000, objective="edm", steps=4000, batch_size=128, lr=1e-3,
+    TrainConfig(dataset="cifar10", holdout=1000, objective="edm", steps=1500, batch_size=128, lr=1e-3,
                 checkpoint_every=1000),
     {"UNet-XS (0.16M)": "unet-xs", "UNet-S (0.64M)": "unet-s"},
-    (64, 256, 1024, 4096, 16384, 49000),
+    (64, 512, 4096, 49000),
 )
+# paper: six N from 2^6 to 49,000, trained 4,000 steps
+_PAPER_CIFAR_SWEEP = replace(_CIFAR_SWEEP, base=replace(_CIFAR_SWEEP.base, steps=4000),
+                             n_train=(64, 256, 1024, 4096, 16384, 49000))
 
 # chapter 6, gpu profile: text-to-image checkpoints that share a latent space (4 x 64 x 64 at 512 px)
 _TEXT_MODELS = {"SD 1.4": "CompVis/stable-diffusion-v1-4",
@@ -563,11 +596,21 @@ _PROMPTS = ("a photograph of an astronaut riding a horse", "a red bicycle leanin
             "a bowl of fruit on a wooden table, oil painting", "a lighthouse on a cliff at sunset")
 
 
+_GPU_NOTES = "CIFAR-10 and SSCD; needs a GPU and internet; sized for a free Colab T4"
+_PAPER_NOTES = "CIFAR-10 and SSCD at the paper's scale; several GPUs (accelerate launch)"
+
 _REGIMES_CPU = RegimesConfig(profile="cpu", sweeps=(_DIGIT_SWEEP, _MOLRG_SWEEP),
                              notes="8x8 digits and MoLRG, offline")
-_REGIMES_GPU = RegimesConfig(profile="gpu", sweeps=(_CIFAR_SWEEP, _MOLRG_SWEEP), n_seeds=1000, descriptor="sscd",
+_REGIMES_GPU = RegimesConfig(profile="gpu", sweeps=(_CIFAR_SWEEP, _MOLRG_SWEEP), n_seeds=500, descriptor="sscd",
                              batch_size=500, notes="CIFAR-10 and SSCD; needs a GPU and internet")
+_REGIMES_PAPER = RegimesConfig(profile="paper", sweeps=(_PAPER_CIFAR_SWEEP, _MOLRG_SWEEP), n_seeds=1000,
+                               descriptor="sscd", batch_size=500, notes=_PAPER_NOTES)
 
+
+_CIFAR_TASKS = {"box inpainting": InverseTask("box-inpainting", dict(top=8, left=8, height=16, width=16), 0.5),
+                "random inpainting": InverseTask("random-inpainting", dict(observed=0.3), 0.5),
+                "4x super-resolution": InverseTask("super-resolution", dict(factor=4), 0.3),
+                "deblurring": InverseTask("deblurring", dict(size=9, width=2.0), 0.3)}
 
 _CONFIGS = {
     "same_noise": {
@@ -582,10 +625,17 @@ _CONFIGS = {
         ),
         "gpu": SameNoiseConfig(
             profile="gpu",
-            models={"UNet-M s0": cifar_model("unet-m"), "UNet-L s1": cifar_model("unet-l", seed=1),
-                    "UNet-M s2": cifar_model("unet-m", seed=2)},
+            models={"UNet-XS s0": cifar_model("unet-xs"), "UNet-S s1": cifar_model("unet-s", seed=1),
+                    "UNet-XS s2": cifar_model("unet-xs", seed=2)},
+            pairs=(("UNet-XS s0", "UNet-S s1"),), same_arch=("UNet-XS s0", "UNet-XS s2"),
+            n_seeds=2000, descriptor="sscd", batch_size=500, notes=_GPU_NOTES,
+        ),
+        "paper": SameNoiseConfig(
+            profile="paper",
+            models={"UNet-M s0": paper_model("unet-m"), "UNet-L s1": paper_model("unet-l", seed=1),
+                    "UNet-M s2": paper_model("unet-m", seed=2)},
             pairs=(("UNet-M s0", "UNet-L s1"),), same_arch=("UNet-M s0", "UNet-M s2"),
-            n_seeds=10_000, descriptor="sscd", batch_size=500, notes="CIFAR-10 and SSCD; needs a GPU and internet",
+            n_seeds=10_000, descriptor="sscd", batch_size=500, notes=_PAPER_NOTES,
         ),
     },
     "architectures": {
@@ -595,13 +645,19 @@ _CONFIGS = {
             notes="8x8 digits, offline",
         ),
         "gpu": ZooConfig(
-            profile="gpu", models=_GPU_ZOO, n_seeds=10_000, descriptor="sscd", sampler_model="UNet-M edm",
+            profile="gpu", models=_GPU_ZOO, n_seeds=1000, descriptor="sscd", sampler_model="UNet-XS edm",
+            vaes={"VAE-A": VAEConfig(dataset="cifar10", hidden=1024, latent=64, steps=4000, seed=0),
+                  "VAE-B": VAEConfig(dataset="cifar10", hidden=2048, latent=64, steps=4000, seed=1)},
+            pretrained=_PUBLIC_CIFAR10, batch_size=500, notes=_GPU_NOTES,
+        ),
+        "paper": ZooConfig(
+            profile="paper", models=_PAPER_ZOO, n_seeds=10_000, descriptor="sscd", sampler_model="UNet-M edm",
             vaes={"VAE-A": VAEConfig(dataset="cifar10", hidden=1024, latent=64, steps=20_000, seed=0),
                   "VAE-B": VAEConfig(dataset="cifar10", hidden=2048, latent=64, steps=20_000, seed=1)},
-            batch_size=500, notes="CIFAR-10 and SSCD; needs a GPU and internet",
+            pretrained=_PUBLIC_CIFAR10, batch_size=500, notes=_PAPER_NOTES,
         ),
     },
-    "regimes": {"cpu": _REGIMES_CPU, "gpu": _REGIMES_GPU},
+    "regimes": {"cpu": _REGIMES_CPU, "gpu": _REGIMES_GPU, "paper": _REGIMES_PAPER},
     "inverse": {
         "cpu": InverseConfig(
             profile="cpu", models={k: _CPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v")},
@@ -612,14 +668,14 @@ _CONFIGS = {
             n_seeds=256, sensitivity_models=("UNet-XS edm", "UNet-XS attn"), notes="8x8 digits, offline",
         ),
         "gpu": InverseConfig(
-            profile="gpu", models={k: _GPU_ZOO[k] for k in ("UNet-M edm", "UNet-L edm", "UNet-M eps", "UNet-M v")},
-            tasks={"box inpainting": InverseTask("box-inpainting", dict(top=8, left=8, height=16, width=16), 0.5),
-                   "random inpainting": InverseTask("random-inpainting", dict(observed=0.3), 0.5),
-                   "4x super-resolution": InverseTask("super-resolution", dict(factor=4), 0.3),
-                   "deblurring": InverseTask("deblurring", dict(size=9, width=2.0), 0.3)},
-            n_seeds=1000, steps=50, sensitivity_models=("UNet-M edm", "UNet-M eps"), sensitivity_seeds=256,
-            descriptor="sscd", batch_size=100,
-            notes="CIFAR-10 and SSCD; needs a GPU and internet",
+            profile="gpu", models={k: _GPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v")},
+            tasks=_CIFAR_TASKS, n_seeds=500, steps=50, sensitivity_models=("UNet-XS edm", "UNet-XS attn"),
+            sensitivity_seeds=128, descriptor="sscd", batch_size=100, notes=_GPU_NOTES,
+        ),
+        "paper": InverseConfig(
+            profile="paper", models={k: _PAPER_ZOO[k] for k in ("UNet-M edm", "UNet-L edm", "UNet-M eps", "UNet-M v")},
+            tasks=_CIFAR_TASKS, n_seeds=1000, steps=50, sensitivity_models=("UNet-M edm", "UNet-M eps"),
+            sensitivity_seeds=256, descriptor="sscd", batch_size=100, notes=_PAPER_NOTES,
         ),
     },
     "explorer": {
@@ -631,18 +687,24 @@ _CONFIGS = {
         "gpu": ExplorerConfig(
             profile="gpu", models=dict(_GPU_ZOO),
             audit={f"UNet-XS N={n}": _CIFAR_SWEEP.model_configs()[("UNet-XS (0.16M)", n)] for n in (64, 49000)},
-            proxy=("UNet-M edm", "UNet-L edm"), n_seeds=2000, descriptor="sscd", batch_size=250,
-            notes="CIFAR-10 and SSCD; needs a GPU and internet",
+            proxy=("UNet-XS edm", "UNet-S edm"), n_seeds=1000, descriptor="sscd", batch_size=250, notes=_GPU_NOTES,
+        ),
+        "paper": ExplorerConfig(
+            profile="paper", models=dict(_PAPER_ZOO),
+            audit={f"UNet-XS N={n}": _PAPER_CIFAR_SWEEP.model_configs()[("UNet-XS (0.16M)", n)] for n in (64, 49000)},
+            proxy=("UNet-M edm", "UNet-L edm"), n_seeds=2000, descriptor="sscd", batch_size=250, notes=_PAPER_NOTES,
         ),
     },
     "fine_tuning": {
         "cpu": FineTuneConfig(profile="cpu", base=_CPU_ZOO["UNet-XS edm"], target=(5, 6, 7, 8, 9), steps=400,
                               lr=1e-3, lora_lr=3e-3, ranks=(1, 4, 16), snapshots=(25, 50, 100, 200),
                               notes="8x8 digits, offline"),
-        "gpu": FineTuneConfig(profile="gpu", base=_GPU_ZOO["UNet-M edm"], target=(3, 5), steps=4000, lr=2e-4,
-                              lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(250, 500, 1000, 2000), n_seeds=1000,
-                              descriptor="sscd", batch_size=250, notes="CIFAR-10 cats and dogs and SSCD; "
-                              "needs a GPU and internet"),
+        "gpu": FineTuneConfig(profile="gpu", base=_GPU_ZOO["UNet-XS edm"], target=(3, 5), steps=1000, lr=2e-4,
+                              lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(50, 100, 250, 500), n_seeds=1000,
+                              descriptor="sscd", batch_size=250, notes="CIFAR-10 cats and dogs; " + _GPU_NOTES),
+        "paper": FineTuneConfig(profile="paper", base=_PAPER_ZOO["UNet-M edm"], target=(3, 5), steps=4000, lr=2e-4,
+                                lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(250, 500, 1000, 2000), n_seeds=1000,
+                                descriptor="sscd", batch_size=250, notes="CIFAR-10 cats and dogs; " + _PAPER_NOTES),
     },
     "conditional": {
         "cpu": ConditionalConfig(
@@ -653,39 +715,118 @@ _CONFIGS = {
         ),
         "gpu": ConditionalConfig(
             profile="gpu",
-            models={k: replace(_GPU_ZOO[k], conditional=True) for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
-            unconditional={k: _GPU_ZOO[k] for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
-            regime_sweep=_CIFAR_SWEEP, regime_n=1024, n_seeds=2000, descriptor="sscd",
-            batch_size=500,
+            models={k: replace(_GPU_ZOO[k], conditional=True) for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
+            unconditional={k: _GPU_ZOO[k] for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
+            regime_sweep=_CIFAR_SWEEP, regime_n=512, n_seeds=1000, descriptor="sscd", batch_size=500,
+            text_models=_TEXT_MODELS, prompts=_PROMPTS, text_seeds=10,
+            notes="Stable Diffusion (text-to-image) too; " + _GPU_NOTES,
+        ),
+        "paper": ConditionalConfig(
+            profile="paper",
+            models={k: replace(_PAPER_ZOO[k], conditional=True) for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
+            unconditional={k: _PAPER_ZOO[k] for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
+            regime_sweep=_PAPER_CIFAR_SWEEP, regime_n=1024, n_seeds=2000, descriptor="sscd", batch_size=500,
             text_models=_TEXT_MODELS, prompts=_PROMPTS, text_seeds=50,
-            notes="CIFAR-10, SSCD and Stable Diffusion; needs a GPU and internet",
+            notes="Stable Diffusion (text-to-image) too; " + _PAPER_NOTES,
         ),
     },
     "theory": {
         "cpu": TheoryConfig(profile="cpu", regimes=_REGIMES_CPU, notes="8x8 digits and MoLRG, offline"),
-        "gpu": TheoryConfig(profile="gpu", regimes=_REGIMES_GPU, n_seeds=1000,
-                            notes="CIFAR-10 and SSCD; needs a GPU and internet"),
+        "gpu": TheoryConfig(profile="gpu", regimes=_REGIMES_GPU, n_seeds=500, notes=_GPU_NOTES),
+        "paper": TheoryConfig(profile="paper", regimes=_REGIMES_PAPER, n_seeds=1000, notes=_PAPER_NOTES),
     },
 }
 
 
+# smoke: the gpu configuration at toy scale. Every model keeps its kind (a UNet with attention stays
+# one, a U-ViT stays a U-ViT) at the smallest size; CIFAR-10's training-set sizes map to distinct
+# small N in order (the stand-in has 600 training images); every count of seeds, steps and images
+# shrinks to a few, so each chapter runs in seconds.
+_SMOKE_BACKBONES = {"unet-xs": "unet-tiny", "unet-s": "unet-tiny", "unet-m": "unet-tiny", "unet-xs-deep": "unet-tiny",
+                    "unet-deep": "unet-tiny", "unet-xs-attn": "unet-tiny-attn", "unet-attn": "unet-tiny-attn",
+                    "unet-l": "unet-tiny-attn", "uvit-xs": "uvit-tiny", "uvit-s": "uvit-tiny", "uvit-m": "uvit-tiny",
+                    "mlp-s": "mlp-xs", "mlp-m": "mlp-xs"}
+_SMOKE_CIFAR_N = dict(zip(sorted(_CIFAR_SWEEP.n_train), (16, 32, 48, 64, 80, 96)[-len(_CIFAR_SWEEP.n_train):]))
+_SMOKE_FIELDS = {  # field name -> its smoke value (a function of the gpu value)
+    "holdout": lambda v: min(v, 40), "batch_size": lambda v: 8, "warmup": lambda v: 2,
+    "checkpoint_every": lambda v: 2, "hidden": lambda v: 64, "n_seeds": lambda v: 12, "grid_seeds": lambda v: min(v, 4),
+    "gallery_seeds": lambda v: min(v, 4), "sensitivity_seeds": lambda v: 8, "trajectory_seeds": lambda v: 4,
+    "explorer_seeds": lambda v: 4, "interpolation_pairs": lambda v: 2, "frames": lambda v: 3,
+    "reference_steps": lambda v: 6, "step_counts": lambda v: v[:2], "sampling_steps": lambda v: 3, "text_seeds": lambda v: 2, "text_steps": lambda v: 3,
+    "snapshots": lambda v: tuple(range(1, len(v) + 1)),
+}
+_SMOKE_SAMPLING = {"batch_size": 8, "steps": 3}  # book-level configs: 12 seeds in two batches, 3 sampler steps
+
+
+def _smoke_n(n: int | None, dataset: str) -> int | None:
+    return _SMOKE_CIFAR_N.get(n, min(n, 96)) if dataset == "cifar10" and n is not None else n
+
+
+def _smoke(value, dataset: str = ""):
+    """The smoke scale of a gpu config value: dataclasses field by field, containers item by item."""
+    if isinstance(value, dict):
+        return {k: _smoke(v, dataset) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_smoke(v, dataset) for v in value)
+    if not is_dataclass(value):
+        return value
+    dataset = value.base.dataset if isinstance(value, SweepConfig) else getattr(value, "dataset", dataset)
+    changes = {}
+    for f in fields(value):
+        v = getattr(value, f.name)
+        if isinstance(value, TrainConfig) and f.name == "backbone":
+            changes[f.name] = _SMOKE_BACKBONES.get(v, v)
+        elif f.name == "n_train":
+            changes[f.name] = tuple(_smoke_n(n, dataset) for n in v) if isinstance(v, tuple) else _smoke_n(v, dataset)
+        elif f.name in ("regime_n",):
+            changes[f.name] = _smoke_n(v, dataset)
+        elif isinstance(value, SweepConfig) and f.name == "sizes":
+            changes[f.name] = {label: _SMOKE_BACKBONES.get(b, b) for label, b in v.items()}
+        elif isinstance(value, SweepConfig) and f.name == "replicates":
+            changes[f.name] = tuple((_smoke_n(n, value.base.dataset), label, seed) for n, label, seed in v)
+        elif f.name == "steps" and isinstance(value, (TrainConfig, VAEConfig, FineTuneConfig)):
+            changes[f.name] = 6  # training steps
+        elif f.name in _SMOKE_SAMPLING and not isinstance(value, (TrainConfig, VAEConfig, FineTuneConfig, SweepConfig)):
+            changes[f.name] = _SMOKE_SAMPLING[f.name]
+        elif f.name in _SMOKE_FIELDS and v is not None:
+            changes[f.name] = _SMOKE_FIELDS[f.name](v)
+        elif f.name == "profile":
+            changes[f.name] = "smoke"
+        elif f.name == "notes":
+            changes[f.name] = "the gpu configuration at toy scale, on offline stand-ins (scripts/gpu-check --profile smoke)"
+        else:
+            changes[f.name] = _smoke(v, dataset)
+    if isinstance(value, ConditionalConfig) and value.text_models:
+        from .smoke import text_model_dir
+
+        changes["text_models"] = {name: str(text_model_dir(i)) for i, name in enumerate(value.text_models)}
+    if isinstance(value, ZooConfig) and value.pretrained:
+        from .smoke import ddpm_model_dir
+
+        changes["pretrained"] = {name: str(ddpm_model_dir(i)) for i, name in enumerate(value.pretrained)}
+    return replace(value, **changes)
+
+
 def get_config(experiment: str, profile: str = "cpu"):
-    """The config of ``experiment`` (e.g. ``"same_noise"``) under ``profile`` (``"cpu"`` or ``"gpu"``)."""
+    """The config of ``experiment`` (e.g. ``"same_noise"``) under ``profile`` (``"cpu"``, ``"gpu"``, or
+    ``"smoke"``: the gpu config at toy scale, see :mod:`reprodiff.smoke`)."""
     if experiment not in _CONFIGS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {', '.join(_CONFIGS)}")
+    if profile == "smoke":
+        return _smoke(_CONFIGS[experiment]["gpu"])
     if profile not in _CONFIGS[experiment]:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(_CONFIGS[experiment])}")
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     return _CONFIGS[experiment][profile]
 
 
 def profile_models(profile: str) -> dict[str, TrainConfig]:
     """Every diffusion model the book's chapters train under ``profile``, ``{"experiment: name": config}``
     (a model shared by several chapters appears once per chapter)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     out = {}
-    for experiment, profiles in _CONFIGS.items():
-        cfg = profiles.get(profile)
-        if cfg is None:
-            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    for experiment in _CONFIGS:
+        cfg = get_config(experiment, profile)
         if isinstance(cfg, ConditionalConfig):
             out.update({f"{experiment}: {name}": m for name, m in cfg.all_models().items()})
         elif hasattr(cfg, "models"):
@@ -699,12 +840,15 @@ def profile_models(profile: str) -> dict[str, TrainConfig]:
     return out
 
 
-def reference_split(dataset: str) -> TrainConfig:
+def reference_split(dataset: str, profile: str = "cpu") -> TrainConfig:
     """The training/held-out split on which ``dataset``'s same-image rule is calibrated: the largest
-    training set of the book's sweep on that dataset (digits: 1,500 trained, 297 held out)."""
-    for sweep in (_DIGIT_SWEEP, _MOLRG_SWEEP, _CIFAR_SWEEP):
+    training set of the book's sweep on that dataset (digits: 1,500 trained, 297 held out); the
+    ``smoke`` profile has its own, small one."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    for sweep in (_DIGIT_SWEEP, _MOLRG_SWEEP, _PAPER_CIFAR_SWEEP if profile == "paper" else _CIFAR_SWEEP):
         if sweep.base.dataset == dataset:
-            return sweep.reference()
+            return (_smoke(sweep) if profile == "smoke" else sweep).reference()
     raise ValueError(f"the book calibrates no same-image rule on {dataset!r}; choose digits, molrg or cifar10")
 
 

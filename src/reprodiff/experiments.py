@@ -6,6 +6,8 @@ live here, tested, and every returned number carries its measurement statement.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -16,17 +18,18 @@ from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Sc
                       gl_score, paired_similarity, rp_score, same_image_rule, seed_spread, within_label_similarity)
 from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
 
-__all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
+__all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "chapter_time_estimate", "SSCD_FLOPS", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
            "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study"]
 
 
-def book_rule(dataset: str, descriptor: str | Descriptor = "pixel") -> SameImageRule:
+def book_rule(dataset: str, descriptor: str | Descriptor = "pixel", profile: str = "cpu") -> SameImageRule:
     """The book's one same-image rule for ``dataset`` and ``descriptor``: every chapter's RP and GL use it.
 
     SSCD keeps the paper's 0.6. The pixel descriptor is calibrated on the dataset's reference split
     (:func:`reprodiff.configs.reference_split`: the largest training set of the book's sweep and its
-    held-out images) at the book's quantile, :data:`reprodiff.configs.SAME_IMAGE_QUANTILE`.
+    held-out images; ``profile`` picks the sweep) at the book's quantile,
+    :data:`reprodiff.configs.SAME_IMAGE_QUANTILE`.
     """
     from .configs import SAME_IMAGE_QUANTILE, reference_split
     from .training import training_data
@@ -34,12 +37,13 @@ def book_rule(dataset: str, descriptor: str | Descriptor = "pixel") -> SameImage
     desc = get_descriptor(descriptor)
     if getattr(desc, "fixed_threshold", None) is not None:  # nothing to load
         return same_image_rule(torch.zeros(0), torch.zeros(0), desc, dataset=dataset)
-    train, held = training_data(reference_split(dataset))
+    train, held = training_data(reference_split(dataset, profile))
     return same_image_rule(train.images, held.images, desc, SAME_IMAGE_QUANTILE, dataset=dataset)
 
 
-def quality_classifier(dataset: str) -> tuple[QualityClassifier, float, float]:
-    """A :class:`~reprodiff.metrics.QualityClassifier` fitted on ``dataset``'s reference training set.
+def quality_classifier(dataset: str, profile: str = "cpu") -> tuple[QualityClassifier, float, float]:
+    """A :class:`~reprodiff.metrics.QualityClassifier` fitted on ``dataset``'s reference training set
+    (:func:`reprodiff.configs.reference_split` under ``profile``).
 
     Returns ``(classifier, accuracy, confidence)`` where the last two are measured on the held-out
     images: the real-data ceiling of the confidence a set of samples can reach. At most 5,000
@@ -49,7 +53,7 @@ def quality_classifier(dataset: str) -> tuple[QualityClassifier, float, float]:
     from .configs import reference_split
     from .training import training_data
 
-    train, held = training_data(reference_split(dataset))
+    train, held = training_data(reference_split(dataset, profile))
     train = train.select(torch.arange(min(len(train), 5000)))  # enough for a rating; CIFAR-10 would take long
     clf = QualityClassifier(train.images, train.labels)
     return clf, clf.accuracy(held.images, held.labels), clf.confidence(held.images)
@@ -351,6 +355,59 @@ def gpu_time_estimate(sweep, shape: tuple[int, int, int], n_seeds: int, *, flops
                  f"~{sampling:.1f} min")
     total += sampling + overhead_min
     lines.append(f"estimated total: ~{total:.0f} min (+{overhead_min:g} min for downloads and descriptor features)")
+    return total, lines
+
+
+#: FLOPs of one SSCD forward pass (a ResNet-50 at 320x320: ~8.2 GFLOP at 224 px, times (320/224)^2); an assumption
+SSCD_FLOPS = 16.7e9
+
+_SHAPES = {"cifar10": (3, 32, 32), "digits": (1, 8, 8), "molrg": (1, 8, 8), "mnist": (1, 28, 28),
+           "fashion-mnist": (1, 28, 28)}
+
+
+@functools.lru_cache(maxsize=None)
+def _step_cost(backbone: str, objective: str, conditional: bool, batch_size: int, shape: tuple[int, int, int]):
+    from .training import TrainConfig, step_cost
+
+    return step_cost(TrainConfig(backbone=backbone, objective=objective, conditional=conditional,
+                                 batch_size=batch_size), shape)
+
+
+def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s: float = 4e12, launch_s: float = 10e-6,
+                          overhead_min: float = 2.0) -> tuple[float, list[str]]:
+    """Estimated minutes for one chapter under ``profile`` on a GPU, run alone from an empty cache.
+
+    Training: every model the chapter loads (:func:`reprodiff.configs.profile_models`), each step
+    costed by :func:`reprodiff.training.step_cost` (counted FLOPs and operators) and converted with
+    two assumptions: a sustained ``flops_per_s`` (default 4 TFLOP/s, half a T4's float32 peak) and
+    ``launch_s`` per operator for a model too small to fill the GPU. Sampling: the chapter's main
+    sampling (``n_seeds`` seeds, its sampler's network calls, a forward pass taken as a third of a
+    training step) for every model; SSCD features (:data:`SSCD_FLOPS` each) of those samples and of
+    the largest training set. Side studies (sampler sweeps, guidance scales, inverse-problem
+    sensitivity) are not counted: they sample a fraction of the seeds and are in ``overhead_min``
+    with the downloads. Returns ``(minutes, lines)``.
+    """
+    from .configs import get_config, profile_models
+    from .sampling import network_calls
+
+    cfg = get_config(experiment, profile)
+    models = {m.hash: m for name, m in profile_models(profile).items() if name.startswith(f"{experiment}: ")}
+    reg = getattr(cfg, "regimes", cfg)
+    n_seeds = cfg.n_seeds
+    calls = network_calls(getattr(reg, "sampler", "heun"), getattr(cfg, "sampling_steps", getattr(reg, "steps", 18)))
+    train_s = sample_s = 0.0
+    for m in models.values():
+        flops, ops = _step_cost(m.backbone, m.objective, m.conditional, m.batch_size, _SHAPES[m.dataset])
+        train_s += max(flops / flops_per_s, ops * launch_s) * m.steps
+        sample_s += max(flops / 3 / m.batch_size * n_seeds / flops_per_s, ops / 3 * launch_s * n_seeds / 256) * calls
+    imaged = [m for m in models.values() if m.dataset != "molrg"]  # MoLRG is scored in pixel space
+    largest = max((m.n_train or 0 for m in imaged), default=0)
+    sscd_s = (SSCD_FLOPS * (n_seeds * len(imaged) + largest) / flops_per_s
+              if getattr(reg, "descriptor", "pixel") == "sscd" else 0.0)
+    total = (train_s + sample_s + sscd_s) / 60 + overhead_min
+    lines = [f"{experiment} ({profile}): {len(models)} models, training ~{train_s / 60:.1f} min; sampling "
+             f"{n_seeds:,} seeds x {calls} calls ~{sample_s / 60:.1f} min; SSCD features ~{sscd_s / 60:.1f} min; "
+             f"+{overhead_min:g} min downloads and side studies: ~{total:.0f} min"]
     return total, lines
 
 

@@ -1,0 +1,122 @@
+"""The smoke profile (the gpu configuration at toy scale) and ``scripts/gpu-check --profile smoke``,
+which executes every chapter's gpu code path on offline stand-ins."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from reprodiff.configs import _CONFIGS, get_config, profile_models, reference_split
+from reprodiff.data import load_dataset
+from reprodiff.smoke import prepare, write_sscd_standin
+from reprodiff.training import TrainConfig, training_data
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_BACKBONES = {"unet-tiny", "unet-tiny-attn", "uvit-tiny", "mlp-xs"}
+
+
+def _shape(value):
+    """A config's structure: dataclass types and field names, container keys, down to the leaves."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_shape(v) for v in value)
+    if is_dataclass(value):
+        return (type(value).__name__, {f.name: _shape(getattr(value, f.name)) for f in fields(value)})
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("experiment", sorted(_CONFIGS))
+def test_smoke_is_the_gpu_config_at_toy_scale(experiment):
+    gpu, smoke = get_config(experiment, "gpu"), get_config(experiment, "smoke")
+    # same experiment, same model names and datasets: only sizes and counts differ
+    assert type(smoke) is type(gpu) and smoke.profile == "smoke"
+    assert getattr(smoke, "descriptor", None) == getattr(gpu, "descriptor", None)
+    gpu_models, smoke_models = profile_models("gpu"), profile_models("smoke")
+    assert len(gpu_models) == len(smoke_models)  # one stand-in per model (names carry N, which shrinks)
+    for (name, m), g in zip(smoke_models.items(), gpu_models.values()):
+        assert m.backbone in SMOKE_BACKBONES, name
+        assert m.dataset == g.dataset and m.objective == g.objective and m.steps <= 6 and m.batch_size <= 8
+        assert m.n_train is None or m.dataset != "cifar10" or m.n_train + m.holdout <= 600  # the stand-in's size
+
+
+def test_smoke_keeps_the_sweeps_nested_and_distinct():
+    gpu, smoke = get_config("regimes", "gpu").sweeps[0], get_config("regimes", "smoke").sweeps[0]
+    assert len(set(smoke.n_train)) == len(gpu.n_train) and list(smoke.n_train) == sorted(smoke.n_train)
+    assert get_config("conditional", "smoke").regime_n in smoke.n_train
+    assert reference_split("cifar10", "smoke").n_train == max(smoke.n_train)
+    with pytest.raises(ValueError, match="unknown profile"):
+        reference_split("cifar10", "colab")
+
+
+def test_smoke_stand_ins_load_through_the_real_loaders(tmp_path, monkeypatch):
+    from reprodiff.metrics import SSCDDescriptor
+
+    monkeypatch.setenv("REPRODIFF_DATA", str(tmp_path / "data"))
+    prepare(tmp_path / "data", text_models=0)
+    cfg = get_config("same_noise", "smoke")
+    train, held = training_data(next(iter(cfg.models.values())))
+    assert train.images.shape[1:] == (3, 32, 32) and len(held) == 40
+    desc = SSCDDescriptor()  # the stand-in in the cache, behind the real preprocessing
+    f = desc(train.images[:5])
+    assert f.shape == (5, 64) and torch.allclose(f.norm(dim=1), torch.ones(5))
+    # a wrong input size reaches the stand-in only if the preprocessing was skipped: it says so
+    model = torch.jit.load(str(write_sscd_standin(tmp_path / "s.pt")))
+    with pytest.raises(Exception, match="preprocessed"):
+        model(torch.zeros(1, 3, 32, 32))
+
+
+def test_prepare_refuses_a_real_cifar10(tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "readme.html").write_text("the real release")
+    with pytest.raises(ValueError, match="real CIFAR-10"):
+        prepare(tmp_path)
+
+
+def test_gpu_check_rejects_bad_arguments(tmp_path):
+    for args, message in ((["--chapters", "42"], "no chapter 42"), (["--budget", "0"], "positive"),
+                          (["--jobs", "0"], "at least 1")):
+        run = subprocess.run([sys.executable, "scripts/gpu-check", "--profile", "smoke", *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and message in run.stderr
+
+
+def test_every_chapter_runs_its_gpu_code_path_at_toy_scale(tmp_path):
+    """``scripts/gpu-check --profile smoke``: every chapter notebook, executed with the smoke profile."""
+    out = tmp_path / "gpu-check.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("REPRODIFF_DATA", "REPRODIFF_CACHE")}
+    run = subprocess.run([sys.executable, "scripts/gpu-check", "--profile", "smoke", "--jobs", "2", "--out", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    result = json.loads(out.read_text())
+    chapters = sorted(p.name for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+    assert [c["chapter"] for c in result["chapters"]] == chapters
+    assert all(c["status"] == "passed" and c["headline"] for c in result["chapters"]), result
+
+
+def test_every_gpu_chapter_is_sized_for_a_colab_t4(capsys):
+    """The gpu profile's promise: each chapter alone, from an empty cache, in <= 15 minutes on a T4
+    (the step-cost estimate; its assumptions are in chapter_time_estimate's docstring)."""
+    from reprodiff.cli import main
+    from reprodiff.experiments import chapter_time_estimate
+
+    minutes = {e: chapter_time_estimate(e, "gpu")[0] for e in _CONFIGS}
+    assert all(2 < m <= 15 for m in minutes.values()), minutes
+    readme = (ROOT / "README.md").read_text()
+    stated = f"`gpu` estimate is {round(min(minutes.values()))}-{round(max(minutes.values()))} minutes"
+    assert stated in readme, f"the README must say: {stated}"
+    rows = {"same_noise": 1, "architectures": 2, "regimes": 3, "theory": 4, "conditional": 6, "inverse": 7,
+            "fine_tuning": 8, "explorer": 9}  # the README's time table: one row per chapter
+    for experiment, chapter in rows.items():
+        row = next(line for line in readme.splitlines()
+                   if line.startswith(f"| {chapter} ") and not line.startswith(f"| {chapter} |"))
+        assert row.endswith(f"| ~{round(minutes[experiment])} min on a T4 (estimated, not timed) |"), row
+    assert main(["estimate", "--profile", "gpu"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{e} (gpu):" in out for e in _CONFIGS)
+    assert main(["estimate", "--tflops", "0"]) == 2
