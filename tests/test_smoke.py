@@ -110,7 +110,7 @@ def test_every_gpu_chapter_is_sized_for_a_colab_t4(capsys):
     readme = (ROOT / "README.md").read_text()
     stated = f"`gpu` estimate is {round(min(minutes.values()))}-{round(max(minutes.values()))} minutes"
     assert stated in readme, f"the README must say: {stated}"
-    rows = {"same_noise": 1, "architectures": 2, "regimes": 3, "theory": 4, "conditional": 6, "inverse": 7,
+    rows = {"same_noise": 1, "architectures": 2, "regimes": 3, "theory": 4, "agreement": 5, "conditional": 6, "inverse": 7,
             "fine_tuning": 8, "explorer": 9}  # the README's time table: one row per chapter
     for experiment, chapter in rows.items():
         row = next(line for line in readme.splitlines()

@@ -76,7 +76,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cli_fields():
-    """TrainConfig's fields the command line sets: all but fine-tuning and snapshots (Python API only)."""
+    """TrainConfig's fields the command line sets: all but fine-tuning, snapshots and disjoint subsets
+    (``subset_offset``): those are Python API only."""
     from .training import TrainConfig
 
     return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("hashed") != "when-set"]

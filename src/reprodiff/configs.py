@@ -17,7 +17,8 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from .controls import VAEConfig
 from .training import TrainConfig
 
-__all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig", "InverseTask",
+__all__ = ["PROFILES", "SameNoiseConfig", "ZooConfig", "SweepConfig", "RegimesConfig", "TheoryConfig",
+           "AgreementConfig", "InverseTask",
            "InverseConfig", "ExplorerConfig", "FineTuneConfig", "ConditionalConfig", "get_config", "profile_models",
            "digits_model", "cifar_model", "paper_model", "check_resources", "reference_split", "SAME_IMAGE_QUANTILE"]
 
@@ -144,7 +145,10 @@ class SweepConfig:
     order of ``sizes``) trains with seed ``i``, so the two models at one N differ in width *and*
     initialisation. ``base.holdout`` images are kept out of every subset (they calibrate the
     same-image rule and GL's ceiling). ``replicates`` are extra ``(N, size label, seed)`` models
-    that repeat a point of the sweep with other training seeds.
+    that repeat a point of the sweep with other training seeds. The first size's models below the
+    largest N also save their EMA weights at ``snapshots`` (training steps; chapter 5 follows GL and
+    RP through training with them). The largest N is left out because its model is the one the
+    other chapters share (a snapshot schedule is part of a model's hash).
     """
 
     name: str
@@ -152,6 +156,7 @@ class SweepConfig:
     sizes: dict[str, str]  # label -> backbone name
     n_train: tuple[int, ...]
     replicates: tuple[tuple[int, str, int], ...] = ()
+    snapshots: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for n, label, seed in self.replicates:
@@ -161,7 +166,8 @@ class SweepConfig:
                 raise ValueError(f"replicate {(n, label, seed)} repeats the sweep's own seed")
 
     def _config(self, label: str, n: int, seed: int) -> TrainConfig:
-        return replace(self.base, backbone=self.sizes[label], n_train=n, seed=seed)
+        snapshots = self.snapshots if label == next(iter(self.sizes)) and n != max(self.n_train) else ()
+        return replace(self.base, backbone=self.sizes[label], n_train=n, seed=seed, snapshots=snapshots)
 
     def model_configs(self) -> dict[tuple[str, int], TrainConfig]:
         return {(label, n): self._config(label, n, i) for i, label in enumerate(self.sizes) for n in self.n_train}
@@ -253,6 +259,75 @@ class TheoryConfig:
                           f"sampling: {r.sampler}-{r.steps}, seeds 0-{self.n_seeds - 1}; trajectories for "
                           f"{self.trajectory_seeds} seeds; explorer over seeds 0-{self.explorer_seeds - 1}",
                           f"similarity: {r.descriptor} descriptor (MoLRG: pixel), the book's same-image rule"])
+
+
+@dataclass(frozen=True)
+class AgreementConfig:
+    """Chapter 5: what makes two networks agree, on chapter 3's sweep (its first, real-image sweep).
+
+    ``pair_n``: training-set sizes at which two models of ``size`` (seeds ``pair_seeds``) train on the
+    *same* subset and on *disjoint* subsets (the second model's subset starts where the first's
+    ends, ``subset_offset=N``); where the sweep already has the point and the replicate they come
+    from chapter 3's cache. The snapshots of the sweep's models follow GL and RP through training.
+    ``leaderboard_n``: where the closed-form denoisers are compared with the trained model from the
+    same noise (``n_seeds`` seeds; their free parameters, patch sizes per noise level and D*'s
+    smoothing, are chosen on ``calibration_seeds`` seeds from ``calibration_start`` on, which the
+    comparison never uses); the equivariant local denoiser, whose cost grows like ``N``, runs at
+    ``equivariant_n`` only.
+    """
+
+    profile: str
+    regimes: RegimesConfig
+    pair_n: tuple[int, ...]
+    leaderboard_n: tuple[int, ...]
+    equivariant_n: tuple[int, ...] = ()
+    pair_seeds: tuple[int, int] = (0, 2)
+    patch_sizes: tuple[int, ...] = (1, 3, 5, 7, 9, 15)
+    smoothing: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # per-pixel standard deviations of the input perturbation
+    n_seeds: int = 128
+    calibration_seeds: int = 32
+    calibration_start: int = 10_000
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        sweep = self.sweep
+        stray = [n for n in (*self.leaderboard_n, *self.equivariant_n) if n not in sweep.n_train]
+        if stray or not set(self.equivariant_n) <= set(self.leaderboard_n):
+            raise ValueError(f"leaderboard N must be points of sweep {sweep.name!r} ({sweep.n_train}), and the "
+                             f"equivariant N a part of them; got {self.leaderboard_n} and {self.equivariant_n}")
+
+    @property
+    def sweep(self) -> SweepConfig:
+        return self.regimes.sweeps[0]
+
+    @property
+    def size(self) -> str:
+        """The model size the chapter follows: the sweep's first (the one with snapshots)."""
+        return next(iter(self.sweep.sizes))
+
+    def pair_configs(self, n: int) -> dict[str, TrainConfig]:
+        """``{"shared a", "shared b", "disjoint b"}`` at ``n``: disjoint b is shared b on the next N images."""
+        a, b = (self.sweep._config(self.size, n, seed) for seed in self.pair_seeds)
+        return {"shared a": a, "shared b": b, "disjoint b": replace(b, subset_offset=n)}
+
+    @property
+    def models(self) -> dict[str, TrainConfig]:
+        """The pairs' models, ``{"N=16 shared a": config, ...}`` (some are chapter 3's)."""
+        return {f"N={n} {k}": v for n in self.pair_n for k, v in self.pair_configs(n).items()}
+
+    def summary(self) -> str:
+        s = self.sweep
+        return "\n".join([
+            f"profile: {self.profile}  ({self.notes})",
+            f"models: chapter 3's {s.name} sweep (cached when it ran); {self.size} snapshots at steps "
+            f"{', '.join(map(str, s.snapshots))} of {s.base.steps:,}",
+            f"pairs: {self.size}, seeds {self.pair_seeds}, on the same and on disjoint subsets at N = "
+            f"{', '.join(map(str, self.pair_n))}",
+            f"closed forms vs the trained model at N = {', '.join(map(str, self.leaderboard_n))} (equivariant local "
+            f"denoiser at N = {', '.join(map(str, self.equivariant_n)) or 'none'}); parameters chosen on "
+            f"{self.calibration_seeds} seeds from {self.calibration_start}",
+            f"sampling: {self.regimes.sampler}-{self.regimes.steps}, seeds 0-{self.n_seeds - 1}; "
+            f"{self.regimes.descriptor} descriptor, the book's same-image rule"])
 
 
 class _ZooChapter:
@@ -567,6 +642,7 @@ _DIGIT_SWEEP = SweepConfig(
     (16, 64, 96, 128, 192, 1500),
     replicates=((16, _XS, 2), (16, _XS, 4), (128, _XS, 2), (128, _XS, 4),
                 (1500, _XS, 2), (1500, _XS, 4), (1500, _S, 3), (1500, _S, 5)),
+    snapshots=(100, 200, 300, 400, 500, 600, 800, 1000),
 )
 _MX, _MS = "MLP-XS (0.15M)", "MLP-S (0.56M)"
 _MOLRG_SWEEP = SweepConfig(
@@ -583,10 +659,11 @@ _CIFAR_SWEEP = SweepConfig(
                 checkpoint_every=1000),
     {"UNet-XS (0.16M)": "unet-xs", "UNet-S (0.64M)": "unet-s"},
     (64, 512, 4096, 49000),
+    snapshots=(150, 300, 450, 600, 900, 1200),
 )
 # paper: six N from 2^6 to 49,000, trained 4,000 steps
 _PAPER_CIFAR_SWEEP = replace(_CIFAR_SWEEP, base=replace(_CIFAR_SWEEP.base, steps=4000),
-                             n_train=(64, 256, 1024, 4096, 16384, 49000))
+                             n_train=(64, 256, 1024, 4096, 16384, 49000), snapshots=(250, 500, 1000, 1500, 2000, 3000))
 
 # chapter 6, gpu profile: text-to-image checkpoints that share a latent space (4 x 64 x 64 at 512 px)
 _TEXT_MODELS = {"SD 1.4": "CompVis/stable-diffusion-v1-4",
@@ -730,6 +807,17 @@ _CONFIGS = {
             notes="Stable Diffusion (text-to-image) too; " + _PAPER_NOTES,
         ),
     },
+    "agreement": {
+        "cpu": AgreementConfig(profile="cpu", regimes=_REGIMES_CPU, pair_n=(16, 128, 750),
+                               leaderboard_n=(16, 128, 1500), equivariant_n=(16, 128), notes="8x8 digits, offline"),
+        # CIFAR-10: the local denoiser's cost grows like N x H x W x patch area, so the leaderboard
+        # stops at N = 512 and 9 x 9 patches
+        "gpu": AgreementConfig(profile="gpu", regimes=_REGIMES_GPU, pair_n=(64, 512, 4096), leaderboard_n=(64, 512),
+                               patch_sizes=(1, 3, 5, 9), smoothing=(0.5, 1.0, 2.0, 4.0), notes=_GPU_NOTES),
+        "paper": AgreementConfig(profile="paper", regimes=_REGIMES_PAPER, pair_n=(64, 1024, 16384),
+                                 leaderboard_n=(64, 1024), patch_sizes=(1, 3, 5, 9), smoothing=(0.5, 1.0, 2.0, 4.0),
+                                 n_seeds=500, notes=_PAPER_NOTES),
+    },
     "theory": {
         "cpu": TheoryConfig(profile="cpu", regimes=_REGIMES_CPU, notes="8x8 digits and MoLRG, offline"),
         "gpu": TheoryConfig(profile="gpu", regimes=_REGIMES_GPU, n_seeds=500, notes=_GPU_NOTES),
@@ -753,7 +841,8 @@ _SMOKE_FIELDS = {  # field name -> its smoke value (a function of the gpu value)
     "gallery_seeds": lambda v: min(v, 4), "sensitivity_seeds": lambda v: 8, "trajectory_seeds": lambda v: 4,
     "explorer_seeds": lambda v: 4, "interpolation_pairs": lambda v: 2, "frames": lambda v: 3,
     "reference_steps": lambda v: 6, "step_counts": lambda v: v[:2], "sampling_steps": lambda v: 3, "text_seeds": lambda v: 2, "text_steps": lambda v: 3,
-    "snapshots": lambda v: tuple(range(1, len(v) + 1)),
+    "snapshots": lambda v: tuple(range(1, min(len(v), 5) + 1)), "patch_sizes": lambda v: v[:3],
+    "smoothing": lambda v: v[:2], "calibration_seeds": lambda v: 4,
 }
 _SMOKE_SAMPLING = {"batch_size": 8, "steps": 3}  # book-level configs: 12 seeds in two batches, 3 sampler steps
 
@@ -770,7 +859,8 @@ def _smoke(value, dataset: str = ""):
         return tuple(_smoke(v, dataset) for v in value)
     if not is_dataclass(value):
         return value
-    dataset = value.base.dataset if isinstance(value, SweepConfig) else getattr(value, "dataset", dataset)
+    dataset = value.base.dataset if isinstance(value, SweepConfig) else value.sweep.base.dataset \
+        if isinstance(value, AgreementConfig) else getattr(value, "dataset", dataset)
     changes = {}
     for f in fields(value):
         v = getattr(value, f.name)
@@ -780,6 +870,8 @@ def _smoke(value, dataset: str = ""):
             changes[f.name] = tuple(_smoke_n(n, dataset) for n in v) if isinstance(v, tuple) else _smoke_n(v, dataset)
         elif f.name in ("regime_n",):
             changes[f.name] = _smoke_n(v, dataset)
+        elif f.name in ("pair_n", "leaderboard_n", "equivariant_n"):
+            changes[f.name] = tuple(_smoke_n(n, dataset) for n in v)
         elif isinstance(value, SweepConfig) and f.name == "sizes":
             changes[f.name] = {label: _SMOKE_BACKBONES.get(b, b) for label, b in v.items()}
         elif isinstance(value, SweepConfig) and f.name == "replicates":

@@ -242,19 +242,22 @@ def keep_classes(data: ImageData, classes: tuple[int, ...] | None) -> ImageData:
     return data.select(keep.nonzero().squeeze(1), f"{data.name}{{{','.join(map(str, sorted(classes)))}}}")
 
 
-def subset(data: ImageData, n: int | None, seed: int = 0) -> ImageData:
+def subset(data: ImageData, n: int | None, seed: int = 0, offset: int = 0) -> ImageData:
     """The first ``n`` images of a seeded permutation: nested in ``n`` for a fixed ``seed``.
 
+    ``offset`` skips the permutation's first ``offset`` images: ``subset(d, n, s, offset=n)`` is
+    disjoint from ``subset(d, n, s)`` (two models trained on non-overlapping data).
     ``n=None`` returns all images (still in permuted order).
     """
     if n is None:
         n = len(data)
-    if not 1 <= n <= len(data):
+    if not 1 <= n or offset < 0 or offset + n > len(data):
         raise ValueError(
-            f"a training subset of N={n} was requested but {data.name} has only {len(data)} images "
-            "available for training"
+            f"a training subset of N={n}" + (f" after the first {offset}" if offset else "") +
+            f" was requested but {data.name} has only {len(data)} images available for training"
         )
-    return data.select(_permutation(len(data), seed)[:n], f"{data.name}[{n}]")
+    name = f"{data.name}[{n}]" if not offset else f"{data.name}[{offset}:{offset + n}]"
+    return data.select(_permutation(len(data), seed)[offset:offset + n], name)
 
 
 class MoLRG:

@@ -32,6 +32,8 @@ __all__ = [
     "OptimalDenoiser",
     "GaussianDenoiser",
     "ClassGaussianDenoiser",
+    "SmoothedOptimalDenoiser",
+    "LocalDenoiser",
     "x0_error",
     "MoLRGDenoiser",
     "Guided",
@@ -279,6 +281,152 @@ def optimal_denoiser_naive(train_images: torch.Tensor, x: torch.Tensor, sigma: f
     xf = x.reshape(x.shape[0], 1, -1).double()
     w = torch.softmax(-((xf - y) ** 2).sum(-1) / (2 * sigma**2), dim=1)
     return (w.unsqueeze(-1) * y).sum(1).to(x.dtype).reshape(x.shape)
+
+
+class SmoothedOptimalDenoiser(nn.Module):
+    """D* averaged over Gaussian perturbations of its input: a smoothed closed-form denoiser.
+
+    ``D_s(x; sigma) = E_u[D*(x + u; sigma)]`` with ``u ~ N(0, s^2 I)``, estimated with ``n_draws``
+    fixed draws (seeded, so the denoiser is deterministic). Smoothing the empirical score pulls
+    samples towards barycentres of nearby training images instead of onto one of them: the idea of
+    the smoothed closed-form diffusion models of Scarvelis, Borde & Solomon (TMLR 2025), here
+    applied to the denoiser with plain Monte Carlo rather than their nearest-neighbour estimator.
+    ``smoothing = 0`` is exactly :class:`OptimalDenoiser`.
+    """
+
+    def __init__(self, train_images: torch.Tensor, smoothing: float, n_draws: int = 16, seed: int = 0,
+                 dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        smoothing = float(smoothing)
+        if not math.isfinite(smoothing) or smoothing < 0:
+            raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing}")
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+        self.base = OptimalDenoiser(train_images, dtype=dtype)
+        self.smoothing = smoothing
+        g = torch.Generator().manual_seed(seed)
+        dim = train_images[0].numel()
+        self.register_buffer("offsets", smoothing * torch.randn(n_draws, dim, generator=g, dtype=torch.float64))
+
+    def forward(self, x, sigma, cond=None):
+        if cond is not None:
+            raise ValueError("SmoothedOptimalDenoiser is unconditional")
+        if self.smoothing == 0:
+            return self.base(x, sigma)
+        b, m = x.shape[0], self.offsets.shape[0]
+        xs = (x.reshape(b, 1, -1).double() + self.offsets).reshape(b * m, *x.shape[1:])
+        s = as_sigma(sigma, x).reshape(-1).repeat_interleave(m)
+        return self.base(xs, s).reshape(b, m, *x.shape[1:]).mean(1).to(x.dtype)
+
+
+def _patches(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, H*W, C*size^2)``: the ``size x size`` patch centred on every pixel (zero padding)."""
+    b, c, h, w = images.shape
+    cols = torch.nn.functional.unfold(images, size, padding=size // 2)  # (B, C*size^2, H*W)
+    return cols.transpose(1, 2)
+
+
+class LocalDenoiser(nn.Module):
+    """A closed-form *local* denoiser: each pixel is denoised from its neighbourhood alone.
+
+    For every pixel ``p`` the output is the posterior mean of that pixel under the empirical
+    distribution of training *patches*: ``sum_j softmax_j(-||P_p(x) - Q_j||^2 / 2 sigma^2) c_j``,
+    where ``P_p(x)`` is the ``k x k`` patch of ``x`` centred on ``p`` (zero padding, like a
+    convolution's), ``Q_j`` runs over the training patches and ``c_j`` is the centre pixel of
+    ``Q_j``. With ``equivariant=True`` the patches of every training image at *every* position
+    enter (the equivariant local score machine of Kamb & Ganguli 2024, translation-equivariant
+    like a convolutional network; cf. Niedoba et al. 2024's patch-based denoiser); with
+    ``equivariant=False`` only the training patches at the same position ``p``. A patch that covers
+    the whole image from every pixel (``k >= 2 * max(H, W) - 1``) with ``equivariant=False`` is
+    exactly :class:`OptimalDenoiser`.
+
+    ``patch_size`` is one odd size, or a schedule ``((sigma_1, k_1), (sigma_2, k_2), ...)``: at
+    noise level ``sigma`` the size of the listed sigma nearest in log-space is used (Kamb & Ganguli
+    find that the patch a network effectively uses grows with the noise level; see
+    :func:`reprodiff.experiments.calibrate_patch_sizes`). Logits are streamed over chunks of the
+    patch pool, like D*'s, in float32 by default: the equivariant pool holds ``N * H * W`` patches,
+    so a call costs ``B * H * W * N * H * W`` exponentials (use it on small training sets).
+    """
+
+    def __init__(self, train_images: torch.Tensor, patch_size: int | Sequence[tuple[float, int]],
+                 equivariant: bool = True, chunk_size: int = 8192, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        schedule = [(math.inf, patch_size)] if isinstance(patch_size, int) else \
+            [(float(s), k) for s, k in patch_size]
+        if not schedule:
+            raise ValueError("patch_size needs one size or a non-empty schedule of (sigma, size) pairs")
+        for s, k in schedule:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+                raise ValueError(f"patch sizes must be odd positive integers, got {k!r}")
+            if not s > 0:
+                raise ValueError(f"schedule noise levels must be positive, got {s!r}")
+        self.schedule = schedule
+        self.equivariant = bool(equivariant)
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+        self.register_buffer("y", train_images.to(dtype))
+        self._pools: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def size_at(self, sigma: float) -> int:
+        """The patch size used at noise level ``sigma``."""
+        if len(self.schedule) == 1:
+            return self.schedule[0][1]
+        return min(self.schedule, key=lambda sk: abs(math.log(sk[0]) - math.log(sigma)))[1]
+
+    def _pool(self, k: int):
+        """Training patches for size ``k``: ``(N*HW, C k^2)`` (equivariant) or ``(HW, N, C k^2)``, their
+        half squared norms, and their centre pixels."""
+        if k not in self._pools:
+            patches = _patches(self.y, k)  # (N, HW, C k^2)
+            n, hw, d = patches.shape
+            c = self.y.shape[1]
+            centre = patches.reshape(n, hw, c, k * k)[..., (k * k) // 2]  # (N, HW, C)
+            if self.equivariant:
+                patches, centre = patches.reshape(n * hw, d), centre.reshape(n * hw, c)
+            else:
+                patches, centre = patches.transpose(0, 1).contiguous(), centre.transpose(0, 1).contiguous()
+            self._pools[k] = (patches, 0.5 * (patches**2).sum(-1), centre)
+        return self._pools[k]
+
+    def _denoise(self, x: torch.Tensor, inv_var: torch.Tensor, k: int) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q = _patches(x, k)  # (B, HW, C k^2)
+        pool, half_sq, centre = self._pool(k)
+        if not self.equivariant:  # one small softmax per position: (HW, B, N)
+            logits = (torch.einsum("pbd,pnd->pbn", q.transpose(0, 1), pool) - half_sq.unsqueeze(1)) \
+                * inv_var.reshape(1, b, 1)
+            out = torch.einsum("pbn,pnc->pbc", torch.softmax(logits, -1), centre)  # (HW, B, C)
+            return out.permute(1, 2, 0).reshape(b, c, h, w)
+        rows = q.reshape(b * h * w, -1)
+        row_inv = inv_var.repeat_interleave(h * w).reshape(-1, 1)
+        run_max = torch.full((len(rows), 1), -math.inf, dtype=rows.dtype, device=rows.device)
+        run_sum = torch.zeros((len(rows), 1), dtype=rows.dtype, device=rows.device)
+        acc = torch.zeros((len(rows), c), dtype=rows.dtype, device=rows.device)
+        for start in range(0, len(pool), self.chunk_size):
+            logits = (rows @ pool[start:start + self.chunk_size].T - half_sq[start:start + self.chunk_size]) * row_inv
+            new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
+            rescale = (run_max - new_max).exp()
+            wts = (logits - new_max).exp()
+            run_sum = run_sum * rescale + wts.sum(1, keepdim=True)
+            acc = acc * rescale + wts @ centre[start:start + self.chunk_size]
+            run_max = new_max
+        return (acc / run_sum).reshape(b, h * w, c).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x, sigma, cond=None):
+        if cond is not None:
+            raise ValueError("LocalDenoiser is unconditional")
+        if tuple(x.shape[1:]) != tuple(self.y.shape[1:]):
+            raise ValueError(f"images shaped {tuple(x.shape[1:])}, but the training patches come from "
+                             f"{tuple(self.y.shape[1:])} images")
+        s = as_sigma(sigma, x).reshape(-1).to(self.dtype)
+        xf = x.to(self.y.device, self.dtype)
+        s = s.to(self.y.device)
+        out = torch.empty_like(xf)
+        sizes = [self.size_at(float(v)) for v in s]
+        for k in sorted(set(sizes)):
+            rows = torch.tensor([z == k for z in sizes])
+            out[rows] = self._denoise(xf[rows], 1.0 / s[rows] ** 2, k)
+        return out.to(x.dtype).to(x.device)
 
 
 class GaussianDenoiser(nn.Module):

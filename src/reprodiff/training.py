@@ -51,8 +51,8 @@ from .runtime import cpu_threads, default_device, derive_seed, flush_denormal
 __all__ = ["TrainConfig", "CheckpointError", "cache_root", "training_data", "train", "load_or_train",
            "load_or_train_many", "load_model", "checkpoint_dir", "build_model", "step_cost", "cpu_threads"]
 
-_INT_FIELDS = ("holdout", "subset_seed", "molrg_classes", "molrg_dim", "molrg_seed", "steps", "batch_size",
-               "warmup", "seed", "checkpoint_every", "lora_rank")
+_INT_FIELDS = ("holdout", "subset_seed", "subset_offset", "molrg_classes", "molrg_dim", "molrg_seed", "steps",
+               "batch_size", "warmup", "seed", "checkpoint_every", "lora_rank")
 # added after models were cached: in the hash only when set, so the models without them kept their names
 _WHEN_SET = {"hashed": "when-set"}
 _FLOAT_FIELDS = ("label_dropout", "dropout", "lr", "weight_decay", "ema")
@@ -64,9 +64,10 @@ class TrainConfig:
 
     Data: ``dataset`` (``"digits"``, a torchvision name, or ``"molrg"``), ``n_train`` (nested subset
     size; ``None`` = every image not held out), ``holdout`` (images kept out of every subset),
-    ``subset_seed``. Model: ``backbone`` (a name in :data:`reprodiff.backbones.BACKBONES`),
-    ``objective`` (``"eps"``, ``"v"``, ``"edm"``), ``conditional`` (+ ``label_dropout`` for
-    classifier-free guidance). Optimisation: AdamW with linear warm-up, EMA of the weights.
+    ``subset_seed``, ``subset_offset`` (skip that many images of the subset order: ``subset_offset=N``
+    gives a training set disjoint from the default's). Model: ``backbone`` (a name in
+    :data:`reprodiff.backbones.BACKBONES`), ``objective`` (``"eps"``, ``"v"``, ``"edm"``), ``conditional``
+    (+ ``label_dropout`` for classifier-free guidance). Optimisation: AdamW with linear warm-up, EMA of the weights.
     ``checkpoint_every`` only says how often a resumable state is written: it does not change the
     weights, so it is left out of the hash.
 
@@ -105,6 +106,7 @@ class TrainConfig:
     lora_rank: int = field(default=0, metadata=_WHEN_SET)
     lora_targets: tuple[str, ...] | None = field(default=None, metadata=_WHEN_SET)
     snapshots: tuple[int, ...] = field(default=(), metadata=_WHEN_SET)
+    subset_offset: int = field(default=0, metadata=_WHEN_SET)
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -155,6 +157,8 @@ class TrainConfig:
             (self.n_train is None or self.n_train >= 1, "n_train must be positive (or None for all)"),
             (self.holdout >= 0, f"holdout must be >= 0, got {self.holdout}"),
             (min(self.subset_seed, self.molrg_seed, self.seed) >= 0, "seeds must be non-negative"),
+            (self.subset_offset >= 0, f"subset_offset must be >= 0, got {self.subset_offset}"),
+            (self.subset_offset == 0 or self.n_train is not None, "subset_offset needs n_train"),
             (self.molrg_classes >= 1 and self.molrg_dim >= 1, "molrg_classes and molrg_dim must be positive"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.label_dropout <= 1, f"label_dropout must be in [0, 1], got {self.label_dropout}"),
@@ -200,7 +204,8 @@ class TrainConfig:
         n = "all" if self.n_train is None else self.n_train
         classes = "" if self.classes is None else "-c" + ".".join(map(str, self.classes))
         tuned = "" if self.base is None else f"-lora{self.lora_rank}" if self.lora_rank else "-ft"
-        return f"{self.backbone}-{self.objective}-{self.dataset}{n}{classes}-s{self.seed}{tuned}"
+        offset = f"+{self.subset_offset}" if self.subset_offset else ""
+        return f"{self.backbone}-{self.objective}-{self.dataset}{n}{offset}{classes}-s{self.seed}{tuned}"
 
 
 def _int_tuple(name: str, values: Any) -> tuple[int, ...]:
@@ -232,7 +237,9 @@ def training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData | None]:
             raise ValueError("classes selects labels of a dataset; MoLRG samples every component")
         dist = MoLRG(num_classes=cfg.molrg_classes, dim=cfg.molrg_dim, seed=cfg.molrg_seed)
         # held-out samples come from another seed of the same distribution; subsets stay nested
-        pool = dist.sample(max(cfg.n_train, 1), seed=cfg.subset_seed)
+        pool = dist.sample(cfg.subset_offset + cfg.n_train, seed=cfg.subset_seed)
+        if cfg.subset_offset:  # the samples after the first subset_offset: disjoint from offset 0's
+            pool = pool.select(torch.arange(cfg.subset_offset, len(pool)))
         held = dist.sample(cfg.holdout, seed=cfg.subset_seed + 1) if cfg.holdout else None
         return pool, held
     data = load_dataset(cfg.dataset)
@@ -241,7 +248,7 @@ def training_data(cfg: TrainConfig) -> tuple[ImageData, ImageData | None]:
         held = keep_classes(held, cfg.classes)
     else:
         pool, held = data, None
-    return subset(keep_classes(pool, cfg.classes), cfg.n_train, cfg.subset_seed), held
+    return subset(keep_classes(pool, cfg.classes), cfg.n_train, cfg.subset_seed, cfg.subset_offset), held
 
 
 def build_model(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int) -> Precond:

@@ -1,0 +1,153 @@
+"""Chapter 5's machinery: the closed-form local and smoothed denoisers, disjoint training subsets,
+the patch-size calibration, the leaderboard and the training-time study."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from reprodiff.configs import AgreementConfig, get_config
+from reprodiff.data import load_dataset, subset
+from reprodiff.denoisers import LocalDenoiser, OptimalDenoiser, SmoothedOptimalDenoiser
+from reprodiff.experiments import (TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, leaderboard,
+                                   median_ci)
+from reprodiff.metrics import Score
+from reprodiff.sampling import Samples, generate
+from reprodiff.training import TrainConfig, training_data
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits").images
+
+
+def _naive_local(train, x, sigma, k, equivariant):
+    """Pixel by pixel, straight from the definition (zero padding)."""
+    r = k // 2
+    pad = lambda t: torch.nn.functional.pad(t, (r, r, r, r))  # noqa: E731
+    xp, yp = pad(x.double()), pad(train.double())
+    b, c, h, w = x.shape
+    out = torch.empty(b, c, h, w, dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):
+            q = xp[:, :, i:i + k, j:j + k].reshape(b, -1)
+            spots = [(u, v) for u in range(h) for v in range(w)] if equivariant else [(i, j)]
+            pool = torch.cat([yp[:, :, u:u + k, v:v + k].reshape(len(train), -1) for u, v in spots])
+            centre = torch.cat([train[:, :, u, v].double() for u, v in spots])
+            wts = torch.softmax(-((q[:, None] - pool[None]) ** 2).sum(-1) / (2 * sigma**2), dim=1)
+            out[:, :, i, j] = wts @ centre
+    return out
+
+
+@pytest.mark.parametrize("equivariant", [False, True])
+def test_local_denoiser_matches_its_definition(digits, equivariant):
+    train, x = digits[:6], torch.randn(3, 1, 8, 8)
+    for sigma in (0.3, 2.0):
+        fast = LocalDenoiser(train, 3, equivariant=equivariant, dtype=torch.float64, chunk_size=50)(x, sigma)
+        assert torch.allclose(fast.double(), _naive_local(train, x, sigma, 3, equivariant), atol=1e-6)
+
+
+def test_a_local_denoiser_whose_patch_covers_the_image_is_the_optimal_denoiser(digits):
+    train, x = digits[:200], 2 * torch.randn(5, 1, 8, 8)
+    for sigma in (0.05, 0.5, 5.0):
+        local = LocalDenoiser(train, 15, equivariant=False, dtype=torch.float64)(x, sigma)
+        assert torch.allclose(local, OptimalDenoiser(train)(x, sigma), atol=1e-6)
+
+
+def test_local_denoiser_schedule_shape_determinism_and_bad_sizes(digits):
+    den = LocalDenoiser(digits[:50], ((10.0, 7), (1.0, 3), (0.1, 1)))
+    assert [den.size_at(s) for s in (80.0, 2.0, 0.002)] == [7, 3, 1]
+    x = torch.randn(4, 1, 8, 8)
+    out = den(x, torch.tensor([5.0, 5.0, 0.01, 0.01]))  # rows at different noise levels use different sizes
+    assert out.shape == x.shape and torch.equal(out, den(x, torch.tensor([5.0, 5.0, 0.01, 0.01])))
+    assert torch.equal(out[:2], den(x[:2], 5.0)) and torch.equal(out[2:], den(x[2:], 0.01))
+    for bad in (4, 0, ((1.0, 2),), ()):
+        with pytest.raises(ValueError, match="patch"):
+            LocalDenoiser(digits[:5], bad)
+    with pytest.raises(ValueError, match="shaped"):
+        den(torch.randn(1, 3, 8, 8), 1.0)
+
+
+def test_smoothed_optimal_denoiser_is_dstar_without_smoothing_and_deterministic(digits):
+    train, x = digits[:100], torch.randn(6, 1, 8, 8)
+    for sigma in (0.1, 1.0):
+        assert torch.allclose(SmoothedOptimalDenoiser(train, 0.0)(x, sigma), OptimalDenoiser(train)(x, sigma))
+    a, b = SmoothedOptimalDenoiser(train, 0.5, n_draws=8), SmoothedOptimalDenoiser(train, 0.5, n_draws=8)
+    assert a(x, 0.3).shape == x.shape and torch.equal(a(x, 0.3), b(x, 0.3))
+    assert not torch.allclose(a(x, 0.3), OptimalDenoiser(train)(x, 0.3))
+    with pytest.raises(ValueError, match="smoothing"):
+        SmoothedOptimalDenoiser(train, -1.0)
+
+
+def test_disjoint_subsets_do_not_overlap_and_keep_old_names(digits):
+    data = load_dataset("digits")
+    a, b = subset(data, 100), subset(data, 100, offset=100)
+    rows = lambda d: {tuple(r.tolist()) for r in d.images.flatten(1)}  # noqa: E731
+    assert not rows(a) & rows(b) and rows(subset(data, 200)) == rows(a) | rows(b)
+    with pytest.raises(ValueError, match="after the first 1700"):
+        subset(data, 200, offset=1700)
+    base = TrainConfig(dataset="digits", n_train=100, holdout=297)
+    assert "subset_offset" not in base.hashed_fields()  # models cached before the field keep their names
+    moved = replace(base, subset_offset=100)
+    assert moved.hash != base.hash and "+100" in moved.name
+    assert not rows(training_data(base)[0]) & rows(training_data(moved)[0])
+    with pytest.raises(ValueError, match="subset_offset"):
+        TrainConfig(subset_offset=-1, n_train=5)
+
+
+def test_agreement_config_pairs_share_or_split_the_data():
+    cfg = get_config("agreement", "cpu")
+    assert isinstance(cfg, AgreementConfig)
+    for n in cfg.pair_n:
+        pair = cfg.pair_configs(n)
+        assert pair["shared a"].n_train == pair["shared b"].n_train == n
+        assert pair["shared a"].seed != pair["shared b"].seed
+        assert pair["disjoint b"] == replace(pair["shared b"], subset_offset=n)
+    sweep_models = set(cfg.sweep.model_configs().values()) | set(cfg.sweep.replicate_configs().values())
+    assert cfg.models["N=16 shared a"] in sweep_models and cfg.models["N=16 shared b"] in sweep_models
+    # chapter 1's shared model keeps its hash: the largest N has no snapshots
+    assert cfg.sweep.model_configs()[(cfg.size, max(cfg.sweep.n_train))].snapshots == ()
+    assert cfg.sweep.model_configs()[(cfg.size, 16)].snapshots == cfg.sweep.snapshots
+    with pytest.raises(ValueError, match="leaderboard N"):
+        replace(cfg, leaderboard_n=(17,))
+    for profile in ("gpu", "smoke", "paper"):
+        get_config("agreement", profile).models  # every profile builds its pairs
+
+
+def test_calibration_finds_the_patch_size_of_a_local_network(digits):
+    train = digits[:20]
+    net = LocalDenoiser(train, 3, dtype=torch.float64)
+    cal = calibrate_patch_sizes(net, train, range(100, 104), (1, 8, 8), (1, 3, 5), steps=6)
+    assert len(cal.schedule) == 6 and all(k in (1, 3, 5) for _, k in cal.schedule)
+    low = [k for s, k in cal.schedule if s < 2]  # where the sizes differ, the right one wins
+    assert low and set(low) == {3}
+    assert "best" in cal.table()
+
+
+def test_leaderboard_ranks_closed_forms_and_keeps_ceilings_out(digits):
+    train = digits[:30]
+    net = generate(LocalDenoiser(train, 3), range(16), (1, 8, 8), steps=6)
+    cands = {"copy": Samples(net.images.clone(), net.seeds), "D*": generate(OptimalDenoiser(train), range(16),
+                                                                             (1, 8, 8), steps=6),
+             "mean": Samples(train.mean(0, keepdim=True).expand(16, -1, -1, -1), net.seeds)}
+    lb = leaderboard(net, cands, 30, ceilings=("copy",))
+    assert lb.r2["copy"] == 1.0 and float(lb.similarity["copy"].min()) > 0.999
+    assert lb.ranking() == sorted(["D*", "mean"], key=lambda k: -float(lb.similarity[k].median()))
+    name, margin = lb.winner()
+    assert name == lb.ranking()[0] and margin >= 0
+    assert lb.table().splitlines()[2].strip().startswith("copy")
+    best, medians = choose_smoothing(net, train, (0.5,), steps=6)
+    assert set(medians) == {0.0, 0.5} and best in medians
+
+
+def test_training_time_onset_interpolates_and_fits_a_line():
+    def sc(v):
+        return Score("GL", v, (v, v), 10, 0.9, "", "pixel")
+
+    study = TrainingTimeStudy([100, 200, 300, 400], [16, 32, 64],
+                              {16: [sc(1.0), sc(0.0), sc(0.0), sc(0.0)], 32: [sc(1.0), sc(1.0), sc(0.0), sc(0.0)],
+                               64: [sc(1.0)] * 4}, {}, {})
+    assert study.onset(16) == 150 and study.onset(32) == 250 and study.onset(64) is None
+    a, b, used = study.onset_fit()
+    assert used == [16, 32] and b == pytest.approx(100 / 16) and a == pytest.approx(50)
+    assert median_ci(torch.arange(11.0))[0] == 5.0
