@@ -71,8 +71,8 @@ from reprodiff import get_config, load_or_train_many
 from reprodiff.configs import check_resources
 from reprodiff.denoisers import GaussianDenoiser, LocalDenoiser, OptimalDenoiser, SmoothedOptimalDenoiser
 from reprodiff.experiments import (book_rule, calibrate_patch_sizes, chapter_time_estimate, choose_smoothing,
-                                   leaderboard, load_sweep, median_ci, regime_sweep, training_time_study)
-from reprodiff.metrics import gl_score, paired_similarity, rp_score
+                                   gl_crossing, leaderboard, load_sweep, median_ci, regime_sweep, training_time_study)
+from reprodiff.metrics import gl_score, rp_score
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid, survival_curves
 from reprodiff.sampling import Samples, generate
@@ -193,17 +193,8 @@ early_rp = [rp_score(times.samples[(n, early)], Samples(dip_sweep.samples[(wide,
                      rule.descriptor, threshold=rule) for n in ns]
 
 
-def crossing(xs, gls, level=0.5):
-    """The N where GL first reaches ``level``, interpolated in log N (None when it never does)."""
-    for i in range(1, len(xs)):
-        if gls[i - 1] < level <= gls[i]:
-            lo, hi = torch.tensor([xs[i - 1], xs[i]], dtype=torch.float64).log()
-            return float(torch.exp(lo + (level - gls[i - 1]) / (gls[i] - gls[i - 1]) * (hi - lo)))
-    return None
-
-
 marks = {f"{small.split(' ')[0]} (end)": dip_sweep.gl_crossing(small, 0.5),
-         f"{small.split(' ')[0]} (step {early})": crossing(ns, [s.value for s in early_gl]),
+         f"{small.split(' ')[0]} (step {early})": gl_crossing(ns, [s.value for s in early_gl]),
          f"{wide.split(' ')[0]} (end)": dip_sweep.gl_crossing(wide, 0.5)}
 for k, v in marks.items():
     print(f"GL crosses 0.5: {k} at N ~ {v:.0f}" if v else f"GL crosses 0.5: {k} not within N <= {ns[-1]}")

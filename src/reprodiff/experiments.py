@@ -22,7 +22,7 @@ __all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "chapter_time
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
            "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study",
            "PatchCalibration", "calibrate_patch_sizes", "choose_smoothing", "Leaderboard", "leaderboard",
-           "TrainingTimeStudy", "training_time_study", "median_ci"]
+           "TrainingTimeStudy", "training_time_study", "median_ci", "gl_crossing"]
 
 
 def book_rule(dataset: str, descriptor: str | Descriptor = "pixel", profile: str = "cpu") -> SameImageRule:
@@ -200,6 +200,15 @@ def load_sweep(sweep, progress: bool = True, replicates: bool = False):
     return models, train_sets, heldout.images
 
 
+def gl_crossing(n_train: Sequence[int], gl: Sequence[float], level: float = 0.5) -> float | None:
+    """N at which GL values along ``n_train`` first rise through ``level`` (interpolated in log N), or None."""
+    for n0, v0, n1, v1 in zip(n_train, gl, n_train[1:], gl[1:]):
+        if v0 < level <= v1:
+            t = (level - v0) / (v1 - v0)
+            return 2 ** (math.log2(n0) + t * (math.log2(n1) - math.log2(n0)))
+    return None
+
+
 @dataclass
 class SweepResult:
     """Everything measured along one sweep over training-set sizes, under one same-image rule.
@@ -265,12 +274,7 @@ class SweepResult:
 
     def gl_crossing(self, size: str, level: float = 0.5) -> float | None:
         """N at which ``size``'s GL first rises through ``level`` (interpolated in log N), or None."""
-        ns, values = self.n_train, [s.value for s in self.gl[size]]
-        for n0, v0, n1, v1 in zip(ns, values, ns[1:], values[1:]):
-            if v0 < level <= v1:
-                t = (level - v0) / (v1 - v0)
-                return 2 ** (math.log2(n0) + t * (math.log2(n1) - math.log2(n0)))
-        return None
+        return gl_crossing(self.n_train, [s.value for s in self.gl[size]], level)
 
     def regime_edges(self, memorization_gl: float, generalization_gl: float) -> tuple[int | None, int | None]:
         """(largest N of the memorization regime, smallest N of the generalization regime); None if absent."""
@@ -754,8 +758,7 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
     at = [*sweep.snapshots, sweep.base.steps]
     desc = get_descriptor(rule.descriptor)
     gl, rp_opt, rp_seeds, samples = {}, {}, {}, {}
-    todo = [(n, k) for n in n_train for k in at]
-    bar = tqdm(total=len(todo) + len(replicated) * len(at), desc="sampling snapshots", disable=not progress)
+    bar = tqdm(total=(len(n_train) + len(replicated)) * len(at), desc="sampling snapshots", disable=not progress)
     for n in n_train:
         cfg = sweep._config(size, n, first_seed)
         train = training_data(cfg)[0].images
