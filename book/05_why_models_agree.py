@@ -71,7 +71,7 @@ from reprodiff import get_config, load_or_train_many
 from reprodiff.configs import check_resources
 from reprodiff.denoisers import GaussianDenoiser, LocalDenoiser, OptimalDenoiser, SmoothedOptimalDenoiser
 from reprodiff.experiments import (book_rule, calibrate_patch_sizes, chapter_time_estimate, choose_smoothing,
-                                   gl_crossing, leaderboard, load_sweep, median_ci, regime_sweep, training_time_study)
+                                   gl_crossing, leaderboard, load_sweep, regime_sweep, training_time_study)
 from reprodiff.metrics import gl_score, rp_score
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid, survival_curves
@@ -331,9 +331,9 @@ n_last = cfg.leaderboard_n[-1]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 survival_curves(boards[n_last].similarity, threshold=rule.threshold, xlim=(0.0, 1.0),
                 title=f"N = {n_last}: similarity to the network's sample", ax=axes[0])
-meds = {k: [median_ci(boards[n].similarity[k])[0] if k in boards[n].similarity else float("nan")
+meds = {k: [float(boards[n].similarity[k].median()) if k in boards[n].similarity else float("nan")
             for n in cfg.leaderboard_n] for k in ("D*", "Gaussian denoiser", "local, position-bound, k(sigma)")}
-meds["the other network"] = [median_ci(b.similarity[b.ceilings[0]])[0] if b.ceilings else float("nan")
+meds["the other network"] = [float(b.similarity[b.ceilings[0]].median()) if b.ceilings else float("nan")
                              for b in boards.values()]
 for k, v in meds.items():
     axes[1].plot(cfg.leaderboard_n, v, marker="o", label=k)

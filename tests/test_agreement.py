@@ -9,9 +9,8 @@ import torch
 from reprodiff.configs import AgreementConfig, get_config
 from reprodiff.data import load_dataset, subset
 from reprodiff.denoisers import LocalDenoiser, OptimalDenoiser, SmoothedOptimalDenoiser
-from reprodiff.experiments import (TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, leaderboard,
-                                   median_ci)
-from reprodiff.metrics import Score
+from reprodiff.experiments import TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, leaderboard
+from reprodiff.metrics import Score, bootstrap_ci
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import TrainConfig, training_data
 
@@ -150,4 +149,12 @@ def test_training_time_onset_interpolates_and_fits_a_line():
     assert study.onset(16) == 150 and study.onset(32) == 250 and study.onset(64) is None
     a, b, used = study.onset_fit()
     assert used == [16, 32] and b == pytest.approx(100 / 16) and a == pytest.approx(50)
-    assert median_ci(torch.arange(11.0))[0] == 5.0
+
+
+def test_bootstrap_median_interval():
+    values = torch.cat([torch.zeros(30), torch.ones(70)])
+    assert bootstrap_ci(values, statistic="median") == (1.0, 1.0)  # the mean's interval would not be a point
+    lo, hi = bootstrap_ci(torch.arange(101.0), statistic="median")
+    assert lo < 50 < hi
+    with pytest.raises(ValueError, match="statistic"):
+        bootstrap_ci(values, statistic="mode")

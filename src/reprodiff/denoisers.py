@@ -220,6 +220,35 @@ def x0_error(denoiser: Denoiser, images: torch.Tensor, sigmas: Sequence[float] =
 # ----------------------------------------------------------------------------- analytic denoisers
 
 
+def _streamed_posterior_mean(queries: torch.Tensor, inv_var: torch.Tensor, keys: torch.Tensor,
+                             half_sq_norm: torch.Tensor, values: torch.Tensor, chunk_size: int,
+                             allowed=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_j softmax_j(-||q - k_j||^2 inv_var / 2) v_j`` for every query row, streamed over chunks of keys.
+
+    The logits are ``(q . k_j - ||k_j||^2 / 2) * inv_var`` (the same up to a per-row constant), and an
+    online log-sum-exp keeps a running maximum, so memory is ``O(B * chunk_size)`` and no
+    exponential overflows. ``allowed(start, stop)``, when given, returns a ``(B, stop - start)``
+    boolean mask of the keys each query may use. Returns ``(weighted sum of values, sum of
+    weights)``: divide the first by the second; a zero sum means a query was allowed no key.
+    """
+    run_max = torch.full((len(queries), 1), -math.inf, dtype=queries.dtype, device=queries.device)
+    run_sum = torch.zeros((len(queries), 1), dtype=queries.dtype, device=queries.device)
+    acc = torch.zeros((len(queries), values.shape[1]), dtype=queries.dtype, device=queries.device)
+    for start in range(0, len(keys), chunk_size):
+        stop = start + chunk_size
+        logits = (queries @ keys[start:stop].T - half_sq_norm[start:stop]) * inv_var
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed(start, stop), -math.inf)
+        new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
+        safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+        rescale = (run_max - safe).exp()
+        w = (logits - safe).exp()
+        run_sum = run_sum * rescale + w.sum(1, keepdim=True)
+        acc = acc * rescale + w @ values[start:stop]
+        run_max = new_max
+    return acc, run_sum
+
+
 class OptimalDenoiser(nn.Module):
     """The loss-minimising denoiser of a finite training set ``{y_i}`` (the paper's Theorem; EDM Eq. 57).
 
@@ -253,23 +282,12 @@ class OptimalDenoiser(nn.Module):
         inv_var = 1.0 / as_sigma(sigma, x).reshape(-1, 1).to(self.dtype) ** 2
         if cond is not None and self.labels is None:
             raise ValueError("this OptimalDenoiser has no labels; build it with labels= to condition on a class")
-        run_max = torch.full((shape[0], 1), -math.inf, dtype=self.dtype, device=x.device)
-        run_sum = torch.zeros((shape[0], 1), dtype=self.dtype, device=x.device)
-        acc = torch.zeros_like(xf)
-        for start in range(0, self.y.shape[0], self.chunk_size):
-            yc = self.y[start:start + self.chunk_size]
-            # -||x - y||^2 / 2s^2 up to a per-row constant: (x.y - ||y||^2/2) / s^2
-            logits = (xf @ yc.T - self.half_sq_norm[start:start + self.chunk_size]) * inv_var
-            if cond is not None:
-                same = cond.reshape(-1, 1) == self.labels[start:start + self.chunk_size].to(x.device).reshape(1, -1)
-                logits = logits.masked_fill(~same, -math.inf)
-            new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
-            safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-            rescale = (run_max - safe).exp()
-            w = (logits - safe).exp()
-            run_sum = run_sum * rescale + w.sum(1, keepdim=True)
-            acc = acc * rescale + w @ yc
-            run_max = new_max
+        allowed = None
+        if cond is not None:
+            labels = self.labels.to(x.device).reshape(1, -1)
+            allowed = lambda start, stop: cond.reshape(-1, 1) == labels[:, start:stop]  # noqa: E731
+        acc, run_sum = _streamed_posterior_mean(xf, inv_var, self.y, self.half_sq_norm, self.y, self.chunk_size,
+                                                allowed)
         if (run_sum == 0).any():
             raise ValueError("a requested class has no training images")
         return (acc / run_sum).to(in_dtype).reshape(shape)
@@ -399,17 +417,7 @@ class LocalDenoiser(nn.Module):
             return out.permute(1, 2, 0).reshape(b, c, h, w)
         rows = q.reshape(b * h * w, -1)
         row_inv = inv_var.repeat_interleave(h * w).reshape(-1, 1)
-        run_max = torch.full((len(rows), 1), -math.inf, dtype=rows.dtype, device=rows.device)
-        run_sum = torch.zeros((len(rows), 1), dtype=rows.dtype, device=rows.device)
-        acc = torch.zeros((len(rows), c), dtype=rows.dtype, device=rows.device)
-        for start in range(0, len(pool), self.chunk_size):
-            logits = (rows @ pool[start:start + self.chunk_size].T - half_sq[start:start + self.chunk_size]) * row_inv
-            new_max = torch.maximum(run_max, logits.amax(1, keepdim=True))
-            rescale = (run_max - new_max).exp()
-            wts = (logits - new_max).exp()
-            run_sum = run_sum * rescale + wts.sum(1, keepdim=True)
-            acc = acc * rescale + wts @ centre[start:start + self.chunk_size]
-            run_max = new_max
+        acc, run_sum = _streamed_posterior_mean(rows, row_inv, pool, half_sq, centre, self.chunk_size)
         return (acc / run_sum).reshape(b, h * w, c).transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x, sigma, cond=None):

@@ -14,15 +14,16 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, SeedSpread, get_descriptor,
-                      gl_score, paired_similarity, rp_score, same_image_rule, seed_spread, within_label_similarity)
+from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, SeedSpread, bootstrap_ci,
+                      get_descriptor, gl_score, paired_similarity, rp_score, same_image_rule, seed_spread,
+                      within_label_similarity)
 from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
 
 __all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "chapter_time_estimate", "SSCD_FLOPS", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
            "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study",
            "PatchCalibration", "calibrate_patch_sizes", "choose_smoothing", "Leaderboard", "leaderboard",
-           "TrainingTimeStudy", "training_time_study", "median_ci", "gl_crossing"]
+           "TrainingTimeStudy", "training_time_study", "gl_crossing"]
 
 
 def book_rule(dataset: str, descriptor: str | Descriptor = "pixel", profile: str = "cpu") -> SameImageRule:
@@ -565,17 +566,6 @@ def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Mod
 # ----------------------------------------------------------------------------- why models agree (chapter 5)
 
 
-def median_ci(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95,
-              seed: int = 0) -> tuple[float, float, float]:
-    """``(median, low, high)``: the median of ``values`` with a percentile-bootstrap interval."""
-    v = values.double().reshape(-1)
-    g = torch.Generator().manual_seed(seed)
-    medians = v[torch.randint(v.numel(), (n_boot, v.numel()), generator=g)].median(1).values
-    a = (1 - level) / 2
-    q = torch.quantile(medians, torch.tensor([a, 1 - a], dtype=torch.float64))
-    return float(v.median()), float(q[0]), float(q[1])
-
-
 @dataclass
 class PatchCalibration:
     """The patch size per noise level that best matches a network (:func:`calibrate_patch_sizes`).
@@ -654,7 +644,8 @@ class Leaderboard:
     ceilings: tuple[str, ...] = ()
 
     def medians(self) -> dict[str, tuple[float, float, float]]:
-        return {k: median_ci(v) for k, v in self.similarity.items()}
+        """``{name: (median, low, high)}``: each row's median similarity with a bootstrap interval."""
+        return {k: (float(v.median()), *bootstrap_ci(v, statistic="median")) for k, v in self.similarity.items()}
 
     def ranking(self) -> list[str]:
         """Closed forms by median similarity, best first."""

@@ -185,16 +185,21 @@ class Score:
         return float(self.value)
 
 
-def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``hits`` (a 1-d tensor of 0/1 or reals)."""
+def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                 statistic: str = "mean") -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (or, with ``statistic="median"``, the median) of
+    ``hits`` (a 1-d tensor of 0/1 or reals). The median of an even count is the lower middle value,
+    as :meth:`torch.Tensor.median` takes it."""
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
     hits = hits.double().reshape(-1)
     if hits.numel() == 0:
         return (math.nan, math.nan)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(hits.numel(), (n_boot, hits.numel()), generator=g)
-    means = hits[idx].mean(1)
+    stats = hits[idx].mean(1) if statistic == "mean" else hits[idx].median(1).values
     a = (1 - level) / 2
-    q = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64))
+    q = torch.quantile(stats, torch.tensor([a, 1 - a], dtype=torch.float64))
     return (float(q[0]), float(q[1]))
 
 
