@@ -8,8 +8,10 @@ import torch
 
 from reprodiff.configs import AgreementConfig, get_config
 from reprodiff.data import load_dataset, subset
-from reprodiff.denoisers import LocalDenoiser, OptimalDenoiser, SmoothedOptimalDenoiser
-from reprodiff.experiments import TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, leaderboard
+from reprodiff.denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, OptimalDenoiser,
+                                 SmoothedOptimalDenoiser)
+from reprodiff.experiments import (TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, closest_denoiser,
+                                   leaderboard)
 from reprodiff.metrics import Score, bootstrap_ci
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import TrainConfig, training_data
@@ -109,6 +111,23 @@ def test_agreement_config_pairs_share_or_split_the_data():
     assert cfg.sweep.model_configs()[(cfg.size, 16)].snapshots == cfg.sweep.snapshots
     with pytest.raises(ValueError, match="leaderboard N"):
         replace(cfg, leaderboard_n=(17,))
+    # the onset models extend the sweep: its own N keep chapter 3's models, the new N get snapshots
+    assert set(cfg.pair_models) | set(cfg.onset_models) | set(cfg.extended_models) == set(cfg.models)
+    onset = cfg.onset_sweep
+    assert onset.model_configs()[(cfg.size, 16)] == cfg.sweep.model_configs()[(cfg.size, 16)]
+    for n in cfg.onset_n:
+        m = cfg.onset_models[f"N={n} onset"]
+        assert m.n_train == n and m.snapshots == cfg.sweep.snapshots and m.steps == cfg.sweep.base.steps
+    with pytest.raises(ValueError, match="onset N"):
+        replace(cfg, onset_n=(max(cfg.sweep.n_train),))
+    # the extended run: the sweep's model at that N with more steps and later snapshots
+    for n in cfg.extend_n:
+        m = cfg.extended_models[f"N={n}, {cfg.extend_steps} steps"]
+        short = cfg.sweep.model_configs()[(cfg.size, n)]
+        assert replace(m, steps=short.steps, snapshots=short.snapshots) == short
+        assert set(short.snapshots) < set(m.snapshots) and max(m.snapshots) < m.steps == cfg.extend_steps
+    with pytest.raises(ValueError, match="extend_n"):
+        replace(cfg, extend_n=(16,), extend_steps=cfg.sweep.base.steps)
     for profile in ("gpu", "smoke", "paper"):
         get_config("agreement", profile).models  # every profile builds its pairs
 
@@ -158,3 +177,19 @@ def test_bootstrap_median_interval():
     assert lo < 50 < hi
     with pytest.raises(ValueError, match="statistic"):
         bootstrap_ci(values, statistic="mode")
+
+
+def test_blend_is_a_convex_combination_and_closest_denoiser_picks_the_reference(digits):
+    train = digits[:40]
+    d_star, gauss = OptimalDenoiser(train), GaussianDenoiser.from_data(train)
+    x, sigma = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([0.1, 1.0, 5.0])
+    a, b = d_star(x, sigma), gauss(x, sigma)
+    assert torch.equal(BlendedDenoiser(d_star, gauss, 1.0)(x, sigma), a)
+    assert torch.equal(BlendedDenoiser(d_star, gauss, 0.0)(x, sigma), b)
+    assert torch.allclose(BlendedDenoiser(d_star, gauss, 0.25)(x, sigma), 0.25 * a + 0.75 * b)
+    with pytest.raises(ValueError, match="weight"):
+        BlendedDenoiser(d_star, gauss, 1.5)
+    reference = generate(gauss, range(6), (1, 8, 8), steps=6)
+    best, medians = closest_denoiser(reference, {w: BlendedDenoiser(d_star, gauss, w) for w in (1.0, 0.5, 0.0)},
+                                     steps=6)
+    assert best == 0.0 and medians[0.0] == pytest.approx(1.0) and set(medians) == {1.0, 0.5, 0.0}

@@ -273,7 +273,15 @@ class AgreementConfig:
     same noise (``n_seeds`` seeds; their free parameters, patch sizes per noise level and D*'s
     smoothing, are chosen on ``calibration_seeds`` seeds from ``calibration_start`` on, which the
     comparison never uses); the equivariant local denoiser, whose cost grows like ``N``, runs at
-    ``equivariant_n`` only.
+    ``equivariant_n`` only; the blend of the position-bound local denoiser and the Gaussian denoiser
+    takes the weight among ``blend_weights`` that the calibration seeds prefer. ``onset_n``: extra
+    training-set sizes below the sweep's largest, trained with the sweep's recipe and snapshots
+    (first size, first seed) for the training-time study only, so the memorization onset is
+    measured at more N than the sweep has. ``extend_n``: N at which the same model also trains for
+    ``extend_steps`` steps (with the sweep's snapshots plus one every 200 steps after the sweep's
+    last step), to test the onset line beyond the sweep's training length; its first
+    ``sweep.base.steps`` steps are the sweep model's (constant learning rate after
+    warm-up), but it is a separate training run.
     """
 
     profile: str
@@ -281,9 +289,13 @@ class AgreementConfig:
     pair_n: tuple[int, ...]
     leaderboard_n: tuple[int, ...]
     equivariant_n: tuple[int, ...] = ()
+    onset_n: tuple[int, ...] = ()
+    extend_n: tuple[int, ...] = ()
+    extend_steps: int = 0
     pair_seeds: tuple[int, int] = (0, 2)
     patch_sizes: tuple[int, ...] = (1, 3, 5, 7, 9, 15)
     smoothing: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)  # per-pixel standard deviations of the input perturbation
+    blend_weights: tuple[float, ...] = (0.25, 0.5, 0.75)  # weight of the local denoiser in its blend with the Gaussian
     n_seeds: int = 128
     calibration_seeds: int = 32
     calibration_start: int = 10_000
@@ -295,6 +307,15 @@ class AgreementConfig:
         if stray or not set(self.equivariant_n) <= set(self.leaderboard_n):
             raise ValueError(f"leaderboard N must be points of sweep {sweep.name!r} ({sweep.n_train}), and the "
                              f"equivariant N a part of them; got {self.leaderboard_n} and {self.equivariant_n}")
+        if not all(0 < w < 1 for w in self.blend_weights):
+            raise ValueError(f"blend weights must lie strictly between 0 and 1, got {self.blend_weights}")
+        if any(n >= max(sweep.n_train) or n < 1 for n in self.onset_n):
+            raise ValueError(f"onset N must lie between 1 and the sweep's largest N ({max(sweep.n_train)}), "
+                             f"got {self.onset_n}")
+        if self.extend_n and (self.extend_steps <= sweep.base.steps
+                              or any(n >= max(sweep.n_train) or n < 1 for n in self.extend_n)):
+            raise ValueError(f"extend_n needs N below the sweep's largest ({max(sweep.n_train)}) and extend_steps "
+                             f"beyond its {sweep.base.steps} steps; got {self.extend_n} and {self.extend_steps}")
 
     @property
     def sweep(self) -> SweepConfig:
@@ -311,9 +332,40 @@ class AgreementConfig:
         return {"shared a": a, "shared b": b, "disjoint b": replace(b, subset_offset=n)}
 
     @property
-    def models(self) -> dict[str, TrainConfig]:
+    def pair_models(self) -> dict[str, TrainConfig]:
         """The pairs' models, ``{"N=16 shared a": config, ...}`` (some are chapter 3's)."""
         return {f"N={n} {k}": v for n in self.pair_n for k, v in self.pair_configs(n).items()}
+
+    @property
+    def onset_sweep(self) -> SweepConfig:
+        """The sweep with ``onset_n`` added: its models at the sweep's own N are chapter 3's."""
+        return replace(self.sweep, n_train=tuple(sorted({*self.sweep.n_train, *self.onset_n})))
+
+    @property
+    def onset_models(self) -> dict[str, TrainConfig]:
+        """The training-time study's extra models, ``{"N=32 onset": config, ...}``."""
+        return {f"N={n} onset": self.onset_sweep._config(self.size, n, 0) for n in self.onset_n
+                if n not in self.sweep.n_train}
+
+    @property
+    def extended_sweep(self) -> SweepConfig:
+        """The sweep at ``extend_n`` (and its largest N, untrained here), ``extend_steps`` long."""
+        s = self.sweep
+        later = tuple(range(s.base.steps, self.extend_steps, 200))
+        return replace(s, base=replace(s.base, steps=self.extend_steps), n_train=(*self.extend_n, max(s.n_train)),
+                       replicates=(), snapshots=tuple(sorted({*s.snapshots, *later})))
+
+    @property
+    def extended_models(self) -> dict[str, TrainConfig]:
+        """``{"N=128, 2400 steps": config, ...}``: the models trained past the sweep's length."""
+        return {f"N={n}, {self.extend_steps} steps": self.extended_sweep._config(self.size, n, 0)
+                for n in self.extend_n}
+
+    @property
+    def models(self) -> dict[str, TrainConfig]:
+        """Every model this chapter trains beyond chapter 3's sweep: the pairs', the onset and the
+        extended models."""
+        return {**self.pair_models, **self.onset_models, **self.extended_models}
 
     def summary(self) -> str:
         s = self.sweep
@@ -323,6 +375,10 @@ class AgreementConfig:
             f"{', '.join(map(str, s.snapshots))} of {s.base.steps:,}",
             f"pairs: {self.size}, seeds {self.pair_seeds}, on the same and on disjoint subsets at N = "
             f"{', '.join(map(str, self.pair_n))}",
+            *([f"memorization onset: also {self.size} at N = {', '.join(map(str, self.onset_n))} (same recipe, "
+               "snapshots)"] if self.onset_n else []),
+            *([f"onset line tested at N = {', '.join(map(str, self.extend_n))}: {self.size} trained "
+               f"{self.extend_steps:,} steps"] if self.extend_n else []),
             f"closed forms vs the trained model at N = {', '.join(map(str, self.leaderboard_n))} (equivariant local "
             f"denoiser at N = {', '.join(map(str, self.equivariant_n)) or 'none'}); parameters chosen on "
             f"{self.calibration_seeds} seeds from {self.calibration_start}",
@@ -809,7 +865,9 @@ _CONFIGS = {
     },
     "agreement": {
         "cpu": AgreementConfig(profile="cpu", regimes=_REGIMES_CPU, pair_n=(16, 128, 750),
-                               leaderboard_n=(16, 128, 1500), equivariant_n=(16, 128), notes="8x8 digits, offline"),
+                               leaderboard_n=(16, 128, 1500), equivariant_n=(16, 128), onset_n=(24, 32, 48),
+                               extend_n=(128,), extend_steps=2400,
+                               notes="8x8 digits, offline"),
         # CIFAR-10: the local denoiser's cost grows like N x H x W x patch area, so the leaderboard
         # stops at N = 512 and 9 x 9 patches
         "gpu": AgreementConfig(profile="gpu", regimes=_REGIMES_GPU, pair_n=(64, 512, 4096), leaderboard_n=(64, 512),
@@ -870,7 +928,7 @@ def _smoke(value, dataset: str = ""):
             changes[f.name] = tuple(_smoke_n(n, dataset) for n in v) if isinstance(v, tuple) else _smoke_n(v, dataset)
         elif f.name in ("regime_n",):
             changes[f.name] = _smoke_n(v, dataset)
-        elif f.name in ("pair_n", "leaderboard_n", "equivariant_n"):
+        elif f.name in ("pair_n", "leaderboard_n", "equivariant_n", "onset_n"):
             changes[f.name] = tuple(_smoke_n(n, dataset) for n in v)
         elif isinstance(value, SweepConfig) and f.name == "sizes":
             changes[f.name] = {label: _SMOKE_BACKBONES.get(b, b) for label, b in v.items()}

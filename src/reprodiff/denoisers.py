@@ -437,6 +437,29 @@ class LocalDenoiser(nn.Module):
         return out.to(x.dtype).to(x.device)
 
 
+class BlendedDenoiser(nn.Module):
+    """``weight * first(x, sigma) + (1 - weight) * second(x, sigma)``: a convex combination of two denoisers.
+
+    Each closed form here is the posterior mean under one model of the data; their blend is the
+    posterior mean of neither, but it asks a simple question of a leaderboard: do two closed forms
+    capture *different* parts of what a network does? ``weight = 1`` is ``first``, ``0`` is ``second``.
+    """
+
+    def __init__(self, first: nn.Module, second: nn.Module, weight: float) -> None:
+        super().__init__()
+        weight = float(weight)
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        self.first, self.second, self.weight = first, second, weight
+
+    def forward(self, x, sigma, cond=None):
+        if self.weight == 1.0:
+            return self.first(x, sigma, cond)
+        if self.weight == 0.0:
+            return self.second(x, sigma, cond)
+        return self.weight * self.first(x, sigma, cond) + (1 - self.weight) * self.second(x, sigma, cond)
+
+
 class GaussianDenoiser(nn.Module):
     """The posterior mean for Gaussian data ``N(mu, Sigma)``: ``mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)``.
 

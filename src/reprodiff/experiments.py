@@ -10,7 +10,7 @@ import functools
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -22,7 +22,8 @@ from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for
 __all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "chapter_time_estimate", "SSCD_FLOPS", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
            "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study",
-           "PatchCalibration", "calibrate_patch_sizes", "choose_smoothing", "Leaderboard", "leaderboard",
+           "PatchCalibration", "calibrate_patch_sizes", "closest_denoiser", "choose_smoothing", "Leaderboard",
+           "leaderboard",
            "TrainingTimeStudy", "training_time_study", "gl_crossing"]
 
 
@@ -611,21 +612,30 @@ def calibrate_patch_sizes(model: torch.nn.Module, train_images: torch.Tensor, se
     return PatchCalibration(schedule, errors)
 
 
+def closest_denoiser(reference: Samples, candidates: Mapping[Any, Any], *, sampler: str = "heun", steps: int = 18,
+                     descriptor: str | Descriptor = "pixel", batch_size: int = 256) -> tuple[Any, dict[Any, float]]:
+    """The candidate denoiser whose samples from ``reference``'s seeds are closest to ``reference`` (a
+    network's samples, on seeds the comparison will not use), by median paired similarity: returns
+    its key and every candidate's median. Ties go to the first candidate."""
+    shape, seeds = tuple(reference.images.shape[1:]), reference.seeds
+    medians = {}
+    for key, den in candidates.items():
+        out = generate(den, seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size)
+        medians[key] = float(paired_similarity(reference, out, descriptor).median())
+    return max(medians, key=medians.get), medians
+
+
 def choose_smoothing(reference: Samples, train_images: torch.Tensor, smoothings: Sequence[float], *,
                      sampler: str = "heun", steps: int = 18, descriptor: str | Descriptor = "pixel",
                      batch_size: int = 256) -> tuple[float, dict[float, float]]:
     """The smoothing of :class:`reprodiff.denoisers.SmoothedOptimalDenoiser` whose samples are closest
-    to ``reference`` (a network's samples, on seeds the comparison will not use): returns the best
-    value (0, plain D*, is always a candidate) and the median similarity of each."""
+    to ``reference`` (:func:`closest_denoiser`): returns the best value (0, plain D*, is always a
+    candidate) and the median similarity of each."""
     from .denoisers import SmoothedOptimalDenoiser
 
-    shape, seeds = tuple(reference.images.shape[1:]), reference.seeds
-    medians = {}
-    for s in sorted({0.0, *map(float, smoothings)}):
-        den = SmoothedOptimalDenoiser(train_images, s)
-        out = generate(den, seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size)
-        medians[s] = float(paired_similarity(reference, out, descriptor).median())
-    return max(medians, key=medians.get), medians
+    candidates = {s: SmoothedOptimalDenoiser(train_images, s) for s in sorted({0.0, *map(float, smoothings)})}
+    return closest_denoiser(reference, candidates, sampler=sampler, steps=steps, descriptor=descriptor,
+                            batch_size=batch_size)
 
 
 @dataclass
