@@ -248,7 +248,8 @@ print(f"RP {small.split(' ')[0]} step {early} vs {wide.split(' ')[0]}: "
 print(times.table())
 a, b, fitted = times.onset_fit()
 onsets = {n: times.onset(n) for n in times.n_train}
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+fig, axes = plt.subplots(2, 2, figsize=(12, 7.6))
+axes = axes.ravel()
 colours = dict(zip(times.n_train, plt.cm.viridis(torch.linspace(0, 0.9, len(times.n_train)).tolist())))
 for n, colour in colours.items():
     axes[0].plot(times.steps, [s.value for s in times.gl[n]], marker="o", ms=3, color=colour, label=f"N={n}")
@@ -257,13 +258,19 @@ for n in longer.n_train if longer else ():
     for ax, scores in zip(axes, (longer.gl[n], longer.rp_optimal[n])):
         ax.plot(longer.steps, [s.value for s in scores], ls="--", lw=1, color=colours.get(n, "k"),
                 label=f"N={n}, {longer.steps[-1]:,} steps")
-for ax, title in zip(axes, ("GL along training", "RP(model, D*) along training")):
+for n, rps in times.rp_seeds.items():
+    axes[3].plot(times.steps, [s.value for s in rps], marker="o", ms=3, color=colours.get(n, "k"), label=f"N={n}")
+    axes[3].fill_between(times.steps, [s.ci[0] for s in rps], [s.ci[1] for s in rps], color=colours.get(n, "k"),
+                         alpha=0.15)
+for ax, title in zip(axes[[0, 1, 3]], ("GL along training", "RP(model, D*) along training",
+                                       f"RP between training seeds {cfg.pair_seeds} on the same subset")):
     ax.set_xlabel("training step")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
 axes[0].axhline(0.5, color="0.5", lw=0.8, ls=":")
-axes[1].legend(fontsize=7, ncol=3, loc="upper left")
+axes[1].legend(fontsize=8, ncol=3, loc="upper left")
+axes[3].legend(fontsize=8)
 reached = {n: t for n, t in onsets.items() if t is not None}
 censored = [n for n, t in onsets.items() if t is None]
 axes[2].plot(list(reached), list(reached.values()), "o", color="C0", label="GL falls to 0.5 (fitted)")
@@ -280,7 +287,7 @@ axes[2].set_xlabel("training-set size N")
 axes[2].set_ylabel("training step")
 axes[2].set_title("Memorization onset vs N", fontsize=10)
 axes[2].grid(alpha=0.3)
-axes[2].legend(fontsize=7)
+axes[2].legend(fontsize=8)
 fig.tight_layout()
 for n, t in onsets.items():
     print(f"N={n}: memorization onset (GL falls to 0.5) " + (f"at step ~{t:.0f}" if t is not None

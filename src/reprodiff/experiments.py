@@ -732,9 +732,11 @@ class TrainingTimeStudy:
         return float(y.mean()) - b * float(x.mean()), b, [n for n, _ in pts]
 
     def table(self) -> str:
-        lines = [f"{'step':>6s}  " + "".join(f"{f'GL N={n}':>11s}" for n in self.n_train)]
+        """GL at each step (rows) and N (columns)."""
+        width = max(10, *(len(f"GL N={n}") + 2 for n in self.n_train))
+        lines = [f"{'step':>6s}  " + "".join(f"{f'GL N={n}':>{width}s}" for n in self.n_train)]
         for i, step in enumerate(self.steps):
-            lines.append(f"{step:6d}  " + "".join(f"{self.gl[n][i].value:11.2f}" for n in self.n_train))
+            lines.append(f"{step:6d}  " + "".join(f"{self.gl[n][i].value:{width}.2f}" for n in self.n_train))
         return "\n".join(lines)
 
 
