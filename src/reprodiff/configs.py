@@ -344,8 +344,8 @@ class AgreementConfig:
     @property
     def onset_models(self) -> dict[str, TrainConfig]:
         """The training-time study's extra models, ``{"N=32 onset": config, ...}``."""
-        return {f"N={n} onset": self.onset_sweep._config(self.size, n, 0) for n in self.onset_n
-                if n not in self.sweep.n_train}
+        configs = self.onset_sweep.model_configs()
+        return {f"N={n} onset": configs[(self.size, n)] for n in self.onset_n if n not in self.sweep.n_train}
 
     @property
     def extended_sweep(self) -> SweepConfig:
@@ -358,8 +358,10 @@ class AgreementConfig:
     @property
     def extended_models(self) -> dict[str, TrainConfig]:
         """``{"N=128, 2400 steps": config, ...}``: the models trained past the sweep's length."""
-        return {f"N={n}, {self.extend_steps} steps": self.extended_sweep._config(self.size, n, 0)
-                for n in self.extend_n}
+        if not self.extend_n:  # no extended sweep to build (extend_steps is unset)
+            return {}
+        configs = self.extended_sweep.model_configs()
+        return {f"N={n}, {self.extend_steps} steps": configs[(self.size, n)] for n in self.extend_n}
 
     @property
     def models(self) -> dict[str, TrainConfig]:

@@ -755,7 +755,7 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
     if not sweep.snapshots:
         raise ValueError(f"sweep {sweep.name!r} saves no snapshots")
     size = next(iter(sweep.sizes))
-    first_seed = list(sweep.sizes).index(size)
+    configs, replicates = sweep.model_configs(), sweep.replicate_configs()
     n_train = [n for n in sweep.n_train if n != max(sweep.n_train)]
     replicated = {n for n, label, seed in sweep.replicates if label == size and seed == second_seed}
     at = [*sweep.snapshots, sweep.base.steps]
@@ -763,7 +763,7 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
     gl, rp_opt, rp_seeds, samples = {}, {}, {}, {}
     bar = tqdm(total=(len(n_train) + len(replicated)) * len(at), desc="sampling snapshots", disable=not progress)
     for n in n_train:
-        cfg = sweep._config(size, n, first_seed)
+        cfg = configs[(size, n)]
         train = training_data(cfg)[0].images
         shape = tuple(train.shape[1:])
         optimal = generate(OptimalDenoiser(train), seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size)
@@ -777,7 +777,7 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
             rp_opt[n].append(rp_score(s, optimal, desc, threshold=rule))
             bar.update()
         if n in replicated:
-            other = sweep._config(size, n, second_seed)
+            other = replicates[(size, n, second_seed)]
             rp_seeds[n] = []
             for k in at:
                 s = generate(load_model(other, step=k), seeds, shape, sampler=sampler, steps=steps,
