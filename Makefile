@@ -1,7 +1,9 @@
 # The two commands of the README:
 #   make build   set up, execute every chapter with papermill (cpu profile), render _build/html
-#   make test    set up, build the book with warnings as errors, run unit tests, book hygiene,
-#                the nbval regression of every committed chapter notebook and the browser check
+#   make test    set up, print the machine's speed, build the book with warnings as errors, train every
+#                model of the book in one pool, then unit tests, book hygiene, the nbval regression of
+#                every committed chapter notebook and the browser check; a table of seconds per phase
+#                ends the output
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -11,6 +13,10 @@ BIN := $(VENV)/bin
 export REPRODIFF_CACHE ?= $(CURDIR)/.cache/reprodiff
 export PYTHONUNBUFFERED := 1
 CHAPTERS := $(sort $(wildcard book/[0-9][0-9]_*.py))
+# seconds per phase of `make test`, printed as a table at the end of pytest (see conftest.py)
+export REPRODIFF_PHASES ?= $(CURDIR)/_build/phases.tsv
+# run a command and append "name<TAB>seconds" to the phase file
+phase = start=$$(date +%s); $(2); echo -e "$(1)\t$$(( $$(date +%s) - start ))" >> "$(REPRODIFF_PHASES)"
 
 .PHONY: setup build test execute html unit clean
 
@@ -31,6 +37,8 @@ setup: $(VENV)/.installed
 
 # .py (jupytext py:percent) is the source; update the paired .ipynb's cells, then execute it in place
 execute: setup
+	@# every model of every chapter in one longest-first pool, so no core idles at a chapter's tail
+	$(BIN)/python -m reprodiff train --book
 	@for src in $(CHAPTERS); do \
 	  nb="$${src%.py}.ipynb"; \
 	  $(BIN)/jupytext --quiet --to ipynb --update "$$src"; \
@@ -44,8 +52,12 @@ html: setup
 
 build: execute html
 
-test: setup
-	$(BIN)/jupyter-book build . -W --keep-going
+test:
+	@mkdir -p "$$(dirname "$(REPRODIFF_PHASES)")" && : > "$(REPRODIFF_PHASES)"
+	@$(call phase,setup,$(MAKE) --no-print-directory setup)
+	$(BIN)/python -m reprodiff speed
+	@$(call phase,book build (html -W),$(BIN)/jupyter-book build . -W --keep-going)
+	@$(call phase,book models (one pool),$(BIN)/python -m reprodiff train --book)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
 
 unit: setup

@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 from reprodiff.cache import cache_root
 from reprodiff.cli import main, parse_seeds
+from reprodiff.configs import get_config
 
 COMMON = ["--backbone", "unet-xs", "--steps", "3", "--batch-size", "8", "--n-train", "32"]
 
@@ -78,6 +79,7 @@ BAD = {
     "bad lr": (["train", *COMMON, "--lr", "-1"], "lr must be positive"),
     "bad ema": (["train", *COMMON, "--ema", "1.5"], "ema must be in"),
     "checkpoint_every 0": (["train", *COMMON, "--checkpoint-every", "0"], "checkpoint_every must be"),
+    "book with a model's arguments": (["train", "--book", "--steps", "5"], "--book trains the book's own configs"),
     "unknown sampler": (["sample", *COMMON, "--sampler", "foo", *OUT], "unknown sampler 'foo'"),
     "negative seed": (["sample", *COMMON, "--seeds", "-1", *OUT], "not a seed"),
     "seeds not numbers": (["sample", *COMMON, "--seeds", "abc", *OUT], "not a seed"),
@@ -215,3 +217,27 @@ def test_cli_error_from_a_real_process_has_no_traceback():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("reprodiff: error: --sampler: unknown sampler 'foo'")
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_train_book_trains_every_model_of_the_books_chapters_once(monkeypatch, capsys):
+    import reprodiff.training as training
+    from reprodiff.configs import book_models, profile_models
+
+    asked = []
+    monkeypatch.setattr(training, "train_missing", lambda configs, *a, **k: asked.extend(configs) or configs[:3])
+    assert main(["train", "--book", "--profile", "smoke"]) == 0
+    assert asked == book_models("smoke")
+    assert "book models (smoke profile): 57 in all, 54 already cached, 3 trained" in capsys.readouterr().out
+    # every diffusion model of every chapter once (chapters share many), and chapter 2's VAEs
+    cpu = book_models("cpu")
+    assert len({c.hash for c in cpu}) == len(cpu)
+    assert {m.hash for m in profile_models("cpu").values()} | {v.hash for v in get_config("architectures").vaes.values()} \
+        == {c.hash for c in cpu}
+
+
+def test_cli_speed_prints_ms_per_training_step(monkeypatch, capsys):
+    import reprodiff.training as training
+
+    monkeypatch.setattr(training, "training_step_ms", lambda: 52.25)
+    assert main(["speed"]) == 0
+    assert capsys.readouterr().out.startswith("machine speed: 52.2 ms per UNet-XS training step")

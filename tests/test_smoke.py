@@ -97,6 +97,8 @@ def test_every_chapter_runs_its_gpu_code_path_at_toy_scale(tmp_path):
     chapters = sorted(p.name for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
     assert [c["chapter"] for c in result["chapters"]] == chapters
     assert all(c["status"] == "passed" and c["headline"] for c in result["chapters"]), result
+    # the book's pool (configs.book_models, what `make test` trains first) holds every model a chapter uses
+    assert result["pool_models"] > 0 and result["trained_by_chapters"] == [], result["trained_by_chapters"]
 
 
 def test_every_gpu_chapter_is_sized_for_a_colab_t4(capsys):

@@ -123,6 +123,25 @@ def test_load_or_train_many_trains_missing_models_in_parallel_and_keeps_order():
         load_or_train_many([TrainConfig(**{**TINY, "n_train": 9999})], progress=False)
 
 
+def test_train_missing_trains_only_what_is_missing_and_says_what(tmp_path):
+    from reprodiff.cache import is_cached
+    from reprodiff.training import train_missing
+
+    a, b = TrainConfig(**{**TINY, "steps": 2}), TrainConfig(**{**TINY, "steps": 2, "seed": 1})
+    train(a, progress=False)
+    assert train_missing([a, b, b], workers=2, progress=False) == [b]  # duplicates train once
+    assert is_cached(checkpoint_dir(b)) and train_missing([a, b], progress=False) == []
+
+
+def test_training_step_ms_times_the_step_train_runs():
+    from reprodiff.training import training_step_ms
+
+    state = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    ms = training_step_ms(steps=2, repeats=1)
+    assert 0 < ms < 10_000 and torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)
+
+
 def test_load_or_train_many_trains_vaes_in_the_same_pool_to_the_same_bits(tmp_path, monkeypatch):
     from reprodiff.controls import MLPVAE, VAEConfig, load_or_train_vae
     from reprodiff.training import load_or_train_many

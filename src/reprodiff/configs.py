@@ -992,6 +992,15 @@ def profile_models(profile: str) -> dict[str, TrainConfig]:
     return out
 
 
+def book_models(profile: str = "cpu") -> list:
+    """Every model the book's chapters train under ``profile``, each once: the diffusion models of
+    :func:`profile_models` (fine-tunes after their bases) and chapter 2's VAE controls. What
+    ``python -m reprodiff train --book`` trains in one pool before the chapters run."""
+    models = {m.hash: m for m in profile_models(profile).values()}
+    models.update({v.hash: v for v in get_config("architectures", profile).vaes.values()})
+    return list(models.values())
+
+
 def reference_split(dataset: str, profile: str = "cpu") -> TrainConfig:
     """The training/held-out split on which ``dataset``'s same-image rule is calibrated: the largest
     training set of the book's sweep on that dataset (digits: 1,500 trained, 297 held out); the

@@ -31,6 +31,7 @@ import math
 import operator
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -49,7 +50,7 @@ from .denoisers import Precond, denoising_loss, draw_noise, get_objective
 from .runtime import cpu_threads, default_device, derive_seed, flush_denormal
 
 __all__ = ["TrainConfig", "CheckpointError", "cache_root", "training_data", "train", "load_or_train",
-           "load_or_train_many", "load_model", "checkpoint_dir", "build_model", "step_cost", "cpu_threads"]
+           "load_or_train_many", "train_missing", "training_step_ms", "load_model", "checkpoint_dir", "build_model", "step_cost", "cpu_threads"]
 
 _INT_FIELDS = ("holdout", "subset_seed", "subset_offset", "molrg_classes", "molrg_dim", "molrg_seed", "steps",
                "batch_size", "warmup", "seed", "checkpoint_every", "lora_rank")
@@ -682,55 +683,125 @@ def _relative_cost(cfg, shape: tuple[int, int, int] | None) -> float:
 _IN_PROCESS_FLOPS = 1e11
 
 
-def load_or_train_many(configs, workers: int | None = None, progress: bool = True):
-    """``load_or_train`` for several configs, training the missing ones in parallel on CPU.
+def train_missing(configs, workers: int | None = None, progress: bool = True) -> list:
+    """Train every config of ``configs`` that is not cached yet, longest first, ``workers`` at a time.
+
+    Each worker is a fresh process training one model single-threaded (as :func:`train` always does
+    on CPU), so a model's weights do not depend on which process trained it or in which order. Fine-tunes
+    train in a later wave, once their base is done. The progress bar counts training FLOPs, not models
+    (a UNet-S costs ~30 MLPs), so its rate and remaining time mean something.
 
     Args:
-        configs: a list of :class:`TrainConfig` (and :class:`~reprodiff.controls.VAEConfig`, so a
-            chapter's VAEs share its pool), or a dict name -> config (then a dict name -> model is
-            returned, in the same order).
+        configs: :class:`TrainConfig` and :class:`~reprodiff.controls.VAEConfig` objects (duplicates
+            are trained once).
         workers: processes training at once (default ``$REPRODIFF_WORKERS`` or the number of CPU
-            cores); each trains one model single-threaded. With a GPU, or when the models are so small
-            that starting processes would cost more than training them, they train one by one here.
+            cores). With a GPU, or when the models are so small that starting processes would cost more
+            than training them, they train one by one in this process.
 
-    Returns: the trained models, like :func:`load_or_train` (on a GPU when there is one; VAEs on the
-    CPU), in the order given.
+    Returns: the configs that were trained (empty when everything was cached).
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
 
-    named = isinstance(configs, dict)
-    cfgs = list(configs.values()) if named else list(configs)
-    missing = list({c.hash: c for c in cfgs if not _cached(c)}.values())
+    missing = list({c.hash: c for c in configs if not _cached(c)}.values())
+    trained = list(missing)
     # bad subsets and missing bases fail here, before any process starts
     shapes = {c.hash: None if _is_vae(c) else training_data(c)[0].shape for c in missing}
     for c in missing:
         if getattr(c, "base", None) is not None and c.base.hash not in shapes and not is_cached(checkpoint_dir(c.base)):
             raise FileNotFoundError(f"{c.name} fine-tunes {c.base.name}, which is neither trained nor in this list")
     workers = workers or int(os.environ.get("REPRODIFF_WORKERS", 0)) or (os.cpu_count() or 1)
-    while missing:  # in waves: a fine-tune trains once its base is done
-        wave = [c for c in missing if getattr(c, "base", None) is None or c.base.hash not in {m.hash for m in missing}]
-        missing = [c for c in missing if c not in wave]
-        # longest first (most FLOPs x batch x steps), so the last job to finish is a short one
-        costs = {c.hash: _relative_cost(c, shapes[c.hash]) for c in wave}
-        wave.sort(key=lambda c: -costs[c.hash])
-        # a few seconds of work trains faster here than in fresh processes (each imports torch and diffusers)
-        small = sum(costs.values()) < _IN_PROCESS_FLOPS
-        if workers == 1 or len(wave) == 1 or small or torch.cuda.is_available():
-            for c in wave:
-                _train_one(c, progress)
-            continue
-        bar = tqdm(total=len(wave), desc=f"training {len(wave)} models, {workers} at a time", disable=not progress)
-        with ProcessPoolExecutor(max_workers=min(workers, len(wave)), mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_train_in_worker, c) for c in wave]
-            for fut in as_completed(futures):
-                bar.set_postfix_str(f"done: {fut.result()}")
-                bar.update(1)
+    costs = {c.hash: _relative_cost(c, shapes[c.hash]) for c in missing}
+    # in a log (CI) a line every 30 s; in a terminal or a notebook, live
+    live = sys.stderr.isatty() or "ipykernel" in sys.modules
+    bar = tqdm(total=round(sum(costs.values()) / 1e12, 2), unit="TFLOP", disable=not progress or len(missing) < 2,
+               desc=f"training {len(missing)} models, {min(workers, len(missing))} at a time",
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+               mininterval=1 if live else 30)
+    done = 0
+
+    def finished(c) -> None:
+        nonlocal done
+        done += 1
+        bar.set_postfix_str(f"{done}/{len(trained)} done, last: {c.name}")
+        bar.update(round(costs[c.hash] / 1e12, 2))
+
+    try:
+        while missing:  # in waves: a fine-tune trains once its base is done
+            wave = [c for c in missing
+                    if getattr(c, "base", None) is None or c.base.hash not in {m.hash for m in missing}]
+            missing = [c for c in missing if c not in wave]
+            # longest first (most FLOPs x batch x steps), so the last job to finish is a short one
+            wave.sort(key=lambda c: -costs[c.hash])
+            # a few seconds of work trains faster here than in fresh processes (each imports torch and diffusers)
+            small = sum(costs[c.hash] for c in wave) < _IN_PROCESS_FLOPS
+            if workers == 1 or len(wave) == 1 or small or torch.cuda.is_available():
+                for c in wave:
+                    _train_one(c, progress)
+                    finished(c)
+                continue
+            with ProcessPoolExecutor(max_workers=min(workers, len(wave)), mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(_train_in_worker, c): c for c in wave}
+                for fut in as_completed(futures):
+                    fut.result()
+                    finished(futures[fut])
+    finally:
         bar.close()
+    return trained
+
+
+def load_or_train_many(configs, workers: int | None = None, progress: bool = True):
+    """``load_or_train`` for several configs, training the missing ones in parallel on CPU
+    (:func:`train_missing`).
+
+    Args:
+        configs: a list of :class:`TrainConfig` (and :class:`~reprodiff.controls.VAEConfig`, so a
+            chapter's VAEs share its pool), or a dict name -> config (then a dict name -> model is
+            returned, in the same order).
+        workers: processes training at once (default ``$REPRODIFF_WORKERS`` or the number of CPU
+            cores); each trains one model single-threaded.
+
+    Returns: the trained models, like :func:`load_or_train` (on a GPU when there is one; VAEs on the
+    CPU), in the order given.
+    """
+    named = isinstance(configs, dict)
+    cfgs = list(configs.values()) if named else list(configs)
+    train_missing(cfgs, workers, progress)
     models = [_load_one(c) for c in cfgs]
     return dict(zip(configs, models)) if named else models
+
+
+def training_step_ms(backbone: str = "unet-xs", batch_size: int = 64, steps: int = 10, repeats: int = 2) -> float:
+    """Milliseconds per training step of ``backbone`` on 8x8 digits: forward, backward and fused AdamW,
+    single-threaded with denormals flushed, as :func:`train` runs on CPU; the best of ``repeats``
+    blocks of ``steps`` steps after 3 warm-up steps. A few seconds; the machine's speed in one number
+    (the book's machines measured 35-95 ms for UNet-XS at batch 64: benchmarks/README.md)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(TrainConfig(backbone=backbone), (1, 8, 8), 10)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        g = torch.Generator().manual_seed(0)
+        y = torch.randn(batch_size, 1, 8, 8)
+
+        def step() -> None:
+            sigma, noise = draw_noise(model.objective, y.shape, g)
+            loss = denoising_loss(model, model.objective, y, sigma, noise, None)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        with flush_denormal(), cpu_threads(1):
+            for _ in range(3):
+                step()
+            best = math.inf
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                best = min(best, time.perf_counter() - t0)
+    return 1000 * best / steps
 
 
 def step_cost(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int = 10) -> tuple[float, int]:
