@@ -21,6 +21,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 from torch import nn
 
+from . import checks
 from .backbones import Backbone
 from .runtime import eval_mode
 
@@ -315,9 +316,7 @@ class SmoothedOptimalDenoiser(nn.Module):
     def __init__(self, train_images: torch.Tensor, smoothing: float, n_draws: int = 16, seed: int = 0,
                  dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
-        smoothing = float(smoothing)
-        if not math.isfinite(smoothing) or smoothing < 0:
-            raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing}")
+        smoothing = checks.finite_number("smoothing", smoothing, low=0)
         if n_draws < 1:
             raise ValueError(f"n_draws must be >= 1, got {n_draws}")
         self.base = OptimalDenoiser(train_images, dtype=dtype)
@@ -447,9 +446,7 @@ class BlendedDenoiser(nn.Module):
 
     def __init__(self, first: nn.Module, second: nn.Module, weight: float) -> None:
         super().__init__()
-        weight = float(weight)
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        weight = checks.finite_number("weight", weight, low=0, high=1)
         self.first, self.second, self.weight = first, second, weight
 
     def forward(self, x, sigma, cond=None):

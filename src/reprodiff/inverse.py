@@ -27,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from . import checks
 from .denoisers import Denoiser, GaussianDenoiser
 from .runtime import derive_seed, eval_mode, flush_denormal
 from .sampling import (Samples, _call, _check_labels, _check_positive, _check_seeds, _check_shape,
@@ -153,8 +154,7 @@ def box_mask(shape: Sequence[int], top: int, left: int, height: int, width: int)
 
 def random_mask(shape: Sequence[int], observed: float, seed: int = 0) -> torch.Tensor:
     """A ``(H, W)`` mask observing a random ``observed`` fraction of pixels (exactly ``round(observed*H*W)``)."""
-    if not 0 < observed <= 1:
-        raise ValueError(f"observed must be in (0, 1], got {observed}")
+    checks.finite_number("observed", observed, low=0, high=1, low_inclusive=False)
     h, w = shape[-2:]
     keep = max(1, round(observed * h * w))
     order = torch.randperm(h * w, generator=torch.Generator().manual_seed(seed))
@@ -204,8 +204,7 @@ class GaussianBlur(LinearOperator):
     def __init__(self, size: int = 5, width: float = 1.0) -> None:
         if not isinstance(size, int) or size < 3 or size % 2 == 0:
             raise ValueError(f"the blur kernel size must be an odd integer >= 3, got {size!r}")
-        if not width > 0:
-            raise ValueError(f"the blur width must be positive, got {width}")
+        checks.finite_number("width", width, low=0, low_inclusive=False)
         r = torch.arange(size, dtype=torch.float64) - size // 2
         g = torch.exp(-0.5 * (r / width) ** 2)
         self.kernel = torch.outer(g, g) / torch.outer(g, g).sum()
@@ -253,10 +252,11 @@ def measure(op: LinearOperator, images: torch.Tensor, noise_std: float = 0.0,
     """``y = A(x) + noise_std * n``, with the noise of image k drawn from its own generator seeded
     from ``seeds[k]`` (default 0, 1, ...): the same image and seed always give the same measurement.
 
-    Returns ``(B, *measurement_shape)`` float32.
+    Returns ``(B, *measurement_shape)`` float32. ValueError when ``noise_std`` is not a finite
+    number >= 0 or an image holds NaN or inf.
     """
-    if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    checks.finite_number("noise_std", noise_std, low=0)
+    checks.finite_images("images", images)
     y = op(images.float())
     if noise_std == 0:
         return y
@@ -270,7 +270,8 @@ def measure(op: LinearOperator, images: torch.Tensor, noise_std: float = 0.0,
 
 def pseudo_inverse(op: LinearOperator, y: torch.Tensor, shape: Sequence[int], rtol: float = 1e-3) -> torch.Tensor:
     """The least-squares, minimum-norm reconstruction ``A^+ y`` (singular values below ``rtol`` times
-    the largest are dropped, which keeps deblurring from amplifying noise without bound).
+    the largest are dropped, which keeps deblurring from amplifying noise without bound; ``rtol``
+    is a finite number >= 0).
 
     Each operator's :meth:`~LinearOperator.least_squares` computes it: in closed form where there
     is one (a mask is its own pseudo-inverse; block averaging's is ``f^2 A^T``, nearest upsampling;
@@ -278,6 +279,7 @@ def pseudo_inverse(op: LinearOperator, y: torch.Tensor, shape: Sequence[int], rt
     float32, clamped to [-1, 1].
     """
     op.check_measurement(y, shape)
+    checks.finite_number("rtol", rtol, low=0)
     x = op.least_squares(y, shape, rtol)
     return x.float().reshape(len(y), *shape).clamp(-1, 1)
 
@@ -289,9 +291,10 @@ def gaussian_posterior_mean(op: LinearOperator, y: torch.Tensor, prior: Gaussian
 
     ``Sigma A^T`` and ``A Sigma A^T`` come from applying the operator to the rows of ``Sigma`` (no
     dense ``A``). With ``noise_std = 0`` a tiny jitter (1e-6) keeps the solve defined. Returns
-    ``(B, C, H, W)`` float32.
+    ``(B, C, H, W)`` float32. ValueError when ``noise_std`` is not a finite number >= 0.
     """
     op.check_measurement(y, shape)
+    checks.finite_number("noise_std", noise_std, low=0)
     n = math.prod(shape)
     cov = (prior.evecs * prior.evals) @ prior.evecs.T
     cov_at = op(cov.reshape(n, *shape)).reshape(n, -1)  # Sigma A^T: row i is A(Sigma e_i)
@@ -357,7 +360,10 @@ def reconstruct(denoiser: Denoiser, op: LinearOperator, y: torch.Tensor, seeds: 
     uses; another stream gives the same seed ids another noise, for a same-measurement control).
     ``step_noise_stream``: None for the deterministic solver; an integer for the stochastic control
     (ancestral steps whose injected noise comes from that stream, as in ``generate``).
-    Every argument is checked before any sampling work. Returns :class:`Samples` clamped to [-1, 1].
+    ``zeta``: a finite number >= 0 (Python, numpy or a one-element tensor). Every argument is
+    checked before any sampling work, the sigma grid too (:func:`~reprodiff.sampling.karras_sigmas`).
+    Returns :class:`Samples` clamped to [-1, 1], never a NaN or infinite reconstruction: a ``zeta``
+    so large that the measurement step diverges raises :class:`~reprodiff.checks.NonFiniteError`.
     """
     seeds = _check_seeds(seeds)
     steps = _check_positive(steps, "steps")
@@ -365,8 +371,7 @@ def reconstruct(denoiser: Denoiser, op: LinearOperator, y: torch.Tensor, seeds: 
     shape = _check_shape(shape, denoiser)
     op.check_images(torch.zeros(1, *shape))
     op.check_measurement(y, shape, len(seeds))
-    if not (isinstance(zeta, (int, float)) and math.isfinite(zeta) and zeta >= 0):
-        raise ValueError(f"zeta must be a finite number >= 0, got {zeta!r}")
+    zeta = checks.finite_number("zeta", zeta, low=0)
     labels = _check_labels(labels, len(seeds), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     outs = []
@@ -379,8 +384,10 @@ def reconstruct(denoiser: Denoiser, op: LinearOperator, y: torch.Tensor, seeds: 
                 step_noise = noise_for_seeds(chunk.tolist(), (steps, *shape), stream=1 + step_noise_stream).transpose(0, 1)
             cond = None if labels is None else labels[start:start + batch_size]
             out = dps_sample(model, noise, sigmas, op, y[start:start + batch_size], zeta, cond,
-                             step_noise=step_noise)
-            outs.append(out.float().clamp(-1, 1))
+                             step_noise=step_noise).float()
+            checks.finite_output(out, f"DPS with zeta {zeta:g} ({steps} steps, {type(denoiser).__name__})", chunk,
+                                 "the measurement step diverged: use a smaller zeta")
+            outs.append(out.clamp(-1, 1))
     kind = "deterministic" if step_noise_stream is None else "stochastic"
     if noise_stream:
         kind += f", noise stream {noise_stream}"

@@ -26,6 +26,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from . import checks
 from .data import ResourceUnavailableError, _download
 from .sampling import Samples
 
@@ -40,6 +41,19 @@ __all__ = [
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
 SSCD_THRESHOLD = 0.6
+
+#: how far past [-1, 1] a similarity threshold may lie: a threshold calibrated on float32 cosines of
+#: identical images (a memorizing model's null) can exceed 1 by a few rounding units
+_COSINE_ROUNDING = 1e-4
+
+
+def _check_threshold(value, name: str = "threshold") -> None:
+    """ValueError unless ``value`` is a finite cosine-similarity threshold in [-1, 1] (up to float rounding)."""
+    try:
+        checks.finite_number(name, value, low=-1 - _COSINE_ROUNDING, high=1 + _COSINE_ROUNDING)
+    except ValueError:
+        raise ValueError(f"{name} is a cosine-similarity threshold: it must be a finite number in [-1, 1], "
+                         f"got {value!r}") from None
 
 
 class DescriptorUnavailableError(ResourceUnavailableError):
@@ -192,6 +206,7 @@ def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, se
     as :meth:`torch.Tensor.median` takes it."""
     if statistic not in ("mean", "median"):
         raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
+    checks.finite_number("level", level, low=0, high=1, low_inclusive=False, high_inclusive=False)
     hits = hits.double().reshape(-1)
     if hits.numel() == 0:
         return (math.nan, math.nan)
@@ -220,8 +235,7 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     k, n = int(k), int(n)
     if n < 0 or not 0 <= k <= max(n, 0):
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    checks.finite_number("level", level, low=0, high=1, low_inclusive=False, high_inclusive=False)
     if n == 0:
         return (math.nan, math.nan)
     z = statistics.NormalDist().inv_cdf((1 + level) / 2)
@@ -269,11 +283,11 @@ def same_image_rule(train_images: torch.Tensor, heldout: torch.Tensor, descripto
     versions of what a network draws, does not pass as "the same image"; it stays below 1 so that
     one outlier pair of near-duplicate real images does not set it.
 
-    ValueError when ``quantile`` is outside (0, 1), the image sets are empty or differ in shape.
+    ValueError when ``quantile`` is outside (0, 1), the image sets are empty, differ in shape or
+    hold NaN or inf.
     """
     desc = get_descriptor(descriptor)
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    checks.finite_number("quantile", quantile, low=0, high=1, low_inclusive=False, high_inclusive=False)
 
     def calibrate() -> tuple[float, str]:
         if len(train_images) == 0 or len(heldout) == 0:
@@ -281,6 +295,8 @@ def same_image_rule(train_images: torch.Tensor, heldout: torch.Tensor, descripto
         if tuple(train_images.shape[1:]) != tuple(heldout.shape[1:]):
             raise ValueError(f"training images are {tuple(train_images.shape[1:])}, held-out images "
                              f"{tuple(heldout.shape[1:])}: calibrate on one image shape")
+        checks.finite_images("train_images", train_images)
+        checks.finite_images("heldout", heldout)
         nn = nearest_neighbors(desc(heldout), desc(train_images))[0][:, 0]
         return (calibrate_threshold(nn, quantile),
                 f"{100 * quantile:g}th percentile of {len(heldout):,} held-out real images' similarity to their "
@@ -291,21 +307,33 @@ def same_image_rule(train_images: torch.Tensor, heldout: torch.Tensor, descripto
 
 
 def _unpack(threshold: "float | SameImageRule | None", rule: str | None, desc: Descriptor) -> tuple[float | None, str | None]:
+    """The threshold number and its rule from what a score was given (ValueError unless a given
+    threshold is a finite cosine in [-1, 1])."""
     if isinstance(threshold, SameImageRule):
         if threshold.descriptor != desc.name:
             raise ValueError(f"the same-image rule was calibrated for the {threshold.descriptor} descriptor, "
                              f"the score uses {desc.name}")
+        _check_threshold(threshold.threshold, "the same-image rule's threshold")
         return threshold.threshold, threshold.rule
+    if threshold is not None:
+        _check_threshold(threshold)
     return threshold, rule
 
 
 def survival(similarities: torch.Tensor, thresholds: torch.Tensor | Sequence[float]) -> torch.Tensor:
     """Fraction of ``similarities`` strictly above each threshold: the RP score as a function of
-    its threshold (a threshold-free view; ``survival(s, [t])`` is RP at ``t``)."""
+    its threshold (a threshold-free view; ``survival(s, [t])`` is RP at ``t``).
+
+    ValueError when a similarity or a threshold is NaN or inf."""
     s = similarities.double().reshape(-1)
     t = torch.as_tensor(thresholds, dtype=torch.float64).reshape(-1)
     if s.numel() == 0:
         raise ValueError("no similarities to summarise")
+    for name, values in (("similarities", s), ("thresholds", t)):
+        if not torch.isfinite(values).all():
+            bad = values[~torch.isfinite(values)]
+            raise ValueError(f"survival needs finite {name}: {bad.numel()} of {values.numel()} are NaN or inf "
+                             f"(e.g. {bad[0].item()})")
     return (s[None, :] > t[:, None]).double().mean(1)
 
 
@@ -412,8 +440,8 @@ def resolve_threshold(desc: Descriptor, threshold: float | None, calibrate: Call
 def _check_finite(s: Samples, role: str) -> None:
     """ValueError when images of ``s`` hold NaN or inf (they would silently score as 'not the same'
     in RP, turn a calibrated threshold into nan, and count as novel/copies in GL)."""
-    bad = ~torch.isfinite(s.images.reshape(len(s), -1)).all(1)
-    if bad.any():
+    bad = checks.nonfinite_rows(s.images)
+    if bad is not None:
         seeds = s.seeds[bad].tolist()
         raise ValueError(f"{int(bad.sum())} of {len(s)} samples in {role} {s.name!r} have non-finite pixels "
                          f"(NaN or inf), e.g. seeds {seeds[:5]}; a diverged sampler or model cannot be scored")
@@ -496,6 +524,7 @@ def calibrate_threshold(null: torch.Tensor, quantile: float = 0.99) -> float:
     """The ``quantile`` of a null distribution: a pair above it is rarer than ``1 - quantile`` by chance."""
     if null.numel() == 0:
         raise ValueError("cannot calibrate a threshold from an empty null distribution")
+    checks.finite_number("quantile", quantile, low=0, high=1)
     return float(torch.quantile(null.double(), quantile))
 
 
@@ -511,11 +540,13 @@ def rp_score(a: Samples, b: Samples, descriptor: str | Descriptor = "pixel",
             different-seed similarities (a weaker rule: it tells "related" from "unrelated").
         threshold_rule: how a given threshold was obtained, for the printed statement.
 
-    ValueError when the seed sets or image shapes differ, an image is not finite, or the threshold
-    must be calibrated from fewer than 2 seed pairs (there is no different-seed pair then).
+    ValueError when the seed sets or image shapes differ, an image is not finite, the threshold is
+    not a finite number in [-1, 1] or ``null_quantile`` not one in [0, 1], or the threshold must be
+    calibrated from fewer than 2 seed pairs (there is no different-seed pair then).
     """
     desc = get_descriptor(descriptor)
     threshold, threshold_rule = _unpack(threshold, threshold_rule, desc)
+    checks.finite_number("null_quantile", null_quantile, low=0, high=1)
     seeds = _check_pair(a, b)
     sims = _paired(a, b, desc)
 
@@ -568,17 +599,27 @@ def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Des
     models scored against one training set need it once). The returned score's ``similarities``
     are each sample's nearest-neighbour similarity, ``nearest`` that neighbour's index.
 
-    ValueError when a sample is not finite or the training (or held-out) images are not shaped like
-    the samples (``(N, C, H, W)`` against ``(B, C, H, W)``).
+    ValueError when a sample, a training image (or, when given, a training feature) or a held-out
+    image holds NaN or inf; when the training (or held-out) images are not shaped like the samples
+    (``(N, C, H, W)`` against ``(B, C, H, W)``); when the threshold is not a finite number in
+    [-1, 1] or ``heldout_quantile`` not one in [0, 1].
     """
     desc = get_descriptor(descriptor)
     threshold, given_rule = _unpack(threshold, None, desc)
+    checks.finite_number("heldout_quantile", heldout_quantile, low=0, high=1)
     _check_finite(samples, "the sample set")
     shape = tuple(samples.images.shape[1:])
     for what, images in (("training images", train_images), ("held-out images", heldout)):
         if images is not None and tuple(images.shape[1:]) != shape:
             raise ValueError(f"{what} are {tuple(images.shape[1:])} each, the samples {shape}: GL compares "
                              "images of one shape")
+    # a NaN training image would rank first for every sample (topk puts NaN highest): all "copies"
+    if train_features is None:
+        checks.finite_images("train_images", train_images)
+    else:
+        checks.finite_images("train_features", train_features)
+    if heldout is not None:
+        checks.finite_images("heldout", heldout)
     ref = desc(train_images) if train_features is None else train_features
     nn_sim, nn_idx = (t[:, 0] for t in nearest_neighbors(desc(samples.images), ref))
 
@@ -603,6 +644,8 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     [-1, 1] (peak-to-peak 2): ``10 log10(4 / MSE)``; identical images give inf."""
     if images.shape != reference.shape:
         raise ValueError(f"PSNR compares images of one shape, got {tuple(images.shape)} and {tuple(reference.shape)}")
+    checks.finite_images("images", images)
+    checks.finite_images("reference", reference)
     mse = ((images.double() - reference.double()) ** 2).reshape(len(images), -1).mean(1)
     return 10 * torch.log10(4 / mse)
 
@@ -614,6 +657,9 @@ def gu_memorization(images: torch.Tensor, train_images: torch.Tensor, ratio: flo
     """
     if train_images.shape[0] < 2:
         raise ValueError("the nearest/second-nearest ratio needs at least 2 training images")
+    checks.finite_number("ratio", ratio, low=0, low_inclusive=False)
+    checks.finite_images("images", images)
+    checks.finite_images("train_images", train_images)
     q = images.reshape(images.shape[0], -1).double()
     r = train_images.reshape(train_images.shape[0], -1).double()
     d = torch.cdist(q, r)
@@ -724,6 +770,7 @@ def real_null_threshold(images: torch.Tensor, descriptor: str | Descriptor = "pi
     def calibrate() -> tuple[float, str]:
         if len(images) < 2:
             raise ValueError(f"a real-image null needs at least 2 images, got {len(images)}")
+        checks.finite_images("images", images)
         f = desc(images)
         sims = f @ f.T
         iu = torch.triu_indices(len(f), len(f), offset=1)

@@ -7,11 +7,18 @@ stochastic sampler takes its per-step noise explicitly too. All samplers integra
 ``dx/dsigma = (x - D(x, sigma)) / sigma`` (EDM's ODE) on a shared sigma grid, keep the state in
 float64 (as the paper's sampler does) and call the denoiser in the model's dtype.
 
-What that buys for the *samples*: the same seeds, model, sampler and batch size give bitwise
-identical images, run after run and process after process (on one machine and torch build). Across
-batch sizes they agree only to float rounding, because the network's batched kernels (matrix
-products, convolutions) may block and sum in a different order for a different batch; on CPU we
-measured a maximum difference of about 6e-7 between batch sizes 7 and 32.
+What that buys for the *samples*: the same seeds, model, sampler, batch size and torch thread
+count (``torch.get_num_threads()``) give bitwise identical images, run after run and process after
+process (on one machine and torch build). Change the batch size or the thread count and they agree
+only to float rounding, because the network's batched kernels (matrix products, convolutions) may
+block and sum in a different order: on CPU we measured a maximum difference of about 6e-7 between
+batch sizes 7 and 32, and of about 3e-7 between one and two threads at batch size 7 (bitwise at
+batch size 32, which is not a promise). The sample cache's key includes both.
+
+Every number that shapes a sample (the sigma grid's ends and ``rho``) is checked before any
+sampling work (:mod:`reprodiff.checks`), and a sampler never returns a NaN or infinite image: if a
+model or a grid makes one, :func:`generate` raises :class:`~reprodiff.checks.NonFiniteError`
+naming the sampler, the model and the seeds.
 
 :func:`generate` keeps what a trained network (a :class:`~reprodiff.denoisers.Precond`) draws with a
 deterministic sampler in the package's cache, keyed by a digest of the weights, the seeds, labels,
@@ -31,7 +38,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from . import cache
+from . import cache, checks
 from .denoisers import Denoiser, Precond
 from .runtime import derive_seed, eval_mode, flush_denormal
 
@@ -149,10 +156,15 @@ def noise_for_seeds(seeds: Iterable[int], shape: Sequence[int], dtype: torch.dty
 def karras_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     """EDM's time grid: ``steps`` sigmas from ``sigma_max`` to ``sigma_min`` (rho-spaced) plus a final 0.
 
+    ``0 < sigma_min < sigma_max``, both finite, and ``rho > 0`` (ValueError otherwise: a zero
+    ``sigma_min`` divides by zero in the samplers, a negative one makes the grid complex).
     Returns a float64 tensor of shape ``(steps + 1,)``.
     """
     if steps < 1:
         raise ValueError("steps must be >= 1")
+    low = checks.finite_number("sigma_min", sigma_min, low=0, low_inclusive=False)
+    checks.finite_number("sigma_max", sigma_max, low=low, low_inclusive=False)
+    checks.finite_number("rho", rho, low=0, low_inclusive=False)
     i = torch.arange(steps, dtype=torch.float64)
     inv = 1.0 / rho
     ramp = i / max(steps - 1, 1)
@@ -468,10 +480,14 @@ def _check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
 
 
 def _sample_batches(spec: SamplerSpec, denoiser: Denoiser, n: int, noise_for, sigmas: torch.Tensor, labels,
-                    batch_size: int, device, desc: str, progress: bool, step_noise_for=None) -> torch.Tensor:
+                    batch_size: int, device, desc: str, progress: bool, step_noise_for=None, *,
+                    what: str = "sampling", seeds: torch.Tensor | None = None) -> torch.Tensor:
     """The sampling loop of :func:`generate` and :func:`generate_from_noise`: samples ``start:stop``
     start from ``noise_for(start, stop)`` (and, for a stochastic sampler, inject
-    ``step_noise_for(start, stop)``); eval mode, denormals flushed, float32 clamped to [-1, 1]."""
+    ``step_noise_for(start, stop)``); eval mode, denormals flushed, float32 clamped to [-1, 1].
+
+    A batch with a NaN or infinite image (checked before the clamp, which would hide an inf)
+    raises :class:`~reprodiff.checks.NonFiniteError` naming ``what`` and the bad ``seeds``."""
     from tqdm.auto import tqdm
 
     outs = []
@@ -481,9 +497,19 @@ def _sample_batches(spec: SamplerSpec, denoiser: Denoiser, n: int, noise_for, si
             cond = None if labels is None else labels[start:stop].to(device)
             kwargs = {} if step_noise_for is None else {"step_noise": step_noise_for(start, stop).to(device)}
             with flush_denormal():
-                outs.append(spec.fn(model, noise_for(start, stop).to(device), sigmas, cond, **kwargs)
-                            .float().clamp(-1, 1).cpu())
+                images = spec.fn(model, noise_for(start, stop).to(device), sigmas, cond, **kwargs).float()
+                checks.finite_output(images, what, None if seeds is None else seeds[start:stop],
+                                     "check the model (did its training diverge?), its guidance and the sigma grid")
+                outs.append(images.clamp(-1, 1).cpu())
     return torch.cat(outs)
+
+
+def _what(sampler: str, steps: int, denoiser, name: str) -> str:
+    """How a sampling run is named in its errors: sampler, steps and model."""
+    model = type(denoiser).__name__
+    if (backbone := getattr(denoiser, "backbone", None)) is not None:
+        model += f" of a {type(backbone).__name__}"
+    return f"{sampler}-{steps} sampling of {name or 'a model'} ({model})"
 
 
 @functools.lru_cache(maxsize=None)
@@ -527,12 +553,14 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
     deterministic sampler; sample k is numbered k. :func:`generate` runs the same loop with the
     noise drawn from the seeds, and the two agree bit for bit on the same noise and batch size.
     Sampling runs on the model's device (as :func:`generate` with ``device=None``); the images
-    come back on CPU."""
+    come back on CPU. ValueError when ``noise`` holds NaN or inf, or the sigma grid is invalid
+    (:func:`karras_sigmas`)."""
     spec = _sampler_spec(sampler)
     if spec.stochastic:
         raise ValueError(f"{sampler} is stochastic: generate_from_noise runs deterministic samplers only")
     if noise.dim() != 4:
         raise ValueError(f"noise must be shaped (B, C, H, W), got {tuple(noise.shape)}")
+    checks.finite_images("noise", noise)
     steps = _check_positive(steps, "steps")
     batch_size = _check_positive(batch_size, "batch_size")
     _check_shape(noise.shape[1:], denoiser)
@@ -540,7 +568,8 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
     device = _resolve_device(denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
     images = _sample_batches(spec, denoiser, len(noise), lambda a, b: noise[a:b].float(), sigmas, labels,
-                             batch_size, device, f"sampling {name or sampler}", False)
+                             batch_size, device, f"sampling {name or sampler}", False,
+                             what=_what(sampler, steps, denoiser, name))
     return Samples(images, torch.arange(len(noise)), name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
 
@@ -564,12 +593,14 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
         cache_samples: reuse (and keep) the samples of a trained network drawn with a deterministic
             sampler on CPU from the package's cache (module docstring); ``False`` always samples.
 
-    Every argument is checked before any sampling work (a bad seed must not surface after an hour).
-    The model is put in eval mode for sampling and left in the train/eval modes it came in.
-    Results are bitwise reproducible for a fixed batch size and equal to float rounding across
-    batch sizes (see the module docstring).
+    Every argument is checked before any sampling work (a bad seed must not surface after an hour),
+    the sigma grid's ends too (:func:`karras_sigmas`: ``0 < sigma_min < sigma_max``, finite). The
+    model is put in eval mode for sampling and left in the train/eval modes it came in. Results are
+    bitwise reproducible for a fixed batch size and thread count, and equal to float rounding
+    across batch sizes or thread counts (see the module docstring).
 
-    Returns: :class:`Samples` with float32 images clamped to [-1, 1], on CPU.
+    Returns: :class:`Samples` with float32 images clamped to [-1, 1], on CPU; never a NaN or
+    infinite image (:class:`~reprodiff.checks.NonFiniteError` names the sampler, model and seeds).
     """
     spec = _sampler_spec(sampler)
     if spec.stochastic and step_noise_stream is None:
@@ -593,7 +624,8 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
         return noise_for_seeds(seeds[start:stop].tolist(), (steps, *shape), stream=1 + step_noise_stream).transpose(0, 1)
 
     images = _sample_batches(spec, denoiser, len(seeds), noise_for, sigmas, labels, batch_size, device,
-                             f"sampling {name or sampler}", progress, step_noise_for if spec.stochastic else None)
+                             f"sampling {name or sampler}", progress, step_noise_for if spec.stochastic else None,
+                             what=_what(sampler, steps, denoiser, name), seeds=seeds)
     if key is not None:
         cache.write_samples(key, images)
     return Samples(images, seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
