@@ -13,9 +13,13 @@ what they trained; sample sets are single files under ``samples/``. What it prom
   the SHA-256 of the weights and of its own content, so flipped bytes and hand edits are detected
   and raise :class:`CheckpointError` (with the folder to delete) instead of being trusted.
 * **One-file resumable state.** ``state.safetensors`` carries the tensors *and* the step counter
-  (in the safetensors header), so the two can never disagree after a crash.
+  (in the safetensors header), so the two can never disagree after a crash, and a SHA-256 of both:
+  a damaged state is discarded with a warning (training starts again), never resumed from.
 * **One writer per entry.** :func:`entry_lock` is an inter-process lock: two processes asking for
-  the same model train it once.
+  the same model train it once. It checks that the entry can be written before any training.
+* **No leftovers.** The first time a process uses a cache, it removes temporary files older than
+  an hour anywhere in it (a killed writer's, in entries and in ``samples/`` alike) and resumable
+  states left in finished entries.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,8 +38,8 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "entry_dir", "entry_lock", "is_cached",
-           "clean_temporaries", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors",
-           "read_json", "load_safetensors", "write_model", "read_model", "write_state", "read_state",
+           "clean_temporaries", "sweep_cache", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors",
+           "read_json", "load_safetensors", "write_model", "read_model", "read_meta", "write_state", "read_state",
            "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE", "raw_bytes", "sample_cache_enabled", "samples_path",
            "read_samples", "write_samples"]
 
@@ -44,6 +51,8 @@ CACHE_FORMAT = 4
 
 MODEL_JSON, MODEL_WEIGHTS, STATE_FILE = "model.json", "model.safetensors", "state.safetensors"
 _TMP_SUFFIX = ".tmp"
+#: a temporary file this old belongs to a killed writer (a live one renames it within seconds)
+_STALE_SECONDS = 3600.0
 
 
 class CheckpointError(RuntimeError):
@@ -79,25 +88,41 @@ def _writable_error(path: Path, exc: OSError) -> PermissionError:
                            "set REPRODIFF_CACHE to a writable folder")
 
 
+def _check_writable(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder``: ``OSError`` when it cannot be written (a
+    folder that exists already says nothing about that)."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=_TMP_SUFFIX)
+    os.close(fd)
+    os.unlink(probe)
+
+
 @contextmanager
 def entry_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive inter-process lock on the entry ``path`` (a sibling ``<entry>.lock`` file),
     creating the entry's folder once the lock is held.
 
-    Waits for another process holding it. Raises ``PermissionError`` with a clear message, before
-    any work, when the cache cannot be written.
+    Waits for another process holding it, saying so once on stderr. Raises ``PermissionError``
+    with a clear message, before any work, when the cache cannot be written (also when the folder
+    and its lock exist already, as a failed earlier attempt leaves them).
     """
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     path = Path(path)
+    sweep_cache()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(path) + ".lock")
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"waiting for another process training {path.name} (it holds {lock.lock_file}) ...",
+                  file=sys.stderr, flush=True)
+            lock.acquire()
     except OSError as exc:
         raise _writable_error(path.parent, exc) from exc
     try:
         path.mkdir(exist_ok=True)
+        _check_writable(path)
     except OSError as exc:
         lock.release()
         raise _writable_error(path, exc) from exc
@@ -107,18 +132,60 @@ def entry_lock(path: Path) -> Iterator[None]:
         lock.release()
 
 
-def clean_temporaries(path: Path) -> list[Path]:
-    """Remove temporary files a killed writer left in the entry ``path``; returns what was removed.
+def clean_temporaries(path: Path, older_than: float | None = None) -> list[Path]:
+    """Remove temporary files a killed writer left under ``path``; returns what was removed.
 
-    Call it only while holding :func:`entry_lock`, so no live writer's temporary file is touched.
+    With ``older_than=None``, every one: call it so only while holding the entry's :func:`entry_lock`,
+    so no live writer's temporary file is touched. Otherwise only those not modified for
+    ``older_than`` seconds (safe without a lock). Files that cannot be removed (a read-only cache)
+    are left.
     """
     removed = []
     if Path(path).is_dir():
+        now = time.time()
         for f in Path(path).rglob(f"*{_TMP_SUFFIX}"):  # the entry and its snapshots
-            if f.is_file():
+            try:
+                if not f.is_file() or (older_than is not None and now - f.stat().st_mtime < older_than):
+                    continue
                 f.unlink(missing_ok=True)
-                removed.append(f)
+            except OSError:
+                continue
+            removed.append(f)
     return removed
+
+
+def _drop_finished_state(path: Path) -> None:
+    """Remove a resumable state left in the finished cache entry ``path`` (a crash between writing
+    the model and removing it): nothing resumes a finished model. Folders outside the cache are
+    left alone."""
+    try:
+        if is_cached(path) and Path(path).resolve().is_relative_to(cache_root().resolve()):
+            (Path(path) / STATE_FILE).unlink(missing_ok=True)
+    except (OSError, ValueError):  # a read-only cache; REPRODIFF_CACHE set but empty
+        pass
+
+
+_swept: set[str] = set()
+
+
+def sweep_cache() -> None:
+    """Once per process and cache root: remove what killed or crashed writers left anywhere in the
+    cache (temporary files older than an hour, resumable states in finished entries).
+
+    Called by :func:`entry_lock`, :func:`read_model` and the sample cache; creates nothing.
+    """
+    try:
+        root = cache_root()
+    except ValueError:  # REPRODIFF_CACHE set but empty: whoever needs the cache says so
+        return
+    if str(root) in _swept:
+        return
+    _swept.add(str(root))
+    if not root.is_dir():
+        return
+    clean_temporaries(root, older_than=_STALE_SECONDS)
+    for state in root.glob(f"*/*/{STATE_FILE}"):
+        _drop_finished_state(state.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -216,6 +283,25 @@ def read_model(path: Path, digest: str, config: dict) -> tuple[dict[str, Any], d
     from safetensors.torch import load
 
     path = Path(path)
+    weights_file = path / MODEL_WEIGHTS
+    meta = read_meta(path, digest, config)
+    data = weights_file.read_bytes()
+    if meta.get("weights_sha256") != _digest(data):
+        raise CheckpointError(f"{weights_file} is corrupt (its SHA-256 differs from the one recorded when it was "
+                              f"written); delete {path} to retrain")
+    try:
+        weights = load(data)
+    except Exception as exc:
+        raise _unreadable(weights_file, exc) from exc
+    sweep_cache()
+    _drop_finished_state(path)
+    return meta, weights
+
+
+def read_meta(path: Path, digest: str, config: dict) -> dict[str, Any]:
+    """The verified ``model.json`` of the finished model in ``path``, without reading its weights
+    (its ``weights_sha256`` names them). Raises as :func:`read_model` does."""
+    path = Path(path)
     meta_file, weights_file = path / MODEL_JSON, path / MODEL_WEIGHTS
     if not meta_file.exists():
         raise FileNotFoundError(f"no trained model in {path}")
@@ -227,28 +313,36 @@ def read_model(path: Path, digest: str, config: dict) -> tuple[dict[str, Any], d
         raise CheckpointError(f"{meta_file} was edited or is corrupt (its checksum does not match); "
                               f"delete {path} to retrain")
     check_config(meta, digest, config, path)
-    data = weights_file.read_bytes()
-    if meta.get("weights_sha256") != _digest(data):
-        raise CheckpointError(f"{weights_file} is corrupt (its SHA-256 differs from the one recorded when it was "
-                              f"written); delete {path} to retrain")
-    try:
-        weights = load(data)
-    except Exception as exc:
-        raise _unreadable(weights_file, exc) from exc
-    return meta, weights
+    return meta
+
+
+def _state_digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    """SHA-256 of a state's metadata (as stored) and of every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(raw_bytes(t))
+    return h.hexdigest()
 
 
 def write_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write a resumable training state as ONE file: tensors, with ``meta`` (JSON) in the header."""
+    """Write a resumable training state as ONE file: tensors, with ``meta`` (JSON) and the SHA-256 of
+    both in the header."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta_json = json.dumps({**meta, "format": CACHE_FORMAT}, sort_keys=True)
     atomic_save_safetensors(tensors, Path(path) / STATE_FILE,
-                            metadata={"meta": json.dumps({**meta, "format": CACHE_FORMAT}, sort_keys=True)})
+                            metadata={"meta": meta_json, "sha256": _state_digest(tensors, meta_json)})
 
 
 def read_state(path: Path, digest: str, config: dict) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
     """The resumable state in ``path`` as ``(meta, tensors)``, ``None`` if there is none.
 
-    Raises :class:`CheckpointError` when it is unreadable or written for another config; the
-    caller checks the contents (:class:`CheckpointError` too).
+    A state whose SHA-256 does not match its contents (flipped bytes), or that carries none (written
+    before states were checksummed), is damaged: a warning names the file and ``None`` comes back,
+    so training starts again from step 0 and overwrites it at its next checkpoint. Raises
+    :class:`CheckpointError` when the file is unreadable or written for another config; the caller
+    checks the contents (:class:`CheckpointError` too).
     """
     from safetensors import safe_open
 
@@ -257,12 +351,21 @@ def read_state(path: Path, digest: str, config: dict) -> tuple[dict[str, Any], d
         return None
     try:
         with safe_open(str(file), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["meta"])
+            header = f.metadata() or {}
+            meta_json = header["meta"]
+            meta = json.loads(meta_json)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
         raise _unreadable(file, exc) from exc
     if not isinstance(meta, dict):
         raise _unreadable(file, ValueError("its header holds no state metadata"))
+    claimed = header.get("sha256")
+    if claimed != _state_digest(tensors, meta_json):
+        why = "carries no checksum (written by an older version)" if claimed is None else \
+            "is damaged (its SHA-256 differs from the one recorded when it was written)"
+        warnings.warn(f"the resumable state {file} {why}; it is discarded and training starts again from step 0",
+                      RuntimeWarning, stacklevel=2)
+        return None
     check_config(meta, digest, config, Path(path))
     return meta, tensors
 
@@ -295,6 +398,7 @@ def raw_bytes(t: torch.Tensor) -> bytes:
 def read_samples(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
     """The images cached under ``key`` when they are there, readable, check out and have ``shape``;
     ``None`` otherwise (the caller samples again and overwrites the entry)."""
+    sweep_cache()
     path = samples_path(key)
     if not path.exists():
         return None
@@ -314,6 +418,7 @@ def read_samples(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
 def write_samples(key: str, images: torch.Tensor) -> None:
     """Cache ``images`` under ``key`` (atomically; a cache that cannot be written is skipped quietly,
     since the samples are in hand and only the reuse is lost)."""
+    sweep_cache()
     path = samples_path(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

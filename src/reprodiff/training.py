@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ import torch
 from . import __version__
 from .backbones import BACKBONES, build_backbone, count_parameters
 from .cache import (CACHE_FORMAT, CheckpointError, cache_root, clean_temporaries, entry_dir, entry_lock, is_cached,
-                    read_model, read_state, write_model, write_state)
+                    STATE_FILE, read_meta, read_model, read_state, write_model, write_state)
 from .data import DATASETS, ImageData, MoLRG, keep_classes, load_dataset, split_holdout, subset
 from .denoisers import Precond, denoising_loss, draw_noise, get_objective
 from .runtime import cpu_threads, default_device, derive_seed, flush_denormal
@@ -57,6 +58,8 @@ _INT_FIELDS = ("holdout", "subset_seed", "subset_offset", "molrg_classes", "molr
 # added after models were cached: in the hash only when set, so the models without them kept their names
 _WHEN_SET = {"hashed": "when-set"}
 _FLOAT_FIELDS = ("label_dropout", "dropout", "lr", "weight_decay", "ema")
+#: far above any batch the book trains with (<= 512), far below one that cannot be allocated
+_MAX_BATCH = 65536
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,9 @@ class TrainConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         checks = [
             (self.steps >= 1 and self.batch_size >= 1, "steps and batch_size must be positive"),
+            (self.batch_size <= _MAX_BATCH, f"batch_size {self.batch_size:,} is too large (at most {_MAX_BATCH:,}: "
+                                            "a batch is drawn with replacement, so it may exceed n_train, but one "
+                                            "this large cannot be held in memory)"),
             (self.n_train is None or self.n_train >= 1, "n_train must be positive (or None for all)"),
             (self.holdout >= 0, f"holdout must be >= 0, got {self.holdout}"),
             (min(self.subset_seed, self.molrg_seed, self.seed) >= 0, "seeds must be non-negative"),
@@ -289,7 +295,9 @@ def load_model(cfg: TrainConfig, path: Path | None = None, *, step: int | None =
     peft's adapter layers, for checking that merging changes nothing).
 
     Raises ``FileNotFoundError`` when it (or a LoRA model's base) was never trained,
-    :class:`CheckpointError` when the files are corrupt, edited, or belong to another config.
+    :class:`CheckpointError` when the files are corrupt, edited, or belong to another config, or
+    when a fine-tune's base in the cache is not the one it was trained from (its weights have
+    other bits than those recorded at training time).
     """
     path = Path(path) if path is not None else checkpoint_dir(cfg)
     if step is not None and step != cfg.steps:
@@ -301,6 +309,8 @@ def load_model(cfg: TrainConfig, path: Path | None = None, *, step: int | None =
     except FileNotFoundError:
         raise FileNotFoundError(f"no trained model for {cfg.name} in {path}") from None
     base = load_model(cfg.base) if cfg.lora_rank else None
+    if cfg.base is not None:
+        _check_base(cfg, meta, path, base)
     try:
         shape, num_classes = tuple(int(v) for v in meta["shape"]), meta["num_classes"]
         model = build_model(cfg, shape, num_classes)
@@ -320,6 +330,33 @@ def load_model(cfg: TrainConfig, path: Path | None = None, *, step: int | None =
     model.eval().requires_grad_(False)
     model.config, model.info = cfg, meta
     return model
+
+
+def _base_digest(cfg: TrainConfig, base: Precond | None = None) -> str | None:
+    """The SHA-256 of the weights of ``cfg.base`` as cached now (``None`` when it is not cached)."""
+    if base is not None and "weights_sha256" in base.info:  # loaded (a freshly trained model's info has none)
+        return base.info["weights_sha256"]
+    base_dir = checkpoint_dir(cfg.base)
+    if not is_cached(base_dir):
+        return None
+    return read_meta(base_dir, cfg.base.hash, cfg.base.hashed_fields()).get("weights_sha256")
+
+
+def _check_base(cfg: TrainConfig, meta: dict, path: Path, base: Precond | None) -> None:
+    """Raise :class:`CheckpointError` when the fine-tune in ``path`` was trained from other base
+    weights than those cached now. Fine-tunes cached before the digest was recorded, and full
+    fine-tunes whose base is gone (they need none), load as before."""
+    recorded = meta.get("base_weights_sha256")
+    actual = _base_digest(cfg, base) if recorded is not None else None
+    if actual is None or actual == recorded:
+        return
+    use = "its adapters would be merged into other weights" if cfg.lora_rank else \
+        "it is not a fine-tune of the base now cached"
+    raise CheckpointError(
+        f"{cfg.name} in {path} was fine-tuned from base weights with SHA-256 {recorded[:16]}…, but the base "
+        f"{cfg.base.name} in {checkpoint_dir(cfg.base)} now has {actual[:16]}… (it was trained again, on another "
+        f"machine or torch version, or replaced); {use}. Delete {checkpoint_dir(cfg)} to retrain the fine-tune "
+        "from this base")
 
 
 def _shard(batch_size: int, num_processes: int, process_index: int) -> slice:
@@ -413,7 +450,7 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
     the module docstring for what matches one process. Every process returns the same weights.
     """
     data, _ = training_data(cfg)  # raises on impossible subsets before anything heavy
-    init = None
+    init = base_digest = None
     if cfg.base is not None:  # a missing, corrupt or mismatched base fails here, before any folder exists
         if not is_cached(checkpoint_dir(cfg.base)):
             raise FileNotFoundError(f"{cfg.name} fine-tunes {cfg.base.name}, which is not trained yet: "
@@ -422,9 +459,11 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
         if tuple(base.info["shape"]) != data.shape:
             raise ValueError(f"the base {cfg.base.name} takes images {tuple(base.info['shape'])}, "
                              f"the fine-tuning data has {data.shape}")
-        init = base.state_dict()
+        init, base_digest = base.state_dict(), _base_digest(cfg, base)
     path = checkpoint_dir(cfg)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # every rank must train: no per-entry lock
+    if is_cached(path) and not distributed:  # finished (model.json is written last): nothing to lock, or write
+        return load_model(cfg)
     with nullcontext() if distributed else entry_lock(path):
         if is_cached(path) and not distributed:
             return load_model(cfg)
@@ -432,12 +471,20 @@ def train(cfg: TrainConfig, progress: bool = True, device: str | None = None) ->
             path.mkdir(parents=True, exist_ok=True)
         clean_temporaries(path)
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):
-            return _train_locked(cfg, data, path, progress, device, init)
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return _train_locked(cfg, data, path, progress, device, init, base_digest)
+        except BaseException:
+            if not distributed:  # a run that failed before its first state leaves no empty entry behind
+                try:
+                    path.rmdir()
+                except OSError:  # it holds a state to resume from
+                    pass
+            raise
 
 
 def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool, device: str | None,
-                  init: dict[str, torch.Tensor] | None) -> Precond:
+                  init: dict[str, torch.Tensor] | None, base_digest: str | None = None) -> Precond:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -465,12 +512,20 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-batches", 0))
     step, losses, seconds, running = 0, [], 0.0, None
     global_rng: dict[str, torch.Tensor] = {}
+    # a fine-tune is bound to its base's weights (the config hash binds only to the base's config)
+    binding = {} if base_digest is None else {"base_weights_sha256": base_digest}
 
-    saved = read_state(path, cfg.hash, cfg.hashed_fields())
+    saved = read_state(path, cfg.hash, cfg.hashed_fields())  # None (with a warning) when damaged
+    if saved is not None and saved[0].get("base_weights_sha256") != base_digest:
+        warnings.warn(f"the resumable state in {path} was trained from other base weights than those of "
+                      f"{cfg.base.name if cfg.base else 'no base'} now cached; it is discarded and training starts "
+                      "again from step 0", RuntimeWarning, stacklevel=2)
+        saved = None
     if saved is not None:
         meta, tensors = saved
         try:
-            step, losses, seconds, running = int(meta["step"]), list(meta["losses"]), float(meta["seconds"]), meta["running"]
+            step, losses, seconds = int(meta["step"]), list(meta["losses"]), float(meta["seconds"])
+            running = None if meta["running"] is None else float(meta["running"])
             if not 0 <= step < cfg.steps:
                 raise ValueError(f"step {step} is outside [0, {cfg.steps})")
             adam_steps = {float(v) for k, v in tensors.items() if k.startswith("opt.") and k.endswith(".step")}
@@ -518,7 +573,7 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
                 tensors.update({f"rng.cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
             tensors.update(other_rngs)
             write_state(path, tensors, dict(hash=cfg.hash, config=cfg.hashed_fields(), step=step, losses=losses,
-                                            running=running, seconds=seconds, version=__version__))
+                                            running=running, seconds=seconds, version=__version__, **binding))
         if world > 1:  # no process goes on (or stops, and resumes) before the state is on disk
             accelerator.wait_for_everyone()
 
@@ -527,7 +582,7 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
         return {k: v for k, v in weights.items() if _is_adapter(k)} if cfg.lora_rank else weights
 
     base_meta = dict(hash=cfg.hash, config=cfg.hashed_fields(), version=__version__, shape=list(data.shape),
-                     num_classes=data.num_classes, n_train=len(data))
+                     num_classes=data.num_classes, n_train=len(data), **binding)
     snapshots = set(cfg.snapshots)
     named_ema = dict(ema.named_parameters())
     ema_p = [named_ema[name] for name in trainable]
@@ -591,7 +646,7 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
                 trainable_parameters=sum(p.numel() for p in raw_p))
     if accelerator.is_main_process:
         write_model(path, final_weights(), meta)
-        (path / "state.safetensors").unlink(missing_ok=True)
+        (path / STATE_FILE).unlink(missing_ok=True)
     if world > 1:  # every process returns once the model is on disk
         accelerator.wait_for_everyone()
     if ema_lora is not None:  # returned as load_model returns it: adapters merged into the weights
