@@ -109,15 +109,7 @@ def test_every_gpu_chapter_is_sized_for_a_colab_t4(capsys):
 
     minutes = {e: chapter_time_estimate(e, "gpu")[0] for e in _CONFIGS}
     assert all(2 < m <= 15 for m in minutes.values()), minutes
-    readme = (ROOT / "README.md").read_text()
-    stated = f"`gpu` estimate is {round(min(minutes.values()))}-{round(max(minutes.values()))} minutes"
-    assert stated in readme, f"the README must say: {stated}"
-    rows = {"same_noise": 1, "architectures": 2, "regimes": 3, "theory": 4, "agreement": 5, "conditional": 6, "inverse": 7,
-            "fine_tuning": 8, "explorer": 9}  # the README's time table: one row per chapter
-    for experiment, chapter in rows.items():
-        row = next(line for line in readme.splitlines()
-                   if line.startswith(f"| {chapter} ") and not line.startswith(f"| {chapter} |"))
-        assert row.endswith(f"| ~{round(minutes[experiment])} min on a T4 (estimated, not timed) |"), row
+    # (the README quotes these as estimates; no test holds prose built from the estimate against it)
     assert main(["estimate", "--profile", "gpu"]) == 0
     out = capsys.readouterr().out
     assert all(f"{e} (gpu):" in out for e in _CONFIGS)
