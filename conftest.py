@@ -37,6 +37,9 @@ def pytest_terminal_summary(terminalreporter):
                 rows.append((name, float(seconds)))
     rows += sorted(_SECONDS.items(), key=lambda kv: (not kv[0].startswith("chapter"), kv[0]))
     rows.append(("pytest outside tests (collection, start-up)", max(0.0, time.monotonic() - _START - sum(_SECONDS.values()))))
+    if phases:  # the whole run in one file: benchmarks/times.py turns it into the README's tables
+        with open(phases, "a") as f:
+            f.writelines(f"{name}\t{seconds:.0f}\n" for name, seconds in rows[len(rows) - len(_SECONDS) - 1:])
     width = max(len(name) for name, _ in rows)
     tr = terminalreporter
     tr.section("seconds per phase")
