@@ -1,9 +1,10 @@
 """The README's run-time tables from one ``make test`` run: its phase file and the model cache it filled.
 
     make test                                    # writes _build/phases.tsv and fills .cache/reprodiff
-    python benchmarks/times.py --kind "middle (53 ms)"
+    python benchmarks/times.py --ms 52.7         # the step time make test printed first
 
-Prints (markdown) the whole command by phase, and per chapter: its own time after the book's
+Prints (markdown) the whole command by phase, measured on this machine and scaled to the other kinds
+of machine by their step times (every phase but setup), and per chapter: its own time after the book's
 training pool (measured: its nbval phase) and an estimate of its time alone from an empty cache
 (that time plus the single-core training seconds of every model it uses, recorded in each model's
 ``model.json``, shared by the machine's cores).
@@ -19,6 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = {"01": "same_noise", "02": "architectures", "03": "regimes", "04": "theory", "05": "agreement",
                "06": "conditional", "07": "inverse", "08": "fine_tuning", "09": "explorer"}
+TITLES = {"01": "Same noise, same image", "02": "Architectures, objectives and samplers",
+          "03": "Memorization and generalization regimes", "04": "Theory: optimal and Gaussian denoisers",
+          "05": "Why models agree", "06": "Conditional models", "07": "Inverse problems", "08": "Fine-tuning",
+          "09": "Exploring the noise space"}
 
 
 def chapter_models(experiment: str) -> list:
@@ -40,27 +45,48 @@ def training_seconds(cfg) -> float:
     return float(json.loads((folder / "model.json").read_text()).get("seconds", 0.0))
 
 
+def _kind_row(kind: str, setup: float, build: float, pool: float, chapters: float, other: float) -> str:
+    total = setup + build + pool + chapters + other
+    return (f"| {kind} | {setup:,.0f} s | {build:,.0f} s | {pool:,.0f} s | {chapters:,.0f} s | {other:,.0f} s "
+            f"| **{total / 60:.0f} min** |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--phases", type=Path, default=ROOT / "_build" / "phases.tsv")
-    p.add_argument("--kind", required=True, help='the machine kind, e.g. "middle (53 ms)"')
+    p.add_argument("--ms", type=float, required=True,
+                   help="this machine's step time (python -m reprodiff speed, or make test's first line)")
+    p.add_argument("--derive", nargs="*", default=["slow=95", "fast=35"], metavar="KIND=MS",
+                   help="other machine kinds and their step times: their rows scale every phase but setup")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     args = p.parse_args()
     os.environ.setdefault("REPRODIFF_CACHE", str(ROOT / ".cache" / "reprodiff"))
     rows = [line.split("\t") for line in args.phases.read_text().splitlines() if "\t" in line]
     phases = {name: float(s) for name, s in rows}
     chapters = {name.split()[1][:2]: s for name, s in phases.items() if name.startswith("chapter ")}
-    total = sum(phases.values())
-    print(f"| {args.kind} | " + " | ".join(f"{name} {s:,.0f} s" for name, s in phases.items()
-                                           if not name.startswith("chapter ")) +
-          f" | chapters {sum(chapters.values()):,.0f} s | **{total / 60:.0f} min** |")
+    setup, build = phases.pop("setup"), phases.pop("book build (html -W)")
+    pool = phases.pop("book models (one pool)")
+    other = sum(s for name, s in phases.items() if not name.startswith("chapter "))
+    chapter_total = sum(chapters.values())
+    print("| machine kind (ms per UNet-XS step) | setup | book build | book models (one pool) | chapters (nbval) "
+          "| other tests | `make test` |")
+    print("|---|---|---|---|---|---|---|")
+    print(_kind_row(f"this run ({args.ms:.0f} ms): measured", setup, build, pool, chapter_total, other))
+    for item in args.derive:
+        kind, ms = item.split("=")
+        f = float(ms) / args.ms
+        print(_kind_row(f"{kind} ({float(ms):.0f} ms): derived, x{f:.2f}", setup, build * f, pool * f,
+                        chapter_total * f, other * f))
     print()
+    from reprodiff.experiments import chapter_time_estimate
+
     for number, experiment in EXPERIMENTS.items():
         models = chapter_models(experiment)
         train = sum(training_seconds(m) for m in models)
         alone = chapters[number] + train / args.cores
-        print(f"| {number} | {chapters[number] / 60:.1f} min | {len(models)} models, {train / 60:.0f} single-core min "
-              f"| ~{alone / 60:.0f} min |")
+        gpu = chapter_time_estimate(experiment, "gpu")[0]
+        print(f"| {number} {TITLES[number]} | {chapters[number] / 60:.1f} min | {len(models)} models, {train / 60:.0f} "
+              f"single-core min | ~{alone / 60:.0f} min | ~{gpu:.0f} min on a T4 (estimated, not timed) |")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,13 @@
 # reproducibility: a linear model of the data, a model that only returns training images, and
 # pairs that share no noise.
 #
-# **Time to run.** `cpu` profile (default): about 10 minutes on 2 CPU cores with an empty model
-# cache, most of it training six small UNets, two at a time (chapters 2-4 reuse them from the
-# cache). `gpu` profile: the same recipe on CIFAR-10 with SSCD (three UNets, 2,000 seeds), about
-# 11 minutes on a free Colab T4 by the package's step-cost estimate (`python -m reprodiff estimate`;
-# not yet timed on a GPU); `paper` profile: wider models trained ten times longer, many GPU hours.
+# **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
+# table): 0.8 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~5 min alone from an empty cache (it then trains the 6
+# models it uses: 8 single-core minutes, two at a time). `gpu` profile: the same recipe on CIFAR-10
+# with SSCD (three UNets, 2,000 seeds), about 11 minutes on a free Colab T4 by the package's
+# step-cost estimate (`python -m reprodiff estimate`; not yet timed on a GPU); `paper` profile:
+# wider models trained ten times longer, many GPU hours.
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.

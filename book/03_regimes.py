@@ -31,9 +31,12 @@
 # an unlimited supply of samples (a mixture of low-rank Gaussians) takes N further than the
 # digits allow.
 #
-# **Time to run.** `cpu` profile: about 27 minutes on 2 CPU cores when chapter 1 ran first (it
-# trains 14 small UNets beyond chapter 1's six, and 22 small MLPs; chapter 4 reuses them). `gpu` profile: the same sweep on CIFAR-10 with
-# SSCD at four N, estimated at about 13 minutes on a Colab T4 (estimate below; not yet timed on a GPU).
+# **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
+# table): 0.9 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~20 min alone from an empty cache (it then trains the 42
+# models it uses: 39 single-core minutes, two at a time). `gpu` profile: the same sweep on CIFAR-10
+# with SSCD at four N, estimated at about 13 minutes on a Colab T4 (estimate below; not yet timed on
+# a GPU).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.

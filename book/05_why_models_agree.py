@@ -37,15 +37,12 @@
 # the baselines next to it, and the closed forms' free parameters are chosen on seeds that the
 # comparison does not use.
 #
-# **Time to run.** `cpu` profile, on 2 CPU cores, measured with the sample cache off on a machine
-# that trains digits models about 2.5 times faster than the slowest one the book was timed on:
-# 7-8 minutes with chapter 3's models in the cache (419-493 s over three runs; the machine's speed
-# varied by 15%), of which 4-5 minutes train the nine models chapter 3 does not have, about 90 s
-# sample every snapshot and about 100 s calibrate and sample the closed forms. Alone, from an empty
-# cache, it also trains chapter 3's twenty digit models: 1,304 s (22 minutes, measured before the
-# blended closed form was added, which costs about 10 s). `gpu` profile:
-# CIFAR-10 pairs at N = 64, 512 and 4,096, about 15 minutes on a Colab T4
-# by the step-cost estimate (printed below; not yet timed on a GPU).
+# **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
+# table): 4.2 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~32 min alone from an empty cache (it then trains the 51
+# models it uses: 55 single-core minutes, two at a time). `gpu` profile: CIFAR-10 pairs at N = 64,
+# 512 and 4,096, about 15 minutes on a Colab T4 by the step-cost estimate (printed below; not yet
+# timed on a GPU).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.

@@ -28,12 +28,12 @@
 # guidance scale do to that agreement, and to the samples? And does conditioning move the boundary
 # between memorization and generalization?
 #
-# **Time to run.** `cpu` profile, measured on 2 CPU cores that train about 1.7 times slower than the
-# machine that timed the other chapters: 13 minutes when chapters 2-3 ran first (it trains five
-# small conditional models, then samples about 16,000 digits), 17 minutes alone (it also trains
-# the five unconditional models it compares with). Expect about 7.5 and 10 minutes on that faster
-# machine. `gpu` profile: CIFAR-10 and Stable Diffusion; about 12 minutes on a Colab T4 by the
-# step-cost estimate, which does not count the Stable Diffusion downloads (not yet timed on a GPU).
+# **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
+# table): 5.0 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~11 min alone from an empty cache (it then trains the 10
+# models it uses: 11 single-core minutes, two at a time). `gpu` profile: CIFAR-10 and Stable
+# Diffusion; about 12 minutes on a Colab T4 by the step-cost estimate, which does not count the
+# Stable Diffusion downloads (not yet timed on a GPU).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.

@@ -27,11 +27,11 @@
 # seeds with a cheap model for an expensive one, and auditing a model for copies of its training
 # images.
 #
-# **Time to run.** `cpu` profile: about 1.5 minutes on 2 CPU cores when chapters 2 and 3 ran
-# first (their models come from the cache); about 7 minutes alone (it then trains eight small
-# models, two at a time).
-# `gpu` profile: chapter 2's CIFAR-10 models and SSCD; about 14 minutes alone on a Colab T4 by the
-# step-cost estimate (not yet timed).
+# **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
+# table): 0.8 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~5 min alone from an empty cache (it then trains the 8
+# models it uses: 9 single-core minutes, two at a time). `gpu` profile: chapter 2's CIFAR-10 models
+# and SSCD; about 14 minutes alone on a Colab T4 by the step-cost estimate (not yet timed).
 
 # %% tags=["remove-cell"]
 # Colab bootstrap (hidden in the book): install this book's package, then report the hardware.

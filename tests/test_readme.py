@@ -37,3 +37,26 @@ def test_profiles_table_states_the_parameter_counts_the_configs_build():
 def test_profiles_table_states_the_cpu_split():
     train, heldout = training_data(profile_models("cpu")["same_noise: UNet-XS s0"])
     assert re.search(rf"{len(train) + len(heldout):,} real 8x8 digits \({len(heldout)} held out\)", _profile_row("cpu"))
+
+
+# the README's per-chapter run times (benchmarks/times.py prints these rows from a make test run)
+_CHAPTER_TIME = re.compile(r"^\| (0\d) [^|]*\| ([\d.]+ min) \| (\d+) models, (\d+) single-core min \| (~\d+ min) \|", re.M)
+
+
+def test_chapter_headers_quote_the_readmes_run_times():
+    rows = {m[0]: m[1:] for m in _CHAPTER_TIME.findall(README)}
+    sources = sorted((REPO / "book").glob("[0-9][0-9]_*.py"))
+    assert sorted(rows) == [s.name[:2] for s in sources], "the README's per-chapter time table needs a row per chapter"
+    for src in sources:
+        after, n, train, alone = rows[src.name[:2]]
+        opening = " ".join(line[2:] for line in src.read_text().split("# %%")[1].splitlines() if line.startswith("# "))
+        for quote in (f"{after} once the book's models are trained", f"{alone} alone from an empty cache",
+                      f"the {n} models it uses: {train} single-core minutes"):
+            assert quote in opening, f"{src.name}'s Time to run must say {quote!r}, as the README's table does"
+
+
+def test_landing_page_quotes_the_readmes_latest_run():
+    measured = re.search(r"^\| [^|]*measured[^|]*\|.*\| \*\*(\d+) min\*\* \|$", README, re.M)
+    assert measured, "the README's run-time table needs the measured run's row, ending in its total (**N min**)"
+    landing = (REPO / "book" / "index.md").read_text()
+    assert f"{measured[1]} minutes" in landing, f"the landing page must quote the README's latest run: {measured[1]} minutes"
