@@ -37,3 +37,36 @@ def offline(monkeypatch, tmp_path):
     if hasattr(metrics, "_sscd"):
         metrics._sscd.cache_clear()
     yield
+
+
+@pytest.fixture
+def no_work(monkeypatch, tmp_path):
+    """Any training or loading of a model fails the test: the CLI must refuse its input first."""
+    import reprodiff.pretrained as pretrained
+    import reprodiff.training as training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the CLI started training before rejecting its input")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the CLI loaded a model before rejecting its input")
+
+    monkeypatch.setattr(training, "_train_locked", no_training)
+    monkeypatch.setattr(pretrained.DiffusersSource, "load", no_loading)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The 1,797 real 8x8 digits, as images in [-1, 1]."""
+    from reprodiff.data import load_dataset
+
+    return load_dataset("digits").images
+
+
+@pytest.fixture(scope="module")
+def gaussian(digits):
+    """The Gaussian denoiser of the first 1,500 digits."""
+    from reprodiff.denoisers import GaussianDenoiser
+
+    return GaussianDenoiser.from_data(digits[:1500])

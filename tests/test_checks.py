@@ -23,16 +23,6 @@ SHAPE = (1, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits").images
-
-
-@pytest.fixture(scope="module")
-def gaussian(digits):
-    return GaussianDenoiser.from_data(digits[:1500])
-
-
-@pytest.fixture(scope="module")
 def samples(gaussian):
     return generate(gaussian, range(16), SHAPE, steps=4)
 

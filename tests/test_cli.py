@@ -120,19 +120,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_cli_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys, monkeypatch):
-    import reprodiff.pretrained as pretrained
-    import reprodiff.training as training
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the CLI started training before rejecting its input")
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the CLI loaded a model before rejecting its input")
-
-    monkeypatch.setattr(training, "_train_locked", no_training)
-    monkeypatch.setattr(pretrained.DiffusersSource, "load", no_loading)
-    monkeypatch.chdir(tmp_path)
+def test_cli_bad_input_is_one_clear_line_before_any_work(case, tmp_path, capsys, no_work):
     argv, message = BAD[case]
     argv = [a(tmp_path) if callable(a) else a for a in argv]
     assert main(argv) == 2

@@ -14,23 +14,6 @@ from reprodiff.cli import UserError, _parser, main, parse_seeds
 COMMON = ["--backbone", "unet-xs", "--steps", "3", "--batch-size", "8", "--n-train", "32"]
 
 
-@pytest.fixture
-def no_work(monkeypatch, tmp_path):
-    """Any training or loading of a model fails the test: the CLI must refuse its input first."""
-    import reprodiff.pretrained as pretrained
-    import reprodiff.training as training
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the CLI started training before rejecting its input")
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("the CLI loaded a model before rejecting its input")
-
-    monkeypatch.setattr(training, "_train_locked", no_training)
-    monkeypatch.setattr(pretrained.DiffusersSource, "load", no_loading)
-    monkeypatch.chdir(tmp_path)
-
-
 def _one_line_error(capsys, message: str, after_work: bool = False) -> str:
     """The error line; nothing else on stderr unless work had started (a progress bar)."""
     err = capsys.readouterr().err

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from reprodiff.data import load_dataset
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.inverse import (Downsampling, GaussianBlur, Inpainting, box_mask, gaussian_posterior_mean,
                                make_operator, measure, pseudo_inverse, random_mask, reconstruct, residual_norm)
@@ -15,16 +14,6 @@ OPS = {
     "sr": lambda shape: make_operator("super-resolution", shape, factor=2),
     "blur": lambda shape: make_operator("deblurring", shape, size=5, width=1.0),
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits").images
-
-
-@pytest.fixture(scope="module")
-def gaussian(digits):
-    return GaussianDenoiser.from_data(digits[:1500])
 
 
 @pytest.mark.parametrize("shape", [SHAPE, (3, 8, 8)])
