@@ -1,10 +1,10 @@
 """The README's run-time tables from one ``make test`` run: its phase file and the model cache it filled.
 
     make test                                    # writes _build/phases.tsv and fills .cache/reprodiff
-    python benchmarks/times.py --ms 52.7         # the step time make test printed first
+    python benchmarks/times.py
 
 Prints (markdown) the whole command by phase, measured on this machine and scaled to the other kinds
-of machine by their step times (every phase but setup), and per chapter: its own time after the book's
+of machine by their sustained UNet-XS training step times (every phase but setup), and per chapter: its own time after the book's
 training pool (measured: its nbval phase) and an estimate of its time alone from an empty cache
 (that time plus the single-core training seconds of every model it uses, recorded in each model's
 ``model.json``, shared by the machine's cores).
@@ -45,6 +45,23 @@ def training_seconds(cfg) -> float:
     return float(json.loads((folder / "model.json").read_text()).get("seconds", 0.0))
 
 
+def sustained_ms() -> float:
+    """This run's sustained ms per UNet-XS training step: the median over its 1,200-step digits UNet-XS
+    models of training seconds / steps (two trained at once, as in the pool). A steadier yardstick across
+    machines than ``python -m reprodiff speed``, which times one step with the other core idle (turbo
+    clocks: 35.7-52.7 ms on one machine in one day)."""
+    import statistics
+
+    from reprodiff.cache import cache_root
+
+    per_step = []
+    for f in cache_root().glob("models/unet-xs-edm-digits*/model.json"):
+        meta = json.loads(f.read_text())
+        if meta.get("steps") == 1200 and meta.get("seconds"):
+            per_step.append(1000 * meta["seconds"] / meta["steps"])
+    return statistics.median(per_step)
+
+
 def _kind_row(kind: str, setup: float, build: float, pool: float, chapters: float, other: float) -> str:
     total = setup + build + pool + chapters + other
     return (f"| {kind} | {setup:,.0f} s | {build:,.0f} s | {pool:,.0f} s | {chapters:,.0f} s | {other:,.0f} s "
@@ -54,10 +71,10 @@ def _kind_row(kind: str, setup: float, build: float, pool: float, chapters: floa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--phases", type=Path, default=ROOT / "_build" / "phases.tsv")
-    p.add_argument("--ms", type=float, required=True,
-                   help="this machine's step time (python -m reprodiff speed, or make test's first line)")
-    p.add_argument("--derive", nargs="*", default=["slow=95", "fast=35"], metavar="KIND=MS",
-                   help="other machine kinds and their step times: their rows scale every phase but setup")
+    p.add_argument("--derive", nargs="*", default=["slow=91", "fast=36"], metavar="KIND=MS",
+                   help="other machine kinds and their sustained ms per UNet-XS training step (a 1,200-step "
+                        "model's training seconds / 1,200, two models training at once): their rows scale every "
+                        "phase but setup. Measured: slow 109 s per model (2026-12-03), fast 39-46 s (2026-12-04)")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     args = p.parse_args()
     os.environ.setdefault("REPRODIFF_CACHE", str(ROOT / ".cache" / "reprodiff"))
@@ -68,14 +85,15 @@ def main() -> None:
     pool = phases.pop("book models (one pool)")
     other = sum(s for name, s in phases.items() if not name.startswith("chapter "))
     chapter_total = sum(chapters.values())
-    print("| machine kind (ms per UNet-XS step) | setup | book build | book models (one pool) | chapters (nbval) "
+    print("| machine kind (sustained ms per UNet-XS step) | setup | book build | book models (one pool) | chapters (nbval) "
           "| other tests | `make test` |")
     print("|---|---|---|---|---|---|---|")
-    print(_kind_row(f"this run ({args.ms:.0f} ms): measured", setup, build, pool, chapter_total, other))
+    ms = sustained_ms()
+    print(_kind_row(f"this run ({ms:.0f} ms): measured", setup, build, pool, chapter_total, other))
     for item in args.derive:
-        kind, ms = item.split("=")
-        f = float(ms) / args.ms
-        print(_kind_row(f"{kind} ({float(ms):.0f} ms): derived, x{f:.2f}", setup, build * f, pool * f,
+        kind, other_ms = item.split("=")
+        f = float(other_ms) / ms
+        print(_kind_row(f"{kind} ({float(other_ms):.0f} ms): derived, x{f:.2f}", setup, build * f, pool * f,
                         chapter_total * f, other * f))
     print()
     from reprodiff.experiments import chapter_time_estimate

@@ -28,9 +28,9 @@
 # images.
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 0.8 min once the book's models are trained (`python -m reprodiff train --book`, which
-# `make build` and `make test` run first), ~5 min alone from an empty cache (it then trains the 8
-# models it uses: 9 single-core minutes, two at a time). `gpu` profile: chapter 2's CIFAR-10 models
+# table): 0.6 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~4 min alone from an empty cache (it then trains the 8
+# models it uses: 8 single-core minutes, two at a time). `gpu` profile: chapter 2's CIFAR-10 models
 # and SSCD; about 14 minutes alone on a Colab T4 by the step-cost estimate (not yet timed).
 
 # %% tags=["remove-cell"]
