@@ -330,10 +330,10 @@ def survival(similarities: torch.Tensor, thresholds: torch.Tensor | Sequence[flo
     if s.numel() == 0:
         raise ValueError("no similarities to summarise")
     for name, values in (("similarities", s), ("thresholds", t)):
-        if not torch.isfinite(values).all():
-            bad = values[~torch.isfinite(values)]
-            raise ValueError(f"survival needs finite {name}: {bad.numel()} of {values.numel()} are NaN or inf "
-                             f"(e.g. {bad[0].item()})")
+        bad = checks.nonfinite_rows(values)
+        if bad is not None:
+            raise ValueError(f"survival needs finite {name}: {int(bad.sum())} of {values.numel()} are NaN or inf "
+                             f"(e.g. {values[bad][0].item()})")
     return (s[None, :] > t[:, None]).double().mean(1)
 
 
