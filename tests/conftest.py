@@ -70,3 +70,24 @@ def gaussian(digits):
     from reprodiff.denoisers import GaussianDenoiser
 
     return GaussianDenoiser.from_data(digits[:1500])
+
+
+@pytest.fixture
+def crash_after_first_state(monkeypatch):
+    """``crash(cfg)``: train ``cfg`` until it has written its first resumable state, then crash there
+    (SystemExit), leaving the state on disk as a killed run would."""
+    import reprodiff.training as training
+
+    def crash(cfg) -> None:
+        real = training.write_state
+
+        def write_then_crash(*args, **kwargs):
+            real(*args, **kwargs)
+            raise SystemExit("simulated crash after the first resumable state")
+
+        monkeypatch.setattr(training, "write_state", write_then_crash)
+        with pytest.raises(SystemExit):
+            training.train(cfg, progress=False)
+        monkeypatch.setattr(training, "write_state", real)
+
+    return crash

@@ -110,21 +110,11 @@ def test_snapshots_hold_the_ema_at_their_steps_and_the_last_step_is_the_model():
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), final.state_dict().values()))
 
 
-def test_an_interrupted_lora_fine_tune_resumes_to_the_same_adapters_and_snapshots(tmp_path, monkeypatch):
-    import reprodiff.training as training
-
+def test_an_interrupted_lora_fine_tune_resumes_to_the_same_adapters_and_snapshots(tmp_path, monkeypatch,
+                                                                                   crash_after_first_state):
     load_or_train(BASE, progress=False)
     cfg = tuned(lora_rank=2, checkpoint_every=2, snapshots=(1, 3))
-    real = training.write_state
-
-    def crash(*args, **kwargs):  # a crash right after the first resumable state (step 2)
-        real(*args, **kwargs)
-        raise SystemExit("simulated crash")
-
-    monkeypatch.setattr(training, "write_state", crash)
-    with pytest.raises(SystemExit):
-        train(cfg, progress=False)
-    monkeypatch.setattr(training, "write_state", real)
+    crash_after_first_state(cfg)  # a crash right after the first resumable state (step 2)
     assert not (checkpoint_dir(cfg) / "model.json").exists()
     resumed = train(cfg, progress=False)  # resumes at step 2
     first_snapshot = load_model(cfg, step=1, merge=False).state_dict()

@@ -41,28 +41,15 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
     assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
 
 
-def _crash_after_first_state(cfg: TrainConfig, monkeypatch) -> None:
-    real = training.write_state
-
-    def crash(*args, **kwargs):
-        real(*args, **kwargs)
-        raise SystemExit("simulated crash after the first resumable state")
-
-    monkeypatch.setattr(training, "write_state", crash)
-    with pytest.raises(SystemExit):
-        train(cfg, progress=False)
-    monkeypatch.setattr(training, "write_state", real)
-
-
 # --- 1: the resumable state is checksummed -----------------------------------------------------
 
-def test_a_damaged_resumable_state_is_discarded_and_training_ends_bitwise(monkeypatch):
+def test_a_damaged_resumable_state_is_discarded_and_training_ends_bitwise(crash_after_first_state):
     cfg = TrainConfig(**{**SMALL, "steps": 12, "checkpoint_every": 4})
     reference = train(cfg, progress=False)
     expected, losses = _weights(reference), reference.info["losses"]
     shutil.rmtree(checkpoint_dir(cfg))
 
-    _crash_after_first_state(cfg, monkeypatch)
+    crash_after_first_state(cfg)
     state = checkpoint_dir(cfg) / STATE_FILE
     data = bytearray(state.read_bytes())
     middle = len(data) // 2  # tensor data, past the header
@@ -115,7 +102,7 @@ def _replace_base_with_other_bits() -> None:
     write_model(path, weights, meta)
 
 
-def test_a_fine_tune_is_bound_to_its_base_weights_not_only_its_config(monkeypatch):
+def test_a_fine_tune_is_bound_to_its_base_weights_not_only_its_config(crash_after_first_state):
     lora, full = _tuned(lora_rank=2), _tuned()
     # the binding lives in the metadata: no config hash changes (pinned from before it existed)
     assert [BASE.hash, full.hash, lora.hash, TrainConfig(**SMALL).hash] == \
@@ -129,7 +116,7 @@ def test_a_fine_tune_is_bound_to_its_base_weights_not_only_its_config(monkeypatc
         assert "base_weights_sha256" not in recorded["config"]
 
     interrupted = _tuned(seed=1, checkpoint_every=2)
-    _crash_after_first_state(interrupted, monkeypatch)
+    crash_after_first_state(interrupted)
 
     _replace_base_with_other_bits()
     # a state trained from the old base is not resumed on top of the new one
