@@ -115,7 +115,7 @@ def test_every_other_image_set_that_enters_a_score_is_checked(digits, samples):
 ])
 def test_the_sigma_grid_is_checked_before_any_sampling(gaussian, kwargs, match, monkeypatch):
     # the probe's 3l: NaN images (sigma_min 0, sigma_max nan/inf), a ComplexDouble error (-1), a reversed grid
-    monkeypatch.setattr(sampling, "_sample_batches", lambda *a, **k: pytest.fail("sampled before checking"))
+    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: pytest.fail("sampled before checking"))
     with pytest.raises(ValueError, match=match):
         generate(gaussian, [0, 1], SHAPE, steps=4, **kwargs)
     with pytest.raises(ValueError, match=match):

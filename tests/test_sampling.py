@@ -180,13 +180,13 @@ def sampling_runs(monkeypatch):
     import reprodiff.sampling as sampling
 
     runs = []
-    real = sampling._sample_batches
+    real = sampling.run_sampler
 
     def counted(*args, **kwargs):
         runs.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sampling, "_sample_batches", counted)
+    monkeypatch.setattr(sampling, "run_sampler", counted)
     return runs
 
 
@@ -287,11 +287,11 @@ def test_generate_samples_on_the_models_device_by_default(monkeypatch):
 
     seen = []
 
-    def loop(spec, denoiser, n, noise_for, sigmas, labels, batch_size, device, *args, **kwargs):
+    def loop(fn, denoiser, noise_for, sigmas, *, n, device=None, **kwargs):
         seen.append((torch.device(device), sigmas.device))
         return torch.zeros(n, 2, 1, 1)
 
-    monkeypatch.setattr(sampling, "_sample_batches", loop)
+    monkeypatch.setattr(sampling, "run_sampler", loop)
     on_meta = torch.nn.Conv2d(2, 2, 1, device="meta")
     generate(on_meta, range(3), (2, 1, 1), steps=2)
     generate(on_meta, range(3), (2, 1, 1), steps=2, device="cpu")

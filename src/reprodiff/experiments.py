@@ -17,7 +17,8 @@ import torch
 from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, SeedSpread, bootstrap_ci,
                       get_descriptor, gl_score, paired_similarity, rp_score, same_image_rule, seed_spread,
                       within_label_similarity)
-from .sampling import Samples, generate, karras_sigmas, network_calls, noise_for_seeds, record_calls, sample_euler
+from .sampling import (CallRecorder, Samples, _resolve_device, generate, karras_sigmas, network_calls, record_calls,
+                       run_sampler, sample_euler, seed_noise)
 
 __all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "chapter_time_estimate", "SSCD_FLOPS", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
@@ -549,19 +550,29 @@ def trajectory_gap(model: torch.nn.Module, references: Mapping[str, torch.nn.Mod
     compares the model's denoised estimate with each reference's estimate at the *same* point
     ``x_sigma``. Returns ``(sigmas, {reference: (n_sigmas, n_seeds) RMS pixel distance})``.
     """
-    rec = record_calls(model)
-    noise = noise_for_seeds(list(seeds), shape)
+    rec = _record_trajectory(model, seeds, shape, steps)
     with torch.no_grad():
-        sample_euler(rec, noise, karras_sigmas(steps))
         gaps: dict[str, list[torch.Tensor]] = {r: [] for r in references}
         sigmas = []
         for x, s, out in rec.calls:
-            mine = out.double()  # the model's estimate, as the sampler used it
+            mine = out.double().cpu()  # the model's estimate, as the sampler used it
             for r, den in references.items():
-                other = den(x.float(), s).double()
+                other = den(x.to(_resolve_device(den)).float(), s).double().cpu()  # each denoiser where it lives
                 gaps[r].append(((mine - other) ** 2).flatten(1).mean(1).sqrt())
             sigmas.append(s)
     return sigmas, {r: torch.stack(v) for r, v in gaps.items()}
+
+
+def _record_trajectory(model: torch.nn.Module, seeds: Sequence[int] | range, shape: Sequence[int],
+                       steps: int) -> CallRecorder:
+    """``model``'s Euler trajectory from ``seeds`` in one batch, on the model's device: every
+    ``(x, sigma, x0_hat)`` it evaluated, in ``.calls`` (tensors on that device)."""
+    seeds = torch.tensor(list(seeds), dtype=torch.int64)
+    rec = record_calls(model)
+    with torch.no_grad():
+        run_sampler(sample_euler, rec, seed_noise(seeds, shape), karras_sigmas(steps), n=len(seeds),
+                    batch_size=max(len(seeds), 1), seeds=seeds, what=f"the Euler-{steps} trajectory of {type(model).__name__}")
+    return rec
 
 
 # ----------------------------------------------------------------------------- why models agree (chapter 5)
@@ -602,11 +613,11 @@ def calibrate_patch_sizes(model: torch.nn.Module, train_images: torch.Tensor, se
 
     if not sizes:
         raise ValueError("calibrate_patch_sizes needs at least one candidate patch size")
-    rec = record_calls(model)
+    rec = _record_trajectory(model, seeds, shape, steps)
     with torch.no_grad():
-        sample_euler(rec, noise_for_seeds(list(seeds), shape), karras_sigmas(steps))
         locals_ = {k: LocalDenoiser(train_images, k, equivariant=equivariant) for k in sizes}
-        errors = {s: {k: float(((den(x, s) - out).double() ** 2).mean()) for k, den in locals_.items()}
+        errors = {s: {k: float(((den(x.to(train_images.device), s) - out.to(train_images.device)).double() ** 2).mean())
+                      for k, den in locals_.items()}
                   for x, s, out in rec.calls}
     schedule = tuple((s, min(e, key=e.get)) for s, e in errors.items())
     return PatchCalibration(schedule, errors)

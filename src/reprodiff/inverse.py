@@ -29,9 +29,10 @@ import torch
 
 from . import checks
 from .denoisers import Denoiser, GaussianDenoiser
-from .runtime import derive_seed, eval_mode, flush_denormal
+from .runtime import derive_seed
 from .sampling import (Samples, _call, _check_labels, _check_positive, _check_seeds, _check_shape,
-                       _ancestral_step, _dpmpp_2m_step, _prepare, karras_sigmas, noise_for_seeds)
+                       _ancestral_step, _dpmpp_2m_step, _prepare, karras_sigmas, run_sampler,
+                       seed_noise)
 
 __all__ = [
     "LinearOperator", "Inpainting", "Downsampling", "GaussianBlur", "box_mask", "random_mask", "OPERATORS",
@@ -374,22 +375,14 @@ def reconstruct(denoiser: Denoiser, op: LinearOperator, y: torch.Tensor, seeds: 
     zeta = checks.finite_number("zeta", zeta, low=0)
     labels = _check_labels(labels, len(seeds), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
-    outs = []
-    with eval_mode(denoiser) as model, flush_denormal():
-        for start in range(0, len(seeds), batch_size):
-            chunk = seeds[start:start + batch_size]
-            noise = noise_for_seeds(chunk.tolist(), shape, stream=noise_stream)
-            step_noise = None
-            if step_noise_stream is not None:
-                step_noise = noise_for_seeds(chunk.tolist(), (steps, *shape), stream=1 + step_noise_stream).transpose(0, 1)
-            cond = None if labels is None else labels[start:start + batch_size]
-            out = dps_sample(model, noise, sigmas, op, y[start:start + batch_size], zeta, cond,
-                             step_noise=step_noise).float()
-            checks.finite_output(out, f"DPS with zeta {zeta:g} ({steps} steps, {type(denoiser).__name__})", chunk,
-                                 "the measurement step diverged: use a smaller zeta")
-            outs.append(out.clamp(-1, 1))
+    step_noise_for = None if step_noise_stream is None else seed_noise(seeds, shape, 1 + step_noise_stream, steps)
+    images = run_sampler(dps_sample, denoiser, seed_noise(seeds, shape, noise_stream), sigmas, n=len(seeds),
+                         labels=labels, batch_size=batch_size, step_noise_for=step_noise_for, per_sample={"y": y},
+                         op=op, zeta=zeta, seeds=seeds,
+                         what=f"DPS with zeta {zeta:g} ({steps} steps, {type(denoiser).__name__})",
+                         hint="the measurement step diverged: use a smaller zeta")
     kind = "deterministic" if step_noise_stream is None else "stochastic"
     if noise_stream:
         kind += f", noise stream {noise_stream}"
-    return Samples(torch.cat(outs), seeds, name=name, labels=labels,
+    return Samples(images, seeds, name=name, labels=labels,
                    sampler=f"DPS ({kind}, zeta {zeta:g})-{steps}")

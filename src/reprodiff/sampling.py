@@ -56,6 +56,8 @@ __all__ = [
     "sample_euler_ancestral",
     "CallRecorder",
     "record_calls",
+    "run_sampler",
+    "seed_noise",
     "generate",
     "generate_from_noise",
     "flush_denormal",
@@ -479,27 +481,59 @@ def _check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
     return labels
 
 
-def _sample_batches(spec: SamplerSpec, denoiser: Denoiser, n: int, noise_for, sigmas: torch.Tensor, labels,
-                    batch_size: int, device, desc: str, progress: bool, step_noise_for=None, *,
-                    what: str = "sampling", seeds: torch.Tensor | None = None) -> torch.Tensor:
-    """The sampling loop of :func:`generate` and :func:`generate_from_noise`: samples ``start:stop``
-    start from ``noise_for(start, stop)`` (and, for a stochastic sampler, inject
-    ``step_noise_for(start, stop)``); eval mode, denormals flushed, float32 clamped to [-1, 1].
+def seed_noise(seeds: torch.Tensor, shape: Sequence[int], stream: int = 0,
+               steps: int | None = None) -> Callable[[int, int], torch.Tensor]:
+    """``noise_for(start, stop)`` for :func:`run_sampler`: the CPU noise of ``seeds[start:stop]``
+    (:func:`noise_for_seeds`), ``(B, C, H, W)`` initial noise, or with ``steps`` the
+    ``(steps, B, C, H, W)`` noise a stochastic sampler injects."""
+    def noise_for(start: int, stop: int) -> torch.Tensor:
+        if steps is None:
+            return noise_for_seeds(seeds[start:stop].tolist(), shape, stream=stream)
+        return noise_for_seeds(seeds[start:stop].tolist(), (steps, *shape), stream=stream).transpose(0, 1)
+    return noise_for
 
-    A batch with a NaN or infinite image (checked before the clamp, which would hide an inf)
-    raises :class:`~reprodiff.checks.NonFiniteError` naming ``what`` and the bad ``seeds``."""
+
+def run_sampler(fn: Callable[..., torch.Tensor], denoiser: Denoiser, noise_for: Callable[[int, int], torch.Tensor],
+                sigmas: torch.Tensor, *, n: int, labels: torch.Tensor | None = None, batch_size: int,
+                device: str | torch.device | None = None, step_noise_for: Callable[[int, int], torch.Tensor] | None = None,
+                per_sample: dict[str, torch.Tensor] | None = None, what: str = "sampling",
+                seeds: torch.Tensor | None = None,
+                hint: str = "check the model (did its training diverge?), its guidance and the sigma grid",
+                desc: str = "sampling", progress: bool = False, **kwargs) -> torch.Tensor:
+    """The one way into a sampler: every sampling run of the package (:func:`generate`,
+    :func:`generate_from_noise`, DPS, the trajectory studies) goes through here.
+
+    Runs ``fn(denoiser, noise, sigmas, cond=labels, **kwargs)`` (a sampler of :data:`SAMPLERS`, or
+    one with the same signature such as :func:`reprodiff.inverse.dps_sample`) on samples
+    ``start:stop`` of ``n``, ``batch_size`` at a time, on ``device`` (``None``: the device of the
+    model, :func:`_resolve_device`). Everything a batch needs is moved there: the sigma grid, the
+    initial noise ``noise_for(start, stop)`` (made on the CPU by the caller, so the noise is a
+    function of the seed only), the ``(n,)`` ``labels``, the injected noise
+    ``step_noise_for(start, stop)`` of a stochastic sampler and every ``(n, ...)`` tensor of
+    ``per_sample`` (e.g. DPS's measurements ``y``), sliced per batch. The model is in eval mode
+    (restored afterwards) and denormals are flushed.
+
+    Returns ``(n, C, H, W)`` float32 images clamped to [-1, 1], on the CPU. A batch with a NaN or
+    infinite image (checked before the clamp, which would hide an inf) raises
+    :class:`~reprodiff.checks.NonFiniteError` naming ``what``, the bad ``seeds`` and ``hint``.
+    """
     from tqdm.auto import tqdm
 
+    device = _resolve_device(denoiser, device)
+    sigmas = sigmas.to(device)
     outs = []
     with eval_mode(denoiser) as model:
         for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
             stop = start + batch_size
             cond = None if labels is None else labels[start:stop].to(device)
-            kwargs = {} if step_noise_for is None else {"step_noise": step_noise_for(start, stop).to(device)}
+            batch = dict(kwargs)
+            if step_noise_for is not None:
+                batch["step_noise"] = step_noise_for(start, stop).to(device)
+            for key, value in (per_sample or {}).items():
+                batch[key] = value[start:stop].to(device)
             with flush_denormal():
-                images = spec.fn(model, noise_for(start, stop).to(device), sigmas, cond, **kwargs).float()
-                checks.finite_output(images, what, None if seeds is None else seeds[start:stop],
-                                     "check the model (did its training diverge?), its guidance and the sigma grid")
+                images = fn(model, noise_for(start, stop).to(device), sigmas, cond=cond, **batch).float()
+                checks.finite_output(images, what, None if seeds is None else seeds[start:stop], hint)
                 outs.append(images.clamp(-1, 1).cpu())
     return torch.cat(outs)
 
@@ -565,11 +599,10 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
     batch_size = _check_positive(batch_size, "batch_size")
     _check_shape(noise.shape[1:], denoiser)
     labels = _check_labels(labels, len(noise), denoiser)
-    device = _resolve_device(denoiser)
-    sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
-    images = _sample_batches(spec, denoiser, len(noise), lambda a, b: noise[a:b].float(), sigmas, labels,
-                             batch_size, device, f"sampling {name or sampler}", False,
-                             what=_what(sampler, steps, denoiser, name))
+    sigmas = karras_sigmas(steps, sigma_min, sigma_max)
+    images = run_sampler(spec.fn, denoiser, lambda a, b: noise[a:b].float(), sigmas, n=len(noise), labels=labels,
+                         batch_size=batch_size, desc=f"sampling {name or sampler}",
+                         what=_what(sampler, steps, denoiser, name))
     return Samples(images, torch.arange(len(noise)), name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
 
@@ -617,15 +650,11 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     if key is not None and (images := cache.read_samples(key, (len(seeds), *shape))) is not None:
         return Samples(images, seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
-    def noise_for(start: int, stop: int) -> torch.Tensor:
-        return noise_for_seeds(seeds[start:stop].tolist(), shape, stream=noise_stream)
-
-    def step_noise_for(start: int, stop: int) -> torch.Tensor:
-        return noise_for_seeds(seeds[start:stop].tolist(), (steps, *shape), stream=1 + step_noise_stream).transpose(0, 1)
-
-    images = _sample_batches(spec, denoiser, len(seeds), noise_for, sigmas, labels, batch_size, device,
-                             f"sampling {name or sampler}", progress, step_noise_for if spec.stochastic else None,
-                             what=_what(sampler, steps, denoiser, name), seeds=seeds)
+    images = run_sampler(spec.fn, denoiser, seed_noise(seeds, shape, noise_stream), sigmas, n=len(seeds),
+                         labels=labels, batch_size=batch_size, device=device,
+                         step_noise_for=seed_noise(seeds, shape, 1 + step_noise_stream, steps) if spec.stochastic else None,
+                         desc=f"sampling {name or sampler}", progress=progress,
+                         what=_what(sampler, steps, denoiser, name), seeds=seeds)
     if key is not None:
         cache.write_samples(key, images)
     return Samples(images, seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
