@@ -26,7 +26,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from . import checks
+from . import checks, runtime
 from .data import ResourceUnavailableError, _download
 from .sampling import Samples
 
@@ -152,14 +152,18 @@ def _sscd(device: str) -> "SSCDDescriptor":
     return SSCDDescriptor(device)
 
 
-def get_descriptor(name: str | Descriptor, device: str | torch.device = "cpu") -> Descriptor:
-    """``"pixel"`` (offline default) or ``"sscd"`` (downloads its weights); a descriptor passes through."""
+def get_descriptor(name: str | Descriptor, device: str | torch.device | None = None) -> Descriptor:
+    """``"pixel"`` (offline default) or ``"sscd"`` (downloads its weights); a descriptor passes through.
+
+    ``device``: where SSCD embeds; ``None`` (default): the runtime's default device
+    (:func:`reprodiff.runtime.default_device`, the GPU when there is one), since the images it embeds
+    come back from the samplers on the CPU. The pixel descriptor computes on the images' device."""
     if not isinstance(name, str):
         return name
     if name == "pixel":
         return PixelDescriptor()
     if name == "sscd":
-        return _sscd(str(device))
+        return _sscd(str(runtime.default_device() if device is None else torch.device(device)))
     raise ValueError(f"unknown descriptor {name!r}; choose 'pixel' or 'sscd'")
 
 
