@@ -382,6 +382,38 @@ def _step_cost(backbone: str, objective: str, conditional: bool, batch_size: int
                                  batch_size=batch_size), shape)
 
 
+def _side_studies(experiment: str, cfg, reg, calls: int, n_conditional: int) -> list[tuple[str, float, int]]:
+    """The sampling a chapter does besides its main one, read off its config: ``(label, single-image
+    network passes, images embedded by the descriptor)`` per study. A pass that needs a gradient
+    (DPS) counts 3, a guided call 2 (conditional and unconditional). Closed-form denoisers (D*, the
+    local and Gaussian denoisers) run where their training images are and are not counted."""
+    from .sampling import network_calls
+
+    steps = getattr(reg, "steps", 18)
+    if experiment == "architectures":
+        grid = sum(network_calls(sm, k) for sm in cfg.samplers for k in cfg.step_counts)
+        cells = len(cfg.samplers) * len(cfg.step_counts) + 1
+        return [("sampler study", cfg.n_seeds * (grid + network_calls("heun", cfg.reference_steps)), cfg.n_seeds * cells),
+                ("stochastic control", 3 * cfg.n_seeds * cfg.steps, 3 * cfg.n_seeds)]
+    if experiment == "theory":
+        return [("trajectory gaps", 3 * cfg.trajectory_seeds * steps, 0)]
+    if experiment == "agreement":
+        per_n = cfg.calibration_seeds * calls + cfg.n_seeds * calls  # calibration samples, the other training seed
+        per_n += cfg.calibration_seeds * steps * (1 + bool(cfg.equivariant_n))  # calibrate_patch_sizes' trajectories
+        return [("leaderboards", len(cfg.leaderboard_n) * per_n, len(cfg.leaderboard_n) * 2 * cfg.n_seeds)]
+    if experiment == "conditional":
+        scales = len(cfg.guidance_scales)
+        return [("guidance scales", n_conditional * scales * cfg.n_seeds * calls * 2, n_conditional * scales * cfg.n_seeds)]
+    if experiment == "inverse":
+        grid = sum(3 * k for k in cfg.step_counts) * len(cfg.zetas)
+        return [("DPS sensitivity", 2 * cfg.sensitivity_seeds * grid, 2 * cfg.sensitivity_seeds * len(cfg.zetas) * len(cfg.step_counts))]
+    if experiment == "explorer":
+        frames = cfg.interpolation_pairs * cfg.frames
+        return [("interpolations", len(cfg.models) * frames * calls, len(cfg.models) * frames),
+                ("proxy study", 3 * cfg.n_seeds * calls, 3 * cfg.n_seeds)]
+    return []
+
+
 def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s: float = 4e12, launch_s: float = 10e-6,
                           overhead_min: float = 2.0) -> tuple[float, list[str]]:
     """Estimated minutes for one chapter under ``profile`` on a GPU, run alone from an empty cache.
@@ -391,10 +423,13 @@ def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s:
     two assumptions: a sustained ``flops_per_s`` (default 4 TFLOP/s, half a T4's float32 peak) and
     ``launch_s`` per operator for a model too small to fill the GPU. Sampling: the chapter's main
     sampling (``n_seeds`` seeds, its sampler's network calls, a forward pass taken as a third of a
-    training step) for every model; SSCD features (:data:`SSCD_FLOPS` each) of those samples and of
-    the largest training set. Side studies (sampler sweeps, guidance scales, inverse-problem
-    sensitivity) are not counted: they sample a fraction of the seeds and are in ``overhead_min``
-    with the downloads. Returns ``(minutes, lines)``.
+    training step; DPS, a forward and a backward pass per step on every task, as three) for every model,
+    and its side studies (:func:`_side_studies`: sampler sweeps, guidance scales, the DPS
+    sensitivity grid, calibration and trajectories) at the chapter's mean cost per image. SSCD runs
+    on the GPU (:func:`reprodiff.metrics.get_descriptor`): :data:`SSCD_FLOPS` per image for every
+    sample, side-study sample and training set it is compared with, and the held-out images of a
+    regime sweep.
+    ``overhead_min`` covers downloads. Returns ``(minutes, lines)``.
     """
     from .configs import get_config, profile_models
     from .sampling import network_calls
@@ -403,20 +438,32 @@ def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s:
     models = {m.hash: m for name, m in profile_models(profile).items() if name.startswith(f"{experiment}: ")}
     reg = getattr(cfg, "regimes", cfg)
     n_seeds = cfg.n_seeds
-    calls = network_calls(getattr(reg, "sampler", "heun"), getattr(cfg, "sampling_steps", getattr(reg, "steps", 18)))
-    train_s = sample_s = 0.0
+    if experiment == "inverse":  # DPS: one DPM-Solver++(2M) step per call, with a gradient, on every task
+        calls = 3 * getattr(cfg, "steps", 18) * len(cfg.tasks)
+    else:
+        calls = network_calls(getattr(reg, "sampler", "heun"), getattr(cfg, "sampling_steps", getattr(reg, "steps", 18)))
+    train_s = sample_s = per_image_s = 0.0
     for m in models.values():
         flops, ops = _step_cost(m.backbone, m.objective, m.conditional, m.batch_size, _SHAPES[m.dataset])
         train_s += max(flops / flops_per_s, ops * launch_s) * m.steps
-        sample_s += max(flops / 3 / m.batch_size * n_seeds / flops_per_s, ops / 3 * launch_s * n_seeds / 256) * calls
+        one = max(flops / 3 / m.batch_size / flops_per_s, ops / 3 * launch_s / 256)  # one image, one call
+        sample_s += one * n_seeds * calls
+        per_image_s += one / max(len(models), 1)
+    sides = _side_studies(experiment, cfg, reg, calls, sum(m.conditional for m in models.values()))
+    side_s = sum(passes for _, passes, _ in sides) * per_image_s
+    sscd = getattr(reg, "descriptor", "pixel") == "sscd"
     imaged = [m for m in models.values() if m.dataset != "molrg"]  # MoLRG is scored in pixel space
-    largest = max((m.n_train or 0 for m in imaged), default=0)
-    sscd_s = (SSCD_FLOPS * (n_seeds * len(imaged) + largest) / flops_per_s
-              if getattr(reg, "descriptor", "pixel") == "sscd" else 0.0)
-    total = (train_s + sample_s + sscd_s) / 60 + overhead_min
+    train_sets = sorted({m.n_train or 0 for m in imaged})
+    # the held-out images are GL's ceiling in the regime sweeps (chapters 3, 4 and 5)
+    holdout = max((m.holdout or 0 for m in imaged), default=0) if hasattr(cfg, "regimes") or experiment == "regimes" else 0
+    embedded = n_seeds * len(imaged) + sum(train_sets) + holdout + sum(e for _, _, e in sides) if sscd else 0
+    sscd_s = SSCD_FLOPS * embedded / flops_per_s
+    total = (train_s + sample_s + side_s + sscd_s) / 60 + overhead_min
+    side_text = ", ".join(f"{label} ~{passes * per_image_s / 60:.1f} min" for label, passes, _ in sides) or "none"
     lines = [f"{experiment} ({profile}): {len(models)} models, training ~{train_s / 60:.1f} min; sampling "
-             f"{n_seeds:,} seeds x {calls} calls ~{sample_s / 60:.1f} min; SSCD features ~{sscd_s / 60:.1f} min; "
-             f"+{overhead_min:g} min downloads and side studies: ~{total:.0f} min"]
+             f"{n_seeds:,} seeds x {calls} network passes ~{sample_s / 60:.1f} min; side studies: {side_text}; SSCD "
+             f"features of {embedded:,} images on the GPU ~{sscd_s / 60:.1f} min; +{overhead_min:g} min downloads: "
+             f"~{total:.0f} min"]
     return total, lines
 
 
