@@ -107,20 +107,21 @@ def test_the_gpu_estimate_prices_sscd_on_the_device_and_the_side_studies(capsys)
     from dataclasses import replace
 
     from reprodiff.cli import main
-    from reprodiff.experiments import SSCD_FLOPS, _side_studies, chapter_time_estimate
+    from reprodiff.experiments import SIDE_STUDIES, SSCD_FLOPS, chapter_time_estimate
 
     estimates = {e: chapter_time_estimate(e, "gpu") for e in _CONFIGS}
     assert all(minutes > 2 for minutes, _ in estimates.values())
     # SSCD: chapter 3 embeds its samples, every nested training set and the held-out images
     regimes = get_config("regimes", "gpu")
-    sets = {m.n_train for name, m in profile_models("gpu").items() if name.startswith("regimes: ") and m.dataset == "cifar10"}
+    sets = {m.n_train for name, m in profile_models("gpu").items()
+            if name.startswith("regimes: ") and m.dataset == "cifar10"}
     embedded = int(estimates["regimes"][1][0].split("SSCD features of ")[1].split(" images")[0].replace(",", ""))
     assert embedded >= sum(sets) + 1000 + regimes.n_seeds and len(sets) > 1
     assert SSCD_FLOPS * embedded / 4e12 / 60 > 3  # minutes of GPU work, not a flat allowance
     # side studies come from the config: twice the guidance scales, twice their passes
     cond = get_config("conditional", "gpu")
-    one = _side_studies("conditional", cond, cond, 35, 2)[0][1]
-    two = _side_studies("conditional", replace(cond, guidance_scales=cond.guidance_scales * 2), cond, 35, 2)[0][1]
+    one = SIDE_STUDIES["conditional"](cond, 18, 35, 2)[0][1]
+    two = SIDE_STUDIES["conditional"](replace(cond, guidance_scales=cond.guidance_scales * 2), 18, 35, 2)[0][1]
     assert two == 2 * one > 0
     assert "sampler study" in estimates["architectures"][1][0] and "DPS sensitivity" in estimates["inverse"][1][0]
     assert main(["estimate", "--profile", "gpu"]) == 0

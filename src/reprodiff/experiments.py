@@ -10,7 +10,7 @@ import functools
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Sc
 from .sampling import (CallRecorder, Samples, _resolve_device, generate, karras_sigmas, network_calls, record_calls,
                        run_sampler, sample_euler, seed_noise)
 
-__all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "chapter_time_estimate", "SSCD_FLOPS", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
+__all__ = ["book_rule", "quality_classifier", "gpu_time_estimate", "chapter_time_estimate", "SIDE_STUDIES", "SSCD_FLOPS", "PAPER_FIGURE2", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control", "SweepResult", "load_sweep",
            "regime_sweep", "classify_regimes", "ReferenceStudy", "reference_study", "trajectory_gap",
            "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study",
            "PatchCalibration", "calibrate_patch_sizes", "closest_denoiser", "choose_smoothing", "Leaderboard",
@@ -382,36 +382,54 @@ def _step_cost(backbone: str, objective: str, conditional: bool, batch_size: int
                                  batch_size=batch_size), shape)
 
 
-def _side_studies(experiment: str, cfg, reg, calls: int, n_conditional: int) -> list[tuple[str, float, int]]:
-    """The sampling a chapter does besides its main one, read off its config: ``(label, single-image
-    network passes, images embedded by the descriptor)`` per study. A pass that needs a gradient
-    (DPS) counts 3, a guided call 2 (conditional and unconditional). Closed-form denoisers (D*, the
-    local and Gaussian denoisers) run where their training images are and are not counted."""
+#: what one side study costs: ``(label, single-image network passes, images the descriptor embeds)``
+SideStudy = tuple[str, float, int]
+
+
+def _zoo_side(cfg, steps: int, calls: int, n_conditional: int) -> list[SideStudy]:
     from .sampling import network_calls
 
-    steps = getattr(reg, "steps", 18)
-    if experiment == "architectures":
-        grid = sum(network_calls(sm, k) for sm in cfg.samplers for k in cfg.step_counts)
-        cells = len(cfg.samplers) * len(cfg.step_counts) + 1
-        return [("sampler study", cfg.n_seeds * (grid + network_calls("heun", cfg.reference_steps)), cfg.n_seeds * cells),
-                ("stochastic control", 3 * cfg.n_seeds * cfg.steps, 3 * cfg.n_seeds)]
-    if experiment == "theory":
-        return [("trajectory gaps", 3 * cfg.trajectory_seeds * steps, 0)]
-    if experiment == "agreement":
-        per_n = cfg.calibration_seeds * calls + cfg.n_seeds * calls  # calibration samples, the other training seed
-        per_n += cfg.calibration_seeds * steps * (1 + bool(cfg.equivariant_n))  # calibrate_patch_sizes' trajectories
-        return [("leaderboards", len(cfg.leaderboard_n) * per_n, len(cfg.leaderboard_n) * 2 * cfg.n_seeds)]
-    if experiment == "conditional":
-        scales = len(cfg.guidance_scales)
-        return [("guidance scales", n_conditional * scales * cfg.n_seeds * calls * 2, n_conditional * scales * cfg.n_seeds)]
-    if experiment == "inverse":
-        grid = sum(3 * k for k in cfg.step_counts) * len(cfg.zetas)
-        return [("DPS sensitivity", 2 * cfg.sensitivity_seeds * grid, 2 * cfg.sensitivity_seeds * len(cfg.zetas) * len(cfg.step_counts))]
-    if experiment == "explorer":
-        frames = cfg.interpolation_pairs * cfg.frames
-        return [("interpolations", len(cfg.models) * frames * calls, len(cfg.models) * frames),
-                ("proxy study", 3 * cfg.n_seeds * calls, 3 * cfg.n_seeds)]
-    return []
+    grid = sum(network_calls(sampler, k) for sampler in cfg.samplers for k in cfg.step_counts)
+    reference = network_calls("heun", cfg.reference_steps)
+    cells = len(cfg.samplers) * len(cfg.step_counts) + 1
+    return [("sampler study", cfg.n_seeds * (grid + reference), cfg.n_seeds * cells),
+            ("stochastic control", 3 * cfg.n_seeds * cfg.steps, 3 * cfg.n_seeds)]
+
+
+def _theory_side(cfg, steps: int, calls: int, n_conditional: int) -> list[SideStudy]:
+    return [("trajectory gaps", 3 * cfg.trajectory_seeds * steps, 0)]  # three models, Euler: one call per step
+
+
+def _agreement_side(cfg, steps: int, calls: int, n_conditional: int) -> list[SideStudy]:
+    per_n = (cfg.calibration_seeds + cfg.n_seeds) * calls  # calibration samples, the other training seed
+    per_n += cfg.calibration_seeds * steps * (1 + bool(cfg.equivariant_n))  # calibrate_patch_sizes' trajectories
+    return [("leaderboards", len(cfg.leaderboard_n) * per_n, len(cfg.leaderboard_n) * 2 * cfg.n_seeds)]
+
+
+def _conditional_side(cfg, steps: int, calls: int, n_conditional: int) -> list[SideStudy]:
+    images = n_conditional * len(cfg.guidance_scales) * cfg.n_seeds
+    return [("guidance scales", images * calls * 2, images)]  # a guided call: conditional and unconditional
+
+
+def _inverse_side(cfg, steps: int, calls: int, n_conditional: int) -> list[SideStudy]:
+    grid = sum(3 * k for k in cfg.step_counts) * len(cfg.zetas)  # a DPS step: forward and backward, 3 passes
+    images = 2 * cfg.sensitivity_seeds * len(cfg.zetas) * len(cfg.step_counts)
+    return [("DPS sensitivity", 2 * cfg.sensitivity_seeds * grid, images)]
+
+
+def _explorer_side(cfg, steps: int, calls: int, n_conditional: int) -> list[SideStudy]:
+    frames = cfg.interpolation_pairs * cfg.frames
+    return [("interpolations", len(cfg.models) * frames * calls, len(cfg.models) * frames),
+            ("proxy study", 3 * cfg.n_seeds * calls, 3 * cfg.n_seeds)]  # cheap all, expensive chosen and all
+
+
+#: experiment -> the sampling its chapter does besides the main one, read off its config
+#: (``fn(cfg, sampler steps, network calls per sample, conditional models)``). Closed-form denoisers
+#: (D*, the local and Gaussian denoisers) run where their training images are and are not counted.
+SIDE_STUDIES: dict[str, Callable[..., list[SideStudy]]] = {
+    "architectures": _zoo_side, "theory": _theory_side, "agreement": _agreement_side,
+    "conditional": _conditional_side, "inverse": _inverse_side, "explorer": _explorer_side,
+}
 
 
 def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s: float = 4e12, launch_s: float = 10e-6,
@@ -424,7 +442,7 @@ def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s:
     ``launch_s`` per operator for a model too small to fill the GPU. Sampling: the chapter's main
     sampling (``n_seeds`` seeds, its sampler's network calls, a forward pass taken as a third of a
     training step; DPS, a forward and a backward pass per step on every task, as three) for every model,
-    and its side studies (:func:`_side_studies`: sampler sweeps, guidance scales, the DPS
+    and its side studies (:data:`SIDE_STUDIES`: sampler sweeps, guidance scales, the DPS
     sensitivity grid, calibration and trajectories) at the chapter's mean cost per image. SSCD runs
     on the GPU (:func:`reprodiff.metrics.get_descriptor`): :data:`SSCD_FLOPS` per image for every
     sample, side-study sample and training set it is compared with, and the held-out images of a
@@ -441,7 +459,8 @@ def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s:
     if experiment == "inverse":  # DPS: one DPM-Solver++(2M) step per call, with a gradient, on every task
         calls = 3 * getattr(cfg, "steps", 18) * len(cfg.tasks)
     else:
-        calls = network_calls(getattr(reg, "sampler", "heun"), getattr(cfg, "sampling_steps", getattr(reg, "steps", 18)))
+        steps = getattr(cfg, "sampling_steps", getattr(reg, "steps", 18))
+        calls = network_calls(getattr(reg, "sampler", "heun"), steps)
     train_s = sample_s = per_image_s = 0.0
     for m in models.values():
         flops, ops = _step_cost(m.backbone, m.objective, m.conditional, m.batch_size, _SHAPES[m.dataset])
@@ -449,13 +468,16 @@ def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s:
         one = max(flops / 3 / m.batch_size / flops_per_s, ops / 3 * launch_s / 256)  # one image, one call
         sample_s += one * n_seeds * calls
         per_image_s += one / max(len(models), 1)
-    sides = _side_studies(experiment, cfg, reg, calls, sum(m.conditional for m in models.values()))
+    n_conditional = sum(m.conditional for m in models.values())
+    sides = SIDE_STUDIES[experiment](cfg, getattr(reg, "steps", 18), calls, n_conditional) \
+        if experiment in SIDE_STUDIES else []
     side_s = sum(passes for _, passes, _ in sides) * per_image_s
     sscd = getattr(reg, "descriptor", "pixel") == "sscd"
     imaged = [m for m in models.values() if m.dataset != "molrg"]  # MoLRG is scored in pixel space
     train_sets = sorted({m.n_train or 0 for m in imaged})
     # the held-out images are GL's ceiling in the regime sweeps (chapters 3, 4 and 5)
-    holdout = max((m.holdout or 0 for m in imaged), default=0) if hasattr(cfg, "regimes") or experiment == "regimes" else 0
+    swept = hasattr(cfg, "regimes") or experiment == "regimes"
+    holdout = max((m.holdout or 0 for m in imaged), default=0) if swept else 0
     embedded = n_seeds * len(imaged) + sum(train_sets) + holdout + sum(e for _, _, e in sides) if sscd else 0
     sscd_s = SSCD_FLOPS * embedded / flops_per_s
     total = (train_s + sample_s + side_s + sscd_s) / 60 + overhead_min
@@ -618,7 +640,8 @@ def _record_trajectory(model: torch.nn.Module, seeds: Sequence[int] | range, sha
     rec = record_calls(model)
     with torch.no_grad():
         run_sampler(sample_euler, rec, seed_noise(seeds, shape), karras_sigmas(steps), n=len(seeds),
-                    batch_size=max(len(seeds), 1), seeds=seeds, what=f"the Euler-{steps} trajectory of {type(model).__name__}")
+                    batch_size=max(len(seeds), 1), seeds=seeds,
+                    what=f"the Euler-{steps} trajectory of {type(model).__name__}")
     return rec
 
 

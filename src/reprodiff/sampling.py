@@ -495,7 +495,8 @@ def seed_noise(seeds: torch.Tensor, shape: Sequence[int], stream: int = 0,
 
 def run_sampler(fn: Callable[..., torch.Tensor], denoiser: Denoiser, noise_for: Callable[[int, int], torch.Tensor],
                 sigmas: torch.Tensor, *, n: int, labels: torch.Tensor | None = None, batch_size: int,
-                device: str | torch.device | None = None, step_noise_for: Callable[[int, int], torch.Tensor] | None = None,
+                device: str | torch.device | None = None,
+                step_noise_for: Callable[[int, int], torch.Tensor] | None = None,
                 per_sample: dict[str, torch.Tensor] | None = None, what: str = "sampling",
                 seeds: torch.Tensor | None = None,
                 hint: str = "check the model (did its training diverge?), its guidance and the sigma grid",
@@ -510,8 +511,9 @@ def run_sampler(fn: Callable[..., torch.Tensor], denoiser: Denoiser, noise_for: 
     initial noise ``noise_for(start, stop)`` (made on the CPU by the caller, so the noise is a
     function of the seed only), the ``(n,)`` ``labels``, the injected noise
     ``step_noise_for(start, stop)`` of a stochastic sampler and every ``(n, ...)`` tensor of
-    ``per_sample`` (e.g. DPS's measurements ``y``), sliced per batch. The model is in eval mode
-    (restored afterwards) and denormals are flushed.
+    ``per_sample`` (e.g. DPS's measurements ``y``), sliced per batch; other keyword arguments (DPS's
+    operator and ``zeta``) are passed as they are. The model is in eval mode (restored afterwards)
+    and denormals are flushed.
 
     Returns ``(n, C, H, W)`` float32 images clamped to [-1, 1], on the CPU. A batch with a NaN or
     infinite image (checked before the clamp, which would hide an inf) raises
@@ -650,9 +652,9 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     if key is not None and (images := cache.read_samples(key, (len(seeds), *shape))) is not None:
         return Samples(images, seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
+    step_noise_for = seed_noise(seeds, shape, 1 + step_noise_stream, steps) if spec.stochastic else None
     images = run_sampler(spec.fn, denoiser, seed_noise(seeds, shape, noise_stream), sigmas, n=len(seeds),
-                         labels=labels, batch_size=batch_size, device=device,
-                         step_noise_for=seed_noise(seeds, shape, 1 + step_noise_stream, steps) if spec.stochastic else None,
+                         labels=labels, batch_size=batch_size, device=device, step_noise_for=step_noise_for,
                          desc=f"sampling {name or sampler}", progress=progress,
                          what=_what(sampler, steps, denoiser, name), seeds=seeds)
     if key is not None:
