@@ -25,6 +25,10 @@ deterministic sampler in the package's cache, keyed by a digest of the weights, 
 sampler, steps, batch size, thread count, torch version and the source of the modules that compute
 a sample, and serves it again bit for bit (``REPRODIFF_SAMPLE_CACHE=0`` turns this off). Chapters
 that sample earlier chapters' models from the same seeds get their samples without sampling.
+
+Every sampler call of the package goes through :func:`run_sampler` (``generate``,
+``generate_from_noise``, DPS, the trajectory studies): it runs on the model's device, moves the
+CPU-made noise, labels and measurements there, and returns images on the CPU.
 """
 
 from __future__ import annotations
