@@ -58,7 +58,11 @@ test:
 	$(BIN)/python -m reprodiff speed
 	@$(call phase,book build (html -W),$(BIN)/jupyter-book build . -W --keep-going)
 	@$(call phase,book models (one pool),$(BIN)/python -m reprodiff train --book)
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests book
+	@# two workers, one test file or chapter each at a time, one torch thread each: samples are the same bits
+	@# with one thread or two, and two chapters side by side keep both cores busy where one chapter alone
+	@# kept ~1.4 (see benchmarks/README.md)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg book tests
 
 unit: setup
 	$(BIN)/python -m pytest tests --ignore=tests/test_browser.py

@@ -4,6 +4,10 @@ The Makefile appends its own phases (setup, the book build, the book's training 
 named by ``$REPRODIFF_PHASES``; this plugin adds pytest's: each chapter's nbval regression, the
 smoke run of the gpu code path, the browser check and the other tests. CI's log then says which kind
 of machine ran it (``python -m reprodiff speed`` at the start) and where the time went.
+
+``make test`` runs pytest on two workers (pytest-xdist, one test file or notebook per worker at a time,
+one torch thread each): the per-phase rows are then busy seconds that overlap, and the row "pytest, wall
+clock" is what the phases took together.
 """
 
 import os
@@ -27,7 +31,10 @@ def pytest_runtest_logreport(report):
     _SECONDS[_phase(report.nodeid)] += report.duration
 
 
-def pytest_terminal_summary(terminalreporter):
+def pytest_terminal_summary(terminalreporter, config):
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller reports every test's duration
+        return
+    workers = getattr(config.option, "numprocesses", None) or 0
     rows = []
     phases = os.environ.get("REPRODIFF_PHASES")
     if phases and Path(phases).is_file():
@@ -35,14 +42,19 @@ def pytest_terminal_summary(terminalreporter):
             name, _, seconds = line.partition("\t")
             if seconds.strip().isdigit():
                 rows.append((name, float(seconds)))
-    rows += sorted(_SECONDS.items(), key=lambda kv: (not kv[0].startswith("chapter"), kv[0]))
-    rows.append(("pytest outside tests (collection, start-up)", max(0.0, time.monotonic() - _START - sum(_SECONDS.values()))))
+    outside = rows[:]  # the Makefile's phases, which ran one after another before pytest
+    busy = sorted(_SECONDS.items(), key=lambda kv: (not kv[0].startswith("chapter"), kv[0]))
+    wall = time.monotonic() - _START
+    label = f"busy seconds on {workers} workers" if workers > 1 else "seconds"
+    rows += [(f"{name} ({label})" if workers > 1 else name, seconds) for name, seconds in busy]
+    rows.append(("pytest, wall clock", wall))
     if phases:  # the whole run in one file: benchmarks/times.py turns it into the README's tables
         with open(phases, "a") as f:
-            f.writelines(f"{name}\t{seconds:.0f}\n" for name, seconds in rows[len(rows) - len(_SECONDS) - 1:])
+            f.writelines(f"{name}\t{seconds:.0f}\n" for name, seconds in [*busy, ("pytest, wall clock", wall)])
     width = max(len(name) for name, _ in rows)
     tr = terminalreporter
     tr.section("seconds per phase")
     for name, seconds in rows:
         tr.write_line(f"{name:<{width}}  {seconds:7,.0f} s")
-    tr.write_line(f"{'total':<{width}}  {sum(s for _, s in rows):7,.0f} s  ({sum(s for _, s in rows) / 60:.1f} min)")
+    total = sum(s for _, s in outside) + wall
+    tr.write_line(f"{'total (wall clock)':<{width}}  {total:7,.0f} s  ({total / 60:.1f} min)")
