@@ -238,8 +238,9 @@ def proxy_study(cheap: torch.nn.Module, expensive: torch.nn.Module, shape: Seque
                 classifier, target: int, rule: SameImageRule, descriptor="pixel", sampler: str = "heun",
                 steps: int = 18, batch_size: int = 256) -> ProxyStudy:
     """Choose seeds whose cheap sample the classifier calls ``target``; generate them with the
-    expensive model; compare with generating every seed expensively (both timed here)."""
-    kw = dict(sampler=sampler, steps=steps, batch_size=batch_size)
+    expensive model; compare with generating every seed expensively (both timed here, so these samples
+    bypass the sample cache: an earlier cell that drew the same seeds must not make them look free)."""
+    kw = dict(sampler=sampler, steps=steps, batch_size=batch_size, cache_samples=False)
     seeds = torch.as_tensor(list(seeds))
     start = time.perf_counter()
     cheap_all = generate(cheap, seeds, shape, name="cheap", **kw)
