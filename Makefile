@@ -61,8 +61,9 @@ test:
 	@# two workers, one test file or chapter each at a time, one torch thread each: samples are the same bits
 	@# with one thread or two, and two chapters side by side keep both cores busy where one chapter alone
 	@# kept ~1.4 (see benchmarks/README.md)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg book tests
+	@# in conftest.py's order (the longest units first), so no worker is left alone with a long one at the end
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --nbval-lax \
+	  --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg book tests
 
 unit: setup
 	$(BIN)/python -m pytest tests --ignore=tests/test_browser.py

@@ -46,35 +46,37 @@ def training_seconds(cfg) -> float:
 
 
 def sustained_ms() -> float:
-    """This run's sustained ms per UNet-XS training step: the median over its 1,200-step digits UNet-XS
-    models of training seconds / steps (two trained at once, as in the pool). A steadier yardstick across
-    machines than ``python -m reprodiff speed``, which times one step with the other core idle (turbo
-    clocks: 35.7-52.7 ms on one machine in one day)."""
+    """This run's sustained ms per UNet-XS training step: the median over its digits UNet-XS models of the
+    standard recipe's length (``configs.digits_model``: 600 steps) of training seconds / steps (two
+    trained at once, as in the pool). A steadier yardstick across machines than ``python -m reprodiff
+    speed``, which times one step with the other core idle (turbo clocks: 35.7-52.7 ms on one machine in
+    one day)."""
     import statistics
 
     from reprodiff.cache import cache_root
+    from reprodiff.configs import digits_model
 
-    per_step = []
+    steps, per_step = digits_model("unet-xs").steps, []
     for f in cache_root().glob("models/unet-xs-edm-digits*/model.json"):
         meta = json.loads(f.read_text())
-        if meta.get("steps") == 1200 and meta.get("seconds"):
+        if meta.get("steps") == steps and meta.get("seconds"):
             per_step.append(1000 * meta["seconds"] / meta["steps"])
     return statistics.median(per_step)
 
 
-def _kind_row(kind: str, setup: float, build: float, pool: float, chapters: float, other: float) -> str:
-    total = setup + build + pool + chapters + other
-    return (f"| {kind} | {setup:,.0f} s | {build:,.0f} s | {pool:,.0f} s | {chapters:,.0f} s | {other:,.0f} s "
-            f"| **{total / 60:.0f} min** |")
+def _kind_row(kind: str, setup: float, build: float, pool: float, pytest_wall: float) -> str:
+    total = setup + build + pool + pytest_wall
+    return f"| {kind} | {setup:,.0f} s | {build:,.0f} s | {pool:,.0f} s | {pytest_wall:,.0f} s | **{total / 60:.0f} min** |"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--phases", type=Path, default=ROOT / "_build" / "phases.tsv")
     p.add_argument("--derive", nargs="*", default=["slow=91", "fast=36"], metavar="KIND=MS",
-                   help="other machine kinds and their sustained ms per UNet-XS training step (a 1,200-step "
-                        "model's training seconds / 1,200, two models training at once): their rows scale every "
-                        "phase but setup. Measured: slow 109 s per model (2026-12-03), fast 39-46 s (2026-12-04)")
+                   help="other machine kinds and their sustained ms per UNet-XS training step (a standard-recipe "
+                        "model's training seconds / its steps, two models training at once): their rows scale every "
+                        "phase but setup. Measured: slow 109 s per 1,200-step model (2026-12-03), fast 39-46 s "
+                        "(2026-12-04)")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     args = p.parse_args()
     os.environ.setdefault("REPRODIFF_CACHE", str(ROOT / ".cache" / "reprodiff"))
@@ -82,19 +84,21 @@ def main() -> None:
     phases = {name: float(s) for name, s in rows}
     chapters = {name.split()[1][:2]: s for name, s in phases.items() if name.startswith("chapter ")}
     setup, build = phases.pop("setup"), phases.pop("book build (html -W)")
-    pool = phases.pop("book models (one pool)")
-    other = sum(s for name, s in phases.items() if not name.startswith("chapter "))
-    chapter_total = sum(chapters.values())
-    print("| machine kind (sustained ms per UNet-XS step) | setup | book build | book models (one pool) | chapters (nbval) "
-          "| other tests | `make test` |")
-    print("|---|---|---|---|---|---|---|")
+    pool, wall = phases.pop("book models (one pool)"), phases.pop("pytest, wall clock")
+    busy = sum(phases.values())
+    print("| machine kind (sustained ms per UNet-XS step) | setup | book build | book models (one pool) "
+          "| chapters and tests (pytest, 2 workers) | `make test` |")
+    print("|---|---|---|---|---|---|")
     ms = sustained_ms()
-    print(_kind_row(f"this run ({ms:.0f} ms): measured", setup, build, pool, chapter_total, other))
+    print(_kind_row(f"this run ({ms:.0f} ms): measured", setup, build, pool, wall))
     for item in args.derive:
         kind, other_ms = item.split("=")
         f = float(other_ms) / ms
-        print(_kind_row(f"{kind} ({float(other_ms):.0f} ms): derived, x{f:.2f}", setup, build * f, pool * f,
-                        chapter_total * f, other * f))
+        print(_kind_row(f"{kind} ({float(other_ms):.0f} ms): derived, x{f:.2f}", setup, build * f, pool * f, wall * f))
+    print()
+    print(f"pytest: {busy:,.0f} busy seconds in {wall:,.0f} s of wall clock ({busy / wall:.2f} workers busy on "
+          f"average): chapters {sum(chapters.values()):,.0f} s, "
+          + ", ".join(f"{name} {s:,.0f} s" for name, s in phases.items() if not name.startswith("chapter ")))
     print()
     from reprodiff.experiments import chapter_time_estimate
 
