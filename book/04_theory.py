@@ -100,7 +100,7 @@ show_source(OptimalDenoiser.forward)
 
 # %% [markdown]
 # The naive formula materialises a (batch, N, pixels) tensor; at N = 1,500 digits and a batch of
-# 256 that is already 200 MB in float64, and it grows linearly with N. The streamed version needs
+# 256 that is already 188 MiB in float64, and it grows linearly with N. The streamed version needs
 # (batch x chunk) logits. The package's benchmark (`python benchmarks/bench.py --only dstar`)
 # compares the two for speed and peak memory. Here are the sizes for this chapter's largest
 # training set, after loading chapter 3's training sets and models (from the cache when chapter 3
@@ -186,20 +186,23 @@ print(f"  (N = {', '.join(map(str, digits.n_train))}; same-image threshold {swee
 
 # %% [markdown]
 # **Memorizing models follow D\*.** At the smallest N each model reproduces $D^*$'s sample for
-# about two-thirds of the seeds (the paper reports ~0.5 at N = 2^6), about as often as the two
-# models reproduce each other (chapter 3): when a model does not land on $D^*$'s training digit,
-# it lands on another training digit. As N grows, RP with $D^*$ falls, and it reaches 0 once the
-# models generalize (N = 192 and beyond), as in the paper. The wider UNet lets go of $D^*$ later:
-# its RP with $D^*$ stays above the narrow one's through the transition, matching chapter 3's
-# finding that it memorizes longer.
+# about 60% of the seeds (0.58 and 0.61; the paper reports ~0.5 at N = 2^6), about as often as the
+# two models reproduce each other (0.62 in chapter 3, intervals overlapping): when a model does not
+# land on $D^*$'s training digit, it lands on another training digit. As N grows, RP with $D^*$
+# falls to near 0 once the models generalize (0.01 and 0.06 at N = 96, the first N of chapter 3's
+# generalization regime) and to 0.00 for both widths from N = 128 on, as in the paper. The
+# wider UNet lets go of $D^*$ later: its RP with $D^*$ is above the narrow one's at N = 64 (0.34
+# against 0.15) and N = 96 (0.06 against 0.01), with intervals apart, matching chapter 3's finding
+# that it memorizes longer.
 #
 # **Close to the Gaussian denoiser, never the same image.** RP with the **Gaussian denoiser** is 0
 # at every N: by the book's rule no sample of a trained UNet is the image the linear denoiser draws
 # from the same noise. The threshold-free medians printed under the table show what does change:
 # the similarity to $D^*$'s sample falls from 1.00 as N grows, the similarity to the Gaussian
-# denoiser's sample rises, and the two cross in or just after chapter 3's transition (later for
-# the wider model). Generalizing UNets are therefore *nearer* the linear denoiser of their training
-# set's mean and covariance than its optimal denoiser, the observation of {cite:t}`li2024gaussian`,
+# denoiser's sample rises, and the two cross just after chapter 3's transition (N = 64): between
+# N = 64 and 96 for the narrow UNet, between N = 96 and 128 for the wider one. Generalizing UNets
+# are therefore *nearer* the linear denoiser of their training set's mean and covariance than its
+# optimal denoiser, the observation of {cite:t}`li2024gaussian`,
 # but on digits they are not that linear map: what they add beyond the mean and covariance is
 # exactly what makes two of them agree on the same image (chapter 1) where they and the Gaussian
 # denoiser do not.
@@ -232,7 +235,7 @@ axes[0].set_ylabel("median RMS difference of denoised estimates")
 fig.tight_layout()
 
 # %% [markdown]
-# At the very highest noise levels every model differs from both references by about 0.2: there
+# At the very highest noise levels every model differs from both references by about 0.2-0.3: there
 # both references return (nearly) the training mean, and the networks are least trained there
 # (EDM's training noise levels concentrate around sigma ~ 0.3 and rarely exceed 10). That error
 # barely moves the trajectory, because an ODE step scales it by the relative step in sigma. The
@@ -240,7 +243,7 @@ fig.tight_layout()
 #
 # - with 16 training digits the model's estimate stays close to $D^*$'s all the way down: it *is*
 #   the optimal denoiser, up to a small error;
-# - with 128 or 1,500 digits the model leaves $D^*$ between sigma ~ 3 and ~ 0.5, where $D^*$
+# - with 96 or 1,500 digits the model leaves $D^*$ between sigma ~ 3 and ~ 0.5, where $D^*$
 #   commits to one training image, and never returns: the gap at the end is the distance from the
 #   model's new digit to its nearest training digit;
 # - against the Gaussian denoiser every model agrees at high and at low noise and departs in
@@ -295,16 +298,18 @@ for name, values in energy.items():
     print(f"  {name:16s}" + "".join(f"{v:7.2f}" for v in values))
 
 # %% [markdown]
-# **What the MoLRG models converge to.** RP with $D^*$ falls from about 0.75-0.8 at N = 16 to 0
-# by N = 128. RP with the **true** denoiser of the mixture is 0 at every N for the narrow MLP, and
-# never above a few percent for the wide one: no MLP draws the true denoiser's sample for a seed.
+# **What the MoLRG models converge to.** RP with $D^*$ falls from 0.74-0.81 at N = 16 to at most
+# 0.03 at N = 128 and 0 from N = 256. RP with the **true** denoiser of the mixture is 0 at every N
+# for the narrow MLP, and never above 0.08 (at N = 256) for the wide one: the MLPs almost never draw
+# the true denoiser's sample for a seed.
 # What they draw instead is read off two threshold-free numbers. From N = 1,024 on, both MLPs are,
 # within rounding, the **Gaussian denoiser** of their training set (RP 1.00, median similarity
 # 1.00): a linear map whose samples spread over the span of all four subspaces. Their *subspace
 # energy*, the largest fraction of a sample lying in one component's subspace, says the same: about
-# 0.5 for the MLPs and for the Gaussian denoiser, against 0.99 for the true mixture. The models
-# closest to the mixture are those in the transition: the wider MLP at N = 256 keeps almost all of
-# its samples' energy in one subspace and is most similar to the true denoiser's samples there.
+# 0.5 for the MLPs and for the Gaussian denoiser, against 0.99 for the true mixture. The model
+# closest to the mixture is the wider MLP early in the generalization regime: at N = 256 it keeps
+# almost all of its samples' energy in one subspace (0.96), and its samples are more similar to the
+# true denoiser's there (median 0.88) than at any other N.
 #
 # So on MoLRG, at this model size and training budget, generalization means learning the
 # **Gaussian approximation** of the mixture, not the mixture. This is the observation of
@@ -363,11 +368,11 @@ for n in (digits.n_train[0], n_max):
 # - The optimal denoiser of a training set has a closed form; its deterministic sampler returns a
 #   training image for every seed, even with all 1,500 digits.
 # - Memorizing models follow it: at the smallest N, each UNet reproduces $D^*$'s sample for about
-#   two-thirds of the seeds and tracks its estimate along the whole trajectory.
+#   60% of the seeds and tracks its estimate along the whole trajectory.
 # - Generalizing models leave $D^*$ where it commits to a training image (sigma ~ 0.5-3): RP with
 #   $D^*$ falls to 0. They move towards the Gaussian denoiser of their training data in median
-#   similarity, crossing over in the transition, but by the book's rule they never produce the
-#   Gaussian denoiser's image: the agreement between two UNets is more than agreement on the data's
+#   similarity, crossing over just after the transition, but by the book's rule they never produce
+#   the Gaussian denoiser's image: the agreement between two UNets is more than agreement on the data's
 #   mean and covariance.
 # - On MoLRG, where the true denoiser is known, memorization gives way to generalization, but what
 #   small MLPs generalize to at this budget is the Gaussian approximation of the mixture (RP 1 with

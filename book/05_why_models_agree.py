@@ -163,14 +163,16 @@ fig = image_grid(rows, col_titles=[f"seed {s}" for s in cols])
 
 # %% [markdown]
 # At the smallest N the two models that share their training set reproduce each other for a large
-# fraction of the seeds, because both return the training digit $D^*$ would; the model trained on
-# other digits cannot return those digits, and RP with it is near 0 (the grid's third row). In the
-# transition both pairs are low. At the largest N of the pair study every model generalizes (GL
-# near 1) and the disjoint pair agrees on a large share of the seeds, without having seen one
-# common digit: this is {cite:t}`kadkhodaie2024generalization`'s observation at 8 x 8. It stays
-# below the shared pair there (the table's intervals say by how much), so at this N and training
-# length the networks still carry some of their own training data; the survival curves show the
-# same ordering at every threshold.
+# fraction of the seeds (0.60), because both return the training digit $D^*$ would; the model
+# trained on other digits cannot return those digits, and RP with it is near 0 (the grid's third
+# row). At N = 128 both pairs are low (0.31 and 0.02), although all three models there already
+# generalize (GL 1.00): with this training length the transition lies below N = 128. At the largest
+# N of the pair study every model generalizes (GL 1.00) and the disjoint pair agrees on a third of
+# the seeds (0.33), without having seen one common digit: this is
+# {cite:t}`kadkhodaie2024generalization`'s observation at 8 x 8. It stays below the shared pair
+# there (0.33 [0.25, 0.41] against 0.55 [0.47, 0.64]; the intervals do not overlap), so at this N
+# and training length the networks still carry some of their own training data; the survival curves
+# put the shared pair at or above the disjoint pair at every threshold.
 
 # %% [markdown]
 # ## Where the RP dip comes from
@@ -221,15 +223,18 @@ print(f"RP {small.split(' ')[0]} step {early} vs {wide.split(' ')[0]}: "
       + ", ".join(f"N={n}: {s.value:.2f}" for n, s in zip(ns, early_rp)))
 
 # %% [markdown]
-# Read the figure with the vertical lines. For the two fully trained widths, RP is lowest between
-# and just after their crossings, where one of them has started to draw new digits and the other has
-# not, and it recovers once both generalize. Stopping the small model early moves its crossing to
-# a much smaller N, and RP with the wider model drops to near 0 from the next N on: the low
-# stretch starts where the first model leaves memorization. It does not recover by the largest N
-# with snapshots, although both models generalize there (GL near 1): a model a third of the way
-# through training draws new digits, but not yet the ones a fully trained network draws. A dip
-# needs both ends: agreement on training images at small N, and two *converged* generalizing
-# models at large N.
+# Read the figure with the vertical lines. For the two fully trained widths, RP falls from 0.62 at
+# N = 16 to its lowest, 0.32, at N = 96, after both crossings (N ~ 38 and ~ 64), not between them:
+# this sweep has no N between the two crossings, so it cannot show the stretch where one model has
+# started to draw new digits and the other has not. Nor does RP recover within this figure: at
+# N = 128, the largest N with snapshots, it is 0.35, and its band overlaps that of N = 96. Stopping
+# the small model early moves its crossing to a much smaller N (~ 18 against ~ 38), and RP with the
+# wider model is 0.00 from the next N, 64, on: the low stretch starts where the first model leaves
+# memorization. It does not recover by the largest N with snapshots (0.02 at N = 128), although both
+# models are past their crossings there and the early snapshot's GL is 1.00: a model a third of the
+# way through training draws new digits, but not yet the ones a fully trained network draws. A dip
+# needs both ends: agreement on training images at small N, and two *converged* generalizing models
+# at large N; in this chapter's range of N the fall shows, the recovery does not.
 
 # %% [markdown]
 # ## Memorization takes training time
@@ -309,21 +314,26 @@ for n, rps in times.rp_seeds.items():
           + ", ".join(f"{k}: {s.value:.2f}" for k, s in zip(times.steps, rps)))
 
 # %% [markdown]
-# Early in training every N generalizes: the first snapshots have GL near 1 and RP with $D^*$ near 0.
-# The smallest training sets then tip into memorization (GL falls, RP with $D^*$ rises), each larger
-# N later. The onsets that fall inside the 1,200 steps of chapter 3's recipe lie close to a straight
-# line in N (the residuals are printed, in steps; the snapshots are 100-200 steps apart): at a fixed
-# batch size the network starts to copy after about the same number of passes over its training
-# set, whatever its size, which is {cite:t}`bonnaire2025memorize`'s linear law at 8 x 8. For the
-# larger N the line places the onset near or past the end of training, and GL there has not yet
-# fallen to 0.5 (the triangles). The run trained twice as long (dashed; its first 1,200 steps are
-# the sweep model's, step for step, because the learning rate is constant after warm-up) tests the
-# line where it was not fitted: memorization does set in at that N, but later than the line predicts
-# (the star; the printed difference). The onset grows faster with N than the small-N line says, so
-# a line through small N is a lower bound on the training needed to memorize a larger set, not a
-# law to extrapolate. Either way chapter 3's regimes are regimes *at a training length*: with more
-# steps the memorization regime reaches larger N. Two training seeds on the same subset start
-# agreeing when, and because, both start returning the same training images.
+# Early in training every N generalizes: the first snapshots have GL near 1 and RP with $D^*$
+# near 0. The smallest training sets then tip into memorization (GL falls, RP with $D^*$ rises),
+# each larger N later. The onsets that fall inside the 600 steps of chapter 3's recipe lie close to a
+# straight line in N (the residuals are printed, in steps; the snapshots are 50-100 steps apart): at
+# a fixed batch size the network starts to copy after about the same number of passes over its
+# training set, whatever its size, which is {cite:t}`bonnaire2025memorize`'s linear law at 8 x 8.
+# For the larger N the line places the onset past the end of training (for N = 64 at step 732, after
+# the 600 steps of training), and GL there has not yet fallen to 0.5 (the triangles). The run
+# trained twice as long (dashed; its first 600 steps are the sweep model's, step for step, because
+# the learning rate is constant after warm-up) tests the line where it was not fitted: memorization
+# sets in at N = 64 at step ~773, 41 steps after the line's 732 (the star). That is more than the
+# fitted points' residuals (at most 20) but less than the 200 steps between that run's snapshots
+# around the onset (GL 0.80 at step 600, 0.45 at 800), so the line holds just past the range it was
+# fitted on; how far it extrapolates (it puts N = 96 and 128 at steps 1093 and 1454) is not tested
+# here. Chapter 3's regimes are regimes *at a training length*: with more steps the memorization
+# regime reaches larger N (at N = 64, GL 0.80 after 600 steps, 0.20 after 1,200). Two training seeds
+# on the same subset agree more as training goes on at both N (the fourth panel), also at N = 128,
+# where GL stays at 1.00: there they rise from 0.09 at step 50 to 0.31 at step 600. At N = 16 the
+# rise continues while GL falls, to 0.60 at step 600, as both start returning the same training
+# images; at that step the two N's intervals (the pair table) do not overlap.
 
 # %% [markdown]
 # ## Which closed form predicts the network?
@@ -416,20 +426,25 @@ fig.tight_layout()
 # In the memorization regime the network is a sampler of $D^*$, and the top of the board is $D^*$
 # and the closed forms that reduce to it: the smoothing chosen there is 0, and the position-bound
 # local denoiser's calibrated patch covers the whole image until the last steps (the printed
-# schedules), where it is $D^*$. Their margins are nil. As N grows the leaders change: in the
-# transition no single closed form stands out, and at the largest N the position-bound local
-# denoiser with a noise-dependent patch comes first of the four, ahead of the Gaussian denoiser.
-# Blending those two moves the top of the board a little in the transition and at the largest N
-# (the blend's margin in the headline is within the intervals of the rows below it): the two
-# capture overlapping, not complementary, parts of the network. None reaches the ceiling: the gap
-# between the best closed form and the other trained network, printed in the headline, is what no
-# closed form here explains. The calibrated patch sizes shrink as the noise
-# level falls, as {cite:t}`kamb2024creativity` report. The *equivariant* local denoiser, the one
-# meant to mimic a convolutional network, does worse than the position-bound one on these small,
-# centred digits: with patches from every position it composes digits from strokes found anywhere,
-# whereas these UNets, whose receptive field covers the whole 8 x 8 image, keep track of where a
-# stroke is. A fixed 3 x 3 patch is far from the network wherever it runs (the row "3x3 fixed"):
-# the patch has to change with the noise level.
+# schedules), where it is $D^*$. They tie at 0.997 (margin 0.000), together with the blend, three
+# quarters that local denoiser, and within the interval of the other trained network
+# (0.999 [0.995, 1.000]). As N grows the leaders change. At N = 128, which UNet-XS already generalizes (GL 1.00 at
+# step 600), the Gaussian denoiser (0.919) comes ahead of the position-bound local denoiser (0.895)
+# and $D^*$ (0.860), with intervals that do not overlap; at the largest N the position-bound local
+# denoiser with a noise-dependent patch (0.952) and the Gaussian denoiser (0.941) tie within their
+# intervals, and by $r^2$ (0.75 and 0.76). Blending those two puts the blend first at both N, by
+# margins (0.006 and 0.007 in the headline) within the intervals of the row below it (the Gaussian
+# denoiser at N = 128, the local denoiser at N = 1500): the two capture overlapping, not
+# complementary, parts of the network. At these two N none reaches the ceiling: the gap between the
+# closest closed form and the other trained network (0.925 against 0.967, 0.959 against 0.984; the
+# intervals do not overlap) is what no closed form here explains. The calibrated patch sizes shrink
+# as the noise level falls, as {cite:t}`kamb2024creativity` report, with one exception: the
+# position-bound schedule at N = 1500 goes from 9 back to 15 before shrinking. The *equivariant*
+# local denoiser, the one meant to mimic a convolutional network, does worse than the position-bound
+# one on these small, centred digits: with patches from every position it composes digits from
+# strokes found anywhere, whereas these UNets, whose receptive field covers the whole 8 x 8 image,
+# keep track of where a stroke is. A fixed 3 x 3 patch is far from the network wherever it runs (the
+# row "3x3 fixed"): the patch has to change with the noise level.
 
 # %% [markdown]
 # ## Summary
@@ -437,15 +452,16 @@ fig.tight_layout()
 # - Two networks trained on the same small set agree because both return the same training images;
 #   two trained on disjoint small sets cannot. At the largest N of this study the disjoint pair
 #   agrees too, less often than the shared pair (first headline line).
-# - RP is low where two models leave memorization at different N; moving one model's crossing
-#   moves where the low stretch starts, and an under-trained generalizing model does not agree
-#   with a trained one.
+# - RP between the two widths falls across the transition, lowest just after both have left
+#   memorization, and does not recover by N = 128; moving one model's crossing moves where the low
+#   stretch starts, and an under-trained generalizing model does not agree with a trained one.
 # - Memorization needs training time: at small N it sets in after a number of steps that grows
-#   linearly with N (about a fixed number of passes over the training set), at a larger N later
-#   still, and before it every model generalizes.
-# - From the same noise, $D^*$ predicts memorizing networks; in the generalization regime the best
-#   closed form here is a local denoiser with a noise-dependent patch (blended with the Gaussian
-#   denoiser, slightly better), and none comes as close as another trained network does.
+#   linearly with N (about a fixed number of passes over the training set), the line predicts the
+#   onset at N = 64, outside the fit, to within 41 steps, and before it every model generalizes.
+# - From the same noise, $D^*$ predicts memorizing networks, within the interval of another trained
+#   network; in the generalization regime the Gaussian denoiser, a local denoiser with a
+#   noise-dependent patch and their blend come closest (the blend first, within the intervals of
+#   the runner-up), and none comes as close as another trained network does.
 #
 # ## Headline
 #

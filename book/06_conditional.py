@@ -146,9 +146,11 @@ fig = rp_bars({f"conditional, w = {cfg.guidance:g}": [rp_cond[p] for p in pairs]
               [f"{a}\nvs {b}" for a, b in pairs], "Same noise: RP with and without labels (95% intervals)")
 
 # %% [markdown]
-# With the label given, the three models agree more often than their unconditional twins do: part
-# of what the noise had to decide (which digit) is now fixed by the label. (The guidance section
-# below shows that without guidance, $w = 0$, they agree more often still.)
+# At the default guidance scale the label does not measurably raise agreement: for every pair the
+# conditional RP (0.58-0.61) and that of the unconditional twins (0.53-0.57) have overlapping 95%
+# intervals, a tie. Without guidance ($w = 0$, in the guidance section below) the conditional models
+# do agree more often than their twins, with the intervals apart for all three pairs (0.68-0.69):
+# part of what the noise had to decide (which digit) is then fixed by the label.
 #
 # **The null must change with the label.** Two unconditional samples from different seeds are
 # usually different digits. Two conditional samples from different seeds *with the same label* are
@@ -305,12 +307,13 @@ fig = image_grid({f"w = {w:g}": study.samples[w][main].images[grid] for w in ws}
 
 # %% [markdown]
 # Read the three panels together. Without guidance ($w = 0$) the conditional models already draw
-# the requested digit almost always, their samples of one label are as varied as real digits of
-# one class, and they agree most often. Guidance buys the last few percent of label accuracy and
-# makes each label's samples more alike (the strokes in the grid grow bolder and more uniform),
-# and it *costs* agreement: RP falls steadily with $w$. An earlier prototype on this data saw
-# samples break at $w \ge 3$; here they stay legible digits at $w = 4$, but two models rarely draw
-# the same one.
+# the requested digit almost always (label accuracy 0.94), their samples of one label are about as
+# varied as real digits of one class (within-label similarity 0.698, against 0.713), and they agree
+# most often, tied with $w = 0.5$ (mean RP 0.69 and 0.67; the bands overlap). Guidance buys the
+# last few percent of label accuracy (1.00 from $w = 1$) and makes each label's samples more alike
+# (0.857 at $w = 4$; the strokes in the grid grow bolder and more uniform), and it *costs*
+# agreement: mean RP is 0.59 at $w = 1$, 0.39 at $w = 2$ and 0.12 at $w = 4$. The samples stay
+# legible digits at $w = 4$ (label accuracy 1.00), but two models rarely draw the same one.
 #
 # Why would guidance make models disagree? The guided estimate is the conditional one plus
 # $w$ times the difference between the conditional and the unconditional estimates. The
@@ -365,21 +368,23 @@ fig = image_grid({**{f"linear | w = {w:g}": study.reference_samples[w].images[gr
 # %% [markdown]
 # With one Gaussian per class, the linear model does much better than chapter 1's single Gaussian,
 # which almost never gave a network's image: without guidance it gives the *same* image as a
-# network for about a quarter of the seeds, and in the grid its digits have the network's class,
-# position and thickness, only noisier. Guidance separates them. The linear model's guided
-# estimate is unbounded (its class and pooled Gaussians extrapolate linearly), so at large $w$ its
-# samples saturate into noise and its label accuracy drops, while the networks stay on digits. By
-# $w = 2$ almost no seed gives the same image. The linear model captures a good part of the map at
-# $w = 0$, where the networks also agree most; it does not describe what guidance does to them.
+# network for about a fifth of the seeds (RP 0.18-0.22), and in the grid its digits have the
+# network's class, position and thickness, only noisier. Guidance separates them. The linear
+# model's guided estimate is unbounded (its class and pooled Gaussians extrapolate linearly), so at
+# large $w$ its samples saturate into noise and its label accuracy drops, while the networks stay
+# on digits. By $w = 2$ almost no seed gives the same image. The linear model captures part of the
+# map at $w = 0$, where the networks also agree most (tied with $w = 0.5$); it does not describe
+# what guidance does to them.
 
 # %% [markdown]
 # ## Does conditioning move the memorization boundary?
 #
-# Chapter 3 found the transition between memorization and generalization at a few hundred
-# training digits. A conditional model at the same $N$ sees only about $N / 10$ images of each
-# class. Does it memorize where an unconditional model has started to generalize? We repeat
-# one of chapter 3's sweep points (its narrow UNet at the $N$ printed below, two training seeds)
-# with labels, and compare with chapter 3's own unconditional models at that point.
+# Chapter 3 found the digits' transition between memorization and generalization at $N = 64$
+# (memorization at $N = 16$, generalization from $N = 96$). A conditional model at the same $N$
+# sees only about $N / 10$ images of each class. Does it memorize where an unconditional model has
+# started to generalize? We repeat chapter 3's transition point (its narrow UNet at the $N$
+# printed below, two training seeds) with labels, and compare with chapter 3's own unconditional
+# models at that point.
 #
 # GL is the fraction of samples that are *not* the same image as any training digit (same rule);
 # RP is between the two training seeds.
@@ -417,15 +422,15 @@ fig = image_grid(show, [f"seed {k}" for k in grid], scale=0.8,
                  title=f"N = {cfg.regime_n}: samples and their nearest training digits")
 
 # %% [markdown]
-# At this $N$ the unconditional models mostly generalize (most of their samples are new digits),
-# while their conditional versions copy a training digit for a good part of the seeds (GL well
-# below): with about a dozen images per class, each label's distribution is a handful of points,
-# and the model learns them. In the grid, many conditional samples are their nearest training
-# digit. So
-# conditioning moves the boundary towards larger $N$. RP between the two training seeds is higher
-# with labels too, as chapter 3 found on the memorizing side of the transition, where both models
-# copy the same training digit from the same noise. (One $N$ only: where the conditional
-# transition ends would take a sweep, which the chapter's time budget does not allow.)
+# At this $N$ most of the unconditional models' samples are new digits (GL 0.82 and 0.77), while
+# their conditional versions copy a training digit for most seeds (GL 0.36 and 0.32; the intervals
+# are far apart): with 3 to 13 images per class, each label's distribution is a handful of points,
+# and the model learns them. In the grid, most conditional samples are their nearest training
+# digit. So conditioning moves the boundary towards larger $N$. RP between the two training seeds
+# is higher with labels too (0.54 [0.49, 0.58] against 0.39 [0.35, 0.43]), as chapter 3 found on
+# the memorizing side of the transition, where both models copy the same training digit from the
+# same noise. (One $N$ only: where the conditional transition ends would take a sweep, which the
+# chapter's time budget does not allow.)
 
 # %% [markdown]
 # ## Text-to-image: Stable Diffusion versions from the same latent noise
@@ -503,18 +508,22 @@ print(f"N = {cfg.regime_n}, RP between seeds: " + ", ".join(f"{k} {s.value:.2f}"
 # ## Summary
 #
 # - Conditional models are reproducible too: given the same noise and the same label, three
-#   different class-conditional models draw the same digit more often than their unconditional
-#   twins do, against a same-label null that the book's rule keeps at zero.
+#   different class-conditional models give the same image for 0.58-0.61 of seeds at $w = 1$,
+#   against a same-label null that the book's rule keeps at zero. That ties their unconditional
+#   twins (0.53-0.57, overlapping intervals); without guidance they agree more often than the
+#   twins (0.68-0.69).
 # - The label picks the class; the noise still picks the hand. Stroke thickness and position carry
 #   across labels from one seed.
-# - Guidance costs agreement at this scale: RP falls steadily as $w$ grows, while label accuracy
-#   is already near its ceiling without guidance and each label's samples become less varied. The
-#   networks agree poorly on their unconditional (null-label) estimate, and guidance amplifies it.
+# - Guidance costs agreement at this scale: RP falls as $w$ grows (mean 0.69 at $w = 0$, tied with
+#   $w = 0.5$; 0.59 at $w = 1$; 0.12 at $w = 4$), while label accuracy is already near its ceiling
+#   without guidance and each label's samples become less varied. The networks agree poorly on
+#   their unconditional (null-label) estimate, and guidance amplifies it.
 # - Linear classifier-free guidance (one Gaussian per class) gives a network's image for about a
-#   quarter of the seeds without guidance, far more than one Gaussian does unconditionally; with
+#   fifth of the seeds without guidance, far more than one Gaussian does unconditionally; with
 #   guidance it diverges from the networks.
-# - Conditioning moves the memorization boundary: at a training-set size where unconditional
-#   models mostly generalize, conditional ones copy training digits for many seeds.
+# - Conditioning moves the memorization boundary: at chapter 3's transition point, $N = 64$,
+#   where most unconditional samples are new digits (GL 0.82 and 0.77), conditional models copy
+#   training digits for most seeds (GL 0.36 and 0.32).
 #
 # ## References
 #
