@@ -45,7 +45,7 @@ FINDINGS = [
     Finding("A linear (Gaussian) denoiser is not the same image", "01_same_noise",
             r"RP narrow vs Gaussian denoiser[^\n]+",
             "not measured (beyond the paper)"),
-    Finding("Different architectures and objectives agree", "02_architectures",
+    Finding("How often different architectures and objectives agree", "02_architectures",
             r"RP between models min [\d.]+, mean [\d.]+",
             "RP 0.70-0.91, mean 0.82 across released CIFAR-10 models"),
     Finding("A stochastic sampler loses the agreement", "02_architectures",
