@@ -73,6 +73,22 @@ def gaussian(digits):
 
 
 @pytest.fixture
+def sampling_runs(monkeypatch):
+    """Counts the sampling loops that really run (a cache hit runs none)."""
+    import reprodiff.sampling as sampling
+
+    runs = []
+    real = sampling.run_sampler
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "run_sampler", counted)
+    return runs
+
+
+@pytest.fixture
 def crash_after_first_state(monkeypatch):
     """``crash(cfg)``: train ``cfg`` until it has written its first resumable state, then crash there
     (SystemExit), leaving the state on disk as a killed run would."""

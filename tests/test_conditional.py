@@ -126,17 +126,31 @@ def test_guidance_study(data, conditional):
     other = Precond(build_backbone("mlp-xs", SHAPE, num_classes=3), "edm")
     clf = QualityClassifier(images, labels)
     rule = SameImageRule(0.9, "a test threshold", "pixel")
-    seeds = range(12)
-    study = guidance_study({"a": conditional, "b": other}, seeds, torch.arange(12) % 3, SHAPE, (0, 2), rule, clf,
-                           reference=ClassGaussianDenoiser(images, labels), steps=3)
+    seeds, gauss = range(12), ClassGaussianDenoiser(images, labels)
+    # the closed form is both a model and the reference: it must score RP 1 with itself at every w
+    models = {"a": conditional, "b": other, "gauss": gauss}
+    study = guidance_study(models, seeds, torch.arange(12) % 3, SHAPE, (0, 2), rule, clf, reference=gauss, steps=3)
     assert study.scales == [0.0, 2.0]
-    assert set(study.rp[2.0]) == {("a", "b")} and study.rp[2.0][("a", "b")].n == 12
-    assert 0 <= study.mean_rp(0.0) <= 1 and set(study.accuracy[0.0]) == {"a", "b"}
-    assert set(study.reference[2.0]) == {"a", "b"} and len(study.reference_samples[2.0]) == 12
-    # w = 0 is the plain conditional model
+    assert set(study.rp[2.0]) == {("a", "b"), ("a", "gauss"), ("b", "gauss")} and study.rp[2.0][("a", "b")].n == 12
+    assert set(study.accuracy[0.0]) == set(study.reference[2.0]) == set(models)
+    assert len(study.reference_samples[2.0]) == 12
+    for w in study.scales:  # the reference is sampled with the models' seeds, labels and scale
+        assert study.reference[w]["gauss"].value == 1.0
+        assert torch.equal(study.reference_samples[w].images, study.samples[w]["gauss"].images)
+        values = [s.value for s in study.rp[w].values()]
+        assert study.mean_rp(w) == pytest.approx(sum(values) / 3) and len(set(values)) > 1  # pairs differ
+    # w = 0 is the plain conditional model; w = 2 is guidance at that scale, and it moves the samples
     plain = generate(conditional, seeds, SHAPE, steps=3, labels=torch.arange(12) % 3)
     assert torch.equal(study.samples[0.0]["a"].images, plain.images)
-    assert "w" in study.table()
+    guided = generate(Guided(gauss, 2.0), seeds, SHAPE, steps=3, labels=torch.arange(12) % 3)
+    assert torch.equal(study.samples[2.0]["gauss"].images, guided.images)
+    assert not torch.equal(guided.images, study.samples[0.0]["gauss"].images)
+    # the table (chapter 6 prints it): one row per scale, in order, with that scale's means
+    rows = [line.split() for line in study.table().splitlines()[2:2 + len(study.scales)]]
+    for w, row in zip(study.scales, rows):
+        means = [study.mean_rp(w), *(sum(d[w].values()) / 3 for d in (study.accuracy, study.similarity)),
+                 sum(s.value for s in study.reference[w].values()) / 3]
+        assert [float(x) for x in row] == pytest.approx([w, *means], abs=0.006)
 
 
 def test_guidance_study_fails_before_sampling_on_an_unconditional_model(conditional, unconditional, data):

@@ -1,9 +1,11 @@
 import torch
 
-from reprodiff.controls import VAEConfig, decode_seeds, load_or_train_vae
+from reprodiff.cache import MODEL_WEIGHTS
+from reprodiff.controls import VAEConfig, decode_seeds, load_or_train_vae, vae_dir
 from reprodiff.data import load_dataset
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import sample_models, sampler_study, stochastic_control
+from reprodiff.metrics import rp_score
 from reprodiff.sampling import record_calls
 from reprodiff.training import cache_root
 
@@ -38,15 +40,24 @@ def test_stochastic_control_breaks_reproducibility_of_the_same_model():
     between, within, sets = stochastic_control(g, g, range(64), (1, 8, 8), threshold=0.95, threshold_rule="test",
                                                steps=10)
     det = sample_models({"a": g, "b": g}, range(64), (1, 8, 8), steps=10)
-    assert torch.equal(det[0].images, det[1].images)  # deterministic: identical
-    assert within.value < 0.9 and len(sets) == 3
+    assert torch.equal(det[0].images, det[1].images)  # deterministic: one model twice is the same image
+    assert rp_score(*det, "pixel", threshold=0.95, threshold_rule="test").value == 1.0
+    # "between" compares the same model with itself (A = B = g) under the second model's own injected
+    # noise: only the fresh noise can make it fail the rule, and it must, as it does within one model
+    assert [s.name for s in sets] == ["A (injected noise 1)", "A (injected noise 2)", "B (injected noise 3)"]
+    assert between.n == within.n == 64 and "A (injected noise 2) vs B (injected noise 3)" in between.details
+    assert between.value < 0.9 and within.value < 0.9
 
 
 def test_vae_trains_caches_and_decodes_by_seed():
     cfg = VAEConfig(steps=20, hidden=32)
     vae = load_or_train_vae(cfg, progress=False)
+    weights = vae_dir(cfg) / MODEL_WEIGHTS
+    stamp = weights.stat()
     again = load_or_train_vae(cfg, progress=False)  # from the cache
-    assert any((cache_root() / "vae").iterdir())
+    # retraining rewrites the file through a new temporary (atomic rename): a new inode and mtime
+    assert (weights.stat().st_ino, weights.stat().st_mtime_ns) == (stamp.st_ino, stamp.st_mtime_ns)
+    assert weights.parent.parent == cache_root() / "vae"  # in the model cache, beside the diffusion models
     a, b = decode_seeds(vae, [3, 1]), decode_seeds(again, [1, 3])
     assert torch.equal(a.by_seed([1, 3]), b.by_seed([1, 3]))
     assert a.images.shape == (2, 1, 8, 8) and a.images.abs().max() <= 1

@@ -4,8 +4,9 @@ and the interpolation, label-agreement, proxy and replication-audit studies (on 
 import pytest
 import torch
 
+from reprodiff.backbones import build_backbone
 from reprodiff.data import load_dataset
-from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
+from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser, Precond
 from reprodiff.explore import (NoiseExplorer, interpolation_study, label_agreement, proxy_study,
                                replication_audit, slerp)
 from reprodiff.metrics import QualityClassifier, same_image_rule
@@ -95,7 +96,7 @@ def test_interpolation_study_measures_smoothness_and_agreement(models, rule):
         interpolation_study({"D*": models["D*"]}, SHAPE, [(0, 1)], 3, rule=rule)
 
 
-def test_label_agreement_proxy_and_audit(digits, models, rule):
+def test_label_agreement_proxy_and_audit(digits, models, rule, sampling_runs):
     clf = QualityClassifier(digits.images[:1500], digits.labels[:1500])
     seeds = range(48)
     samples = {k: generate(m, seeds, SHAPE, steps=6) for k, m in models.items()}
@@ -105,9 +106,22 @@ def test_label_agreement_proxy_and_audit(digits, models, rule):
     target = int(clf.probabilities(samples["D*"].images).argmax(1)[0])
     proxy = proxy_study(models["D*"], models["D*"], SHAPE, seeds, classifier=clf, target=target, rule=rule, steps=6)
     assert proxy.precision.value == 1.0 and proxy.rp.value == 1.0  # one model twice: the proxy is exact
-    assert 0 < proxy.base_rate < 1 and proxy.cheap_seconds > 0 and proxy.cost_ratio > 0
+    assert 0 < proxy.base_rate < 1 and len(proxy.chosen) == round(proxy.base_rate * 48)  # the same seeds
+
     with pytest.raises(ValueError, match="drew no image of class"):
         proxy_study(models["D*"], models["D*"], SHAPE, range(2), classifier=clf, target=11, rule=rule, steps=2)
+
+    # its times are of real sampling: a network's samples are cached (D*'s never are), so draw the
+    # seeds first, as chapter 9 does before this study; the study must still run all three passes
+    torch.manual_seed(0)
+    net = Precond(build_backbone("mlp-xs", SHAPE), "edm")
+    drawn = generate(net, seeds, SHAPE, steps=6)
+    runs = len(sampling_runs)
+    assert torch.equal(generate(net, seeds, SHAPE, steps=6).images, drawn.images) and len(sampling_runs) == runs
+    target = int(clf.probabilities(drawn.images).argmax(1)[0])
+    proxy = proxy_study(net, net, SHAPE, seeds, classifier=clf, target=target, rule=rule, steps=6)
+    assert len(sampling_runs) == runs + 3  # every seed cheaply, the chosen and every seed expensively
+    assert 0 < len(proxy.chosen) and proxy.rp.value == 1.0
 
     audit = replication_audit(samples["D*"], digits.images[:1500], rule=rule)
     assert audit.gl.value < 0.1 and len(audit.flagged) == audit.copies.shape[0] > 40  # D* copies its training set

@@ -182,7 +182,15 @@ def test_inverse_study_scores_models_baselines_and_controls(digits, gaussian):
     assert 0.2 < study.noise_floor < 0.6  # ||0.05 n|| over the 32 observed pixels
     curves = study.pair_similarities()
     assert len(curves["model vs model (all pairs)"]) == 3 * 24
-    assert "box" in study.headline() and "gauss" in study.table()
+    # what chapter 7 prints: model_rp in pair order, every model against A^+ y, and the table
+    assert study.model_rp.tolist() == [study.rp.values[0, 1].item(), 1.0, study.rp.values[1, 2].item()]
+    ls = study.vs_baselines["A^+ y (least squares)"]  # one score per model, in order
+    assert len(ls) == 3 and ls[0].n == 24 and torch.equal(ls[0].similarities, ls[2].similarities)
+    table = study.table().splitlines()
+    assert table[0] == "box: 24 held-out images" and len(table) == 3 + len(models) + len(study.baselines)
+    first, again = table[3].split(), table[5].split()  # rows: the first model (no RP with itself), ...
+    assert first == ["gauss", f"{study.psnr['gauss']:.1f}", f"{study.residual['gauss']:.3f}"]
+    assert again[:2] == ["gauss", "again"] and again[4] == "1.00"
 
 
 def test_dps_sensitivity_covers_the_grid(digits, gaussian):

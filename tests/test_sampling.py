@@ -174,22 +174,6 @@ def tiny_net():
     return Precond(build_backbone("mlp-xs", (1, 8, 8), num_classes=3), "edm")
 
 
-@pytest.fixture
-def sampling_runs(monkeypatch):
-    """Counts the sampling loops that really run (a cache hit runs none)."""
-    import reprodiff.sampling as sampling
-
-    runs = []
-    real = sampling.run_sampler
-
-    def counted(*args, **kwargs):
-        runs.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sampling, "run_sampler", counted)
-    return runs
-
-
 def test_sample_cache_serves_a_trained_network_bit_for_bit(tiny_net, sampling_runs):
     from reprodiff.cache import cache_root
 

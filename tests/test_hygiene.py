@@ -1,0 +1,69 @@
+"""Tests that can fail: every test function asserts something (read with ``ast``, not run)."""
+
+import ast
+import re
+from pathlib import Path
+
+TESTS = Path(__file__).parent
+#: a call that asserts for the test: torch.testing.assert_close, np.testing.assert_*, _assert_bitwise_equal, ...
+HELPER = re.compile(r"_?(assert|check)(_|[A-Z]|$)")
+
+
+def _called_name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def _has_assertion(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether the body of ``fn`` (not its decorators) holds an ``assert``, a ``pytest.raises``/``warns``
+    (as a context or a call), a ``pytest.fail``, a ``raise AssertionError``, or a call to an assert/check helper."""
+    for node in (n for stmt in fn.body for n in ast.walk(stmt)):
+        if isinstance(node, ast.Assert):
+            return True
+        if isinstance(node, ast.Raise) and isinstance(node.exc, (ast.Call, ast.Name)):
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(exc, ast.Name) and exc.id == "AssertionError":
+                return True
+        if isinstance(node, ast.Call):
+            name = _called_name(node)
+            if name in ("raises", "warns", "deprecated_call", "fail") or HELPER.match(name):
+                return True
+    return False
+
+
+def assertion_free(source: str) -> list[str]:
+    """The ``test_*`` functions of ``source``, and its assert/check helpers, that assert nothing."""
+    functions = [n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    # a helper counts for its callers only if it asserts itself
+    return [fn.name for fn in functions
+            if (fn.name.startswith("test") or HELPER.match(fn.name)) and not _has_assertion(fn)]
+
+
+def test_no_test_function_is_free_of_assertions():
+    found = {f"{path.name}::{name}" for path in sorted(TESTS.glob("test_*.py"))
+             for name in assertion_free(path.read_text())}
+    found |= {f"conftest.py::{name}" for name in assertion_free((TESTS / "conftest.py").read_text())}
+    assert not found, f"these tests cannot fail (no assert, pytest.raises or assert helper): {sorted(found)}"
+
+
+def test_the_scan_sees_tests_that_cannot_fail():
+    source = '''
+import pytest, torch
+
+@pytest.mark.parametrize("x", [pytest.raises(ValueError)])  # a decorator does not assert for the body
+def test_runs_only(x):
+    torch.zeros(3).sum()
+
+def test_plain(): assert 1
+def test_context():
+    with pytest.raises(ValueError):
+        int("x")
+def test_torch_helper(): torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+def test_local_helper(): _check_sum(2)
+def _check_sum(n): assert n == 2
+def check_nothing(n): return n
+def test_explicit():
+    if 1 != 1:
+        raise AssertionError("never")
+'''
+    assert assertion_free(source) == ["test_runs_only", "check_nothing"]
