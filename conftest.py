@@ -55,8 +55,8 @@ def pytest_terminal_summary(terminalreporter, config):
     outside = rows[:]  # the Makefile's phases, which ran one after another before pytest
     busy = sorted(_SECONDS.items(), key=lambda kv: (not kv[0].startswith("chapter"), kv[0]))
     wall = time.monotonic() - _START
-    label = f"busy seconds on {workers} workers" if workers > 1 else "seconds"
-    rows += [(f"{name} ({label})" if workers > 1 else name, seconds) for name, seconds in busy]
+    suffix = f" (busy seconds on {workers} workers)" if workers > 1 else ""
+    rows += [(name + suffix, seconds) for name, seconds in busy]
     rows.append(("pytest, wall clock", wall))
     if phases:  # the whole run in one file: benchmarks/times.py turns it into the README's tables
         with open(phases, "a") as f:
