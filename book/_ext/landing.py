@@ -4,9 +4,10 @@ Two directives, both filled while the book builds from the committed chapter not
 into ``index.md``):
 
 ``.. reprodiff-findings::``
-    a table "finding / chapter / this book measured / the paper reported", one row per
-    :data:`reprodiff.findings.FINDINGS` entry, the measured column quoted from the chapter's
-    headline output (:func:`reprodiff.findings.collect`);
+    a table "finding / chapter / this book measured / baseline / the paper reported", one row per
+    :data:`reprodiff.findings.FINDINGS` entry, the measured and baseline columns quoted from the
+    chapter's headline output (:func:`reprodiff.findings.collect`); the chapter number links to that
+    headline;
 
 ``.. reprodiff-figure:: 01_same_noise`` with ``:tag: landing-figure``
     the PNG that the chapter's cell with that tag displayed, inlined as a data URI (so the page
@@ -50,11 +51,12 @@ class FindingsTable(SphinxDirective):
         rows = collect(book)
         for chapter in {r["chapter"] for r in rows}:
             self.env.note_dependency(str(book / f"{chapter}.ipynb"))
-        header = ("Finding", "Chapter", "This book measured (cpu profile)", "The paper reported")
+        header = ("Finding", "Chapter", "This book measured (cpu profile)", "Baseline (same headline)",
+                  "The paper reported")
         table = nodes.table(classes=["reprodiff-findings"])
         group = nodes.tgroup(cols=len(header))
         table += group
-        for width in (24, 8, 38, 30):
+        for width in (20, 7, 30, 23, 20):
             group += nodes.colspec(colwidth=width)
         head = nodes.thead()
         group += head
@@ -67,8 +69,8 @@ class FindingsTable(SphinxDirective):
         for r in rows:
             row = nodes.row()
             number = str(int(r["chapter"].split("_")[0]))
-            for text, uri in ((r["finding"], None), (number, f"{r['chapter']}.html"), (r["measured"], None),
-                              (r["paper"], None)):
+            for text, uri in ((r["finding"], None), (number, f"{r['chapter']}.html#headline"), (r["measured"], None),
+                              (r["baseline"], None), (r["paper"], None)):
                 row += nodes.entry("", _paragraph(text, uri))
             body += row
         return [table]

@@ -29,66 +29,86 @@ HEADLINE_TAG = "nbval-check-output"
 
 @dataclass(frozen=True)
 class Finding:
-    """One row of the landing page's table: ``pattern`` is searched in ``chapter``'s headline output
-    and every match is shown, whitespace collapsed, joined by "; "."""
+    """One row of the landing page's table. ``pattern`` and ``baseline`` are searched in ``chapter``'s
+    headline output; every match is shown (its first group when the pattern has one), whitespace
+    collapsed, joined by "; ". ``baseline`` finds the number that the finding must be read against:
+    the closed form, control or null that could fake it."""
 
     finding: str
     chapter: str  # notebook stem under book/, e.g. "01_same_noise"
     pattern: str
+    baseline: str
     paper: str
 
 
 FINDINGS = [
-    Finding("Two networks of different width, same noise: same image", "01_same_noise",
+    Finding("Two networks of different width, same noise: the same image", "01_same_noise",
             r"RP narrow vs wide [^;\n]+",
+            r"RP narrow vs (?:Gaussian denoiser|D\*), 3 training seeds: [\d.]+",
             "RP 0.61-0.85 between UNet widths at N = 2¹⁵ (CIFAR-10, SSCD > 0.6)"),
-    Finding("A linear (Gaussian) denoiser is not the same image", "01_same_noise",
-            r"RP narrow vs Gaussian denoiser[^\n]+",
-            "not measured (beyond the paper)"),
     Finding("How often different architectures and objectives agree", "02_architectures",
             r"RP between models min [\d.]+, mean [\d.]+",
+            r"model vs Gaussian denoiser at most [\d.]+, model vs D\* at most [\d.]+",
             "RP 0.70-0.91, mean 0.82 across released CIFAR-10 models"),
     Finding("A stochastic sampler loses the agreement", "02_architectures",
-            r"stochastic sampler control: [^\n]+",
+            r"stochastic sampler control: ([^\n]+)",
+            r"diffusion zoo [^:]*: (RP between models min [\d.]+, mean [\d.]+)",
             "no number reported"),
     Finding("Memorization at small N, generalization at large N", "03_regimes",
             r"digits UNet-XS \([^)]*\): GL [^\n]+",
+            r"same-image threshold \[pixel, digits\]: [^\n]+",
             "GL about 0 for N ≤ 2¹⁰, at least 0.97 for N ≥ 2¹⁴"),
     Finding("Reproducibility dips in the transition", "03_regimes",
             r"digits RP UNet-XS vs UNet-S: [^:\n]+",
+            r"digits RP\(UNet-XS, Gaussian denoiser\) at every N: [^\n]+",
             "RP 0.6-0.7 at 2⁶, minimum 0.02-0.18 near 2¹³, 0.6-0.85 at 2¹⁵"),
     Finding("Memorizing models reproduce the optimal denoiser D*", "04_theory",
             r"UNet-XS \([^)]*\): RP\(model, D\*\) [^;\n]+",
+            r"UNet-XS \([^)]*\): RP\(model, D\*\) [^;\n]+; (RP\(model, Gaussian\) [^;\n]+)",
             "RP(UNet, D*) about 0.5 at 2⁶, about 0 by 2¹³-2¹⁴"),
     Finding("Generalizing models on MoLRG follow the Gaussian approximation", "04_theory",
-            r"MoLRG MLP-XS [^\n]+",
+            r"MoLRG MLP-XS \([^)]*\) at N=\d+: (RP\(model, Gaussian approximation\) [^;\n]+)",
+            r"MoLRG MLP-XS \([^)]*\) at N=\d+: [^;\n]+; (RP\(model, true mixture denoiser\) [^\n]+)",
+            "not measured (beyond the paper)"),
+    Finding("Models trained on the same images agree more than on disjoint ones", "05_why_models_agree",
+            r"(RP same data: [^;\n]+)",
+            r"(disjoint data: [^\n]+)",
             "not measured (beyond the paper)"),
     Finding("Conditional models: same noise and same label, same image", "06_conditional",
-            r"(?:conditional RP at w = |unconditional twins: )[^\n]+",
+            r"conditional RP at w = [^\n]+",
+            r"(?:unconditional twins: |same-label null: )[^\n]+",
             "reported in Sec. 4 (figures); no number we could verify"),
     Finding("Classifier-free guidance costs agreement", "06_conditional",
-            r"mean conditional RP: [^\n]+",
+            r"mean conditional RP: ([^;\n]+)",
+            r"same-label null: [^\n]+",
             "not measured (beyond the paper)"),
-    Finding("Conditioning moves the memorization boundary to larger N", "06_conditional",
-            r"N = \d+, (?:GL|RP between seeds): [^\n]+",
+    Finding("At N = 64, guided conditional samples (w = 1) copy more training images", "06_conditional",
+            r"N = \d+, GL: unconditional [^;]+; (conditional [^\n]+)",
+            r"N = \d+, GL: (unconditional [^;]+)",
             "not measured (the paper: regimes persist for conditional models, Sec. 4)"),
     Finding("Inverse problems: same measurement and noise, same reconstruction", "07_inverse_problems",
             r"(?m)^\S[^\n]*\n\s+RP between models [\d.]+-[\d.]+",
+            r"stochastic DPS [\d.]+; model vs A\^\+ y at most [\d.]+",
             "shown in figures (Sec. 4); no number we could verify"),
     Finding("Fine-tuned models agree: full and LoRA fine-tunes of one base", "08_fine_tuning",
             r"RP full vs (?:full|LoRA, another)[^\n]+",
+            r"null \(different seeds\) median similarity [\d.]+; RP of the null pairs [\d.]+",
             "reported in Sec. 4 (figures); no number we could verify"),
     Finding("Fine-tuning moves the noise-to-image map away from the base", "08_fine_tuning",
-            r"RP to the (?:base|from-scratch model[^:]*): [^\n]+",
+            r"RP to the base: [^\n]+",
+            r"RP full vs full \(two training seeds\): [^\n]+",
             "not measured (beyond the paper)"),
     Finding("The noise is a code the models share: it fixes the digit", "09_explorer",
-            r"same digit from the same noise [\d.]+, from different noise [\d.]+",
+            r"(same digit from the same noise [\d.]+), from different noise [\d.]+",
+            r"same digit from the same noise [\d.]+, (from different noise [\d.]+)",
             "named as an implication (controllable generation), not measured"),
     Finding("A cheap model chooses seeds for an expensive one", "09_explorer",
-            r"proxy [^\n]+",
+            r"(proxy [^\n]+?) vs [\d.]+ at random",
+            r"proxy [^\n]+? vs ([\d.]+ at random)",
             "not measured (beyond the paper)"),
     Finding("GL as a replication audit: a memorizing model's copies", "09_explorer",
-            r"audit [^\n]+",
+            r"audit [^\n]+N=16:[^\n]+",
+            r"audit [^\n]+N=1500:[^\n]+",
             "named as an implication (model privacy), not measured"),
 ]
 
@@ -123,19 +143,28 @@ def cell_png(notebook: str | Path, tag: str) -> bytes:
     raise ValueError(f"{notebook}: the cell tagged {tag!r} has no PNG output; execute the chapter first")
 
 
+def _quote(pattern: str, text: str) -> str:
+    """Every match of ``pattern`` in ``text`` (its first group when it has one), whitespace collapsed,
+    joined by "; "; empty when nothing matches."""
+    return "; ".join(" ".join(m.group(1 if m.re.groups else 0).split()) for m in re.finditer(pattern, text))
+
+
 def collect(book_dir: str | Path, findings: list[Finding] = FINDINGS) -> list[dict]:
-    """One row per finding: ``{"finding", "chapter", "measured", "paper"}``, ``measured`` read from
-    the chapter's committed headline. ValueError (naming chapter and pattern) if a pattern matches
-    nothing."""
+    """One row per finding: ``{"finding", "chapter", "measured", "baseline", "paper"}``, the measured value
+    and its baseline read from the chapter's committed headline. ValueError (naming chapter and
+    pattern) if either pattern matches nothing."""
     book_dir = Path(book_dir)
     texts: dict[str, str] = {}
     rows = []
     for f in findings:
         if f.chapter not in texts:
             texts[f.chapter] = headline(book_dir / f"{f.chapter}.ipynb")
-        matches = [" ".join(m.group(0).split()) for m in re.finditer(f.pattern, texts[f.chapter])]
-        if not matches:
-            raise ValueError(f"{f.chapter}'s headline no longer contains {f.pattern!r} (finding: {f.finding}); "
-                             f"update reprodiff.findings.FINDINGS with the chapter")
-        rows.append({"finding": f.finding, "chapter": f.chapter, "measured": "; ".join(matches), "paper": f.paper})
+        quoted = {}
+        for column in ("pattern", "baseline"):
+            quoted[column] = _quote(getattr(f, column), texts[f.chapter])
+            if not quoted[column]:
+                raise ValueError(f"{f.chapter}'s headline no longer contains {getattr(f, column)!r} ({column} of "
+                                 f"the finding {f.finding!r}); update reprodiff.findings.FINDINGS with the chapter")
+        rows.append({"finding": f.finding, "chapter": f.chapter, "measured": quoted["pattern"],
+                     "baseline": quoted["baseline"], "paper": f.paper})
     return rows
