@@ -49,7 +49,8 @@ def bench_training(steps: int, batch: int, backbone: str) -> dict:
 
     from reprodiff.backbones import build_backbone
     from reprodiff.data import load_dataset
-    from reprodiff.training import TrainConfig, cpu_threads, train
+    from reprodiff.runtime import cpu_threads
+    from reprodiff.training import TrainConfig, train
 
     data = load_dataset("digits")
 
@@ -58,7 +59,7 @@ def bench_training(steps: int, batch: int, backbone: str) -> dict:
         train(TrainConfig(backbone=backbone, steps=n, batch_size=batch, checkpoint_every=10**9), progress=False)
 
     def plain(n):
-        # same threading as train() on CPU (single-threaded; see reprodiff.training.cpu_threads)
+        # same threading as train() on CPU (single-threaded; see reprodiff.runtime.cpu_threads)
         with cpu_threads(1 if not torch.cuda.is_available() else None):
             plain_loop(n)
 
@@ -155,7 +156,8 @@ def bench_step_variants(backbone: str, batch: int, steps: int, compile_: bool) -
     """Milliseconds per training step (forward, backward, AdamW) of one backbone under each variant,
     single-threaded as ``train`` runs on CPU; best of two timed blocks of ``steps`` steps each."""
     from reprodiff.denoisers import denoising_loss, draw_noise
-    from reprodiff.training import TrainConfig, build_model, cpu_threads
+    from reprodiff.runtime import cpu_threads
+    from reprodiff.training import TrainConfig, build_model
 
     def run(variant: str) -> tuple[float, float]:
         torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """Held-out x0 error along training, for the digits sweep's model kinds ("measure before you cut").
 
-Trains the regime sweep's models (``reprodiff.configs._DIGIT_SWEEP``: unet-xs with seed 0, unet-s
+Trains the regime sweep's models (``reprodiff.profiles._DIGIT_SWEEP``: unet-xs with seed 0, unet-s
 with seed 1, 1,200 steps at batch 64) at a few training-set sizes N, with EMA snapshots, into a
 *private* cache (``--cache``, default ``/tmp/conv-cache``; the book's cache is not touched), then
 measures ``reprodiff.denoisers.x0_error`` (its default sigmas and noise seed) on the config's
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["REPRODIFF_CACHE"] = args.cache  # before anything reads it; spawned workers inherit it
     import torch
 
-    from reprodiff.configs import _DIGIT_SWEEP
+    from reprodiff.profiles import _DIGIT_SWEEP
     from reprodiff.denoisers import x0_error
     from reprodiff.runtime import flush_denormal
     from reprodiff.training import checkpoint_dir, load_model, load_or_train_many, training_data

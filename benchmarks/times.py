@@ -28,7 +28,7 @@ TITLES = {"01": "Same noise, same image", "02": "Architectures, objectives and s
 
 def chapter_models(experiment: str) -> list:
     """Every model (and VAE) a chapter uses, as it would train them alone."""
-    from reprodiff.configs import get_config, profile_models
+    from reprodiff.profiles import get_config, profile_models
 
     models = {m.hash: m for name, m in profile_models("cpu").items() if name.startswith(f"{experiment}: ")}
     cfg = get_config(experiment, "cpu")
@@ -47,14 +47,14 @@ def training_seconds(cfg) -> float:
 
 def sustained_ms() -> float:
     """This run's sustained ms per UNet-XS training step: the median over its digits UNet-XS models of the
-    standard recipe's length (``configs.digits_model``: 600 steps) of training seconds / steps (two
+    standard recipe's length (``profiles.digits_model``: 600 steps) of training seconds / steps (two
     trained at once, as in the pool). A steadier yardstick across machines than ``python -m reprodiff
     speed``, which times one step with the other core idle (turbo clocks: 35.7-52.7 ms on one machine in
     one day)."""
     import statistics
 
     from reprodiff.cache import cache_root
-    from reprodiff.configs import digits_model
+    from reprodiff.profiles import digits_model
 
     steps, per_step = digits_model("unet-xs").steps, []
     for f in cache_root().glob("models/unet-xs-edm-digits*/model.json"):
@@ -100,7 +100,7 @@ def main() -> None:
           f"average): chapters {sum(chapters.values()):,.0f} s, "
           + ", ".join(f"{name} {s:,.0f} s" for name, s in phases.items() if not name.startswith("chapter ")))
     print()
-    from reprodiff.experiments import chapter_time_estimate
+    from reprodiff.estimate import chapter_time_estimate
 
     for number, experiment in EXPERIMENTS.items():
         models = chapter_models(experiment)

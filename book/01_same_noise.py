@@ -62,13 +62,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import generate, get_config, load_or_train_many
-from reprodiff.configs import SAME_IMAGE_QUANTILE, check_resources, get_config as profile_config
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import book_rule, quality_classifier
-from reprodiff.metrics import (SSCD_THRESHOLD, get_descriptor, gl_score, nearest_neighbors, null_similarity,
+from reprodiff.metrics import (SSCD_THRESHOLD, Scores, get_descriptor, gl_score, nearest_neighbors, null_similarity,
                                paired_similarity, rp_score, seed_spread)
 from reprodiff.notebook import show_source
 from reprodiff.plots import image_grid, same_noise_grid, survival_curves
+from reprodiff.profiles import SAME_IMAGE_QUANTILE, check_resources, get_config as profile_config
 from reprodiff.sampling import Samples, sample_heun
 from reprodiff.training import training_data
 
@@ -289,7 +289,7 @@ spread = seed_spread(rp_pairs)
 
 
 def span(scores):
-    lo, hi = min(s.value for s in scores), max(s.value for s in scores)
+    lo, hi = Scores(scores).span()
     return f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
 
 

@@ -56,12 +56,12 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import generate, get_config, load_or_train_many
-from reprodiff.configs import check_resources
 from reprodiff.controls import decode_seeds
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser, x0_error
 from reprodiff.experiments import book_rule, sample_models, sampler_study, stochastic_control
 from reprodiff.metrics import error_matrix, rp_matrix, rp_score
 from reprodiff.plots import curve_with_band, rp_heatmap, same_noise_grid
+from reprodiff.profiles import check_resources
 from reprodiff.training import training_data
 
 cfg = get_config("architectures", PROFILE)

@@ -61,12 +61,12 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import get_config
-from reprodiff.configs import check_resources
 from reprodiff.denoisers import GaussianDenoiser
-from reprodiff.experiments import (PAPER_FIGURE2, book_rule, chapter_time_estimate, gpu_time_estimate, load_sweep, paper_row,
-                                   quality_classifier, reference_study, regime_sweep)
+from reprodiff.estimate import chapter_time_estimate, step_cost, sweep_time_estimate
+from reprodiff.experiments import book_rule, quality_classifier
 from reprodiff.plots import LINE_COLORS, curve_with_band, image_grid, nearest_grid, nearest_similarity_bands
-from reprodiff.training import step_cost
+from reprodiff.profiles import check_resources
+from reprodiff.regimes import PAPER_FIGURE2, load_sweep, paper_row, reference_study, regime_sweep
 
 cfg = get_config("regimes", PROFILE)
 print(cfg.summary())
@@ -171,15 +171,14 @@ baseline = reference_study(sweep, {"Gaussian": gauss}, sampler=cfg.sampler, step
                            descriptor=rule.descriptor, batch_size=cfg.batch_size)
 spans = sweep.spans(cfg.memorization_gl, cfg.generalization_gl)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-gl_curves = {**sweep.curves("gl"), "held-out real digits (ceiling)": (
-    [c.value for c in sweep.gl_ceiling], [c.ci[0] for c in sweep.gl_ceiling], [c.ci[1] for c in sweep.gl_ceiling])}
+gl_curves = {**sweep.curves("gl"), "held-out real digits (ceiling)": sweep.gl_ceiling.band()}
 curve_with_band(sweep.n_train, gl_curves, xlabel="training-set size N", ylabel="GL score",
                 title="Generalization: fraction of novel samples", ax=axes[0], shade=spans)
 curve_with_band(sweep.n_train, sweep.curves("rp"), xlabel="training-set size N",
                 ylabel="RP score", ax=axes[1], shade=spans,
                 title=f"Reproducibility (same-image threshold {sweep.threshold:.3f})")
 for k, (size, (v, _, _)) in enumerate(baseline.curves("Gaussian").items()):
-    axes[1].plot(sweep.n_train, v, ls="--", color=LINE_COLORS[2 + k], label=f"{size.split(' ')[0]} vs Gaussian")
+    axes[1].plot(sweep.n_train, v, ls="--", color=LINE_COLORS[2 + k], label=f"{size.short} vs Gaussian")
 for n, spread in sweep.rp_seeds.items():
     axes[1].plot([n] * len(spread.values), spread.values, "x", color="black", ms=5)
 axes[1].plot([], [], "x", color="black", label="other training-seed pairs")
@@ -210,7 +209,7 @@ fig = nearest_grid(sweep, wide, list(range(cfg.grid_seeds)),
 
 # %%
 picks = [sweep.n_train[0], sweep.n_train[len(sweep.n_train) // 2], sweep.n_train[-1]]
-rows = {f"{size.split(' ')[0]} N={n}": sweep.samples[(size, n)].by_seed(range(cfg.grid_seeds))
+rows = {f"{size.short} N={n}": sweep.samples[(size, n)].by_seed(range(cfg.grid_seeds))
         for n in picks for size in sweep.sizes}
 fig = image_grid(rows, [f"seed {k}" for k in range(cfg.grid_seeds)], scale=0.75,
                  title="Same seeds, two widths, three training-set sizes")
@@ -349,7 +348,7 @@ for (what, theirs), d, m in rows:
 
 # %%
 gpu_cfg = get_config("regimes", "gpu")
-_, lines = gpu_time_estimate(gpu_cfg.sweeps[0], (3, 32, 32), gpu_cfg.n_seeds)
+_, lines = sweep_time_estimate(gpu_cfg.sweeps[0], (3, 32, 32), gpu_cfg.n_seeds)
 print("\n".join(lines))
 print(chapter_time_estimate("regimes", "gpu")[1][0])
 cpu_key = (next(iter(digits.sizes)), digits.n_train[0])
@@ -392,5 +391,6 @@ for s in (sweep, mix_sweep):
         print(f"{s.name} N={n}: RP over {len(spread.values)} training-seed pairs "
               f"{min(spread.values):.2f}-{max(spread.values):.2f}")
 for size, scores in baseline.rp["Gaussian"].items():
-    print(f"digits RP({size.split(' ')[0]}, Gaussian denoiser) at every N: {min(x.value for x in scores):.2f}-"
-          f"{max(x.value for x in scores):.2f} (upper 95% bound at most {max(x.ci[1] for x in scores):.2f})")
+    lo, hi = scores.span()
+    print(f"digits RP({size.short}, Gaussian denoiser) at every N: {lo:.2f}-{hi:.2f} "
+          f"(upper 95% bound at most {max(scores.upper):.2f})")

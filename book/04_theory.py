@@ -62,13 +62,15 @@ import torch
 from IPython.display import display
 
 from reprodiff import get_config
-from reprodiff.configs import check_resources
 from reprodiff.data import MoLRG
+from reprodiff.configs import short_name
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
-from reprodiff.experiments import book_rule, load_sweep, reference_study, regime_sweep, trajectory_gap
+from reprodiff.experiments import book_rule
 from reprodiff.metrics import gl_score, paired_similarity
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid
+from reprodiff.profiles import check_resources
+from reprodiff.regimes import load_sweep, reference_study, regime_sweep, trajectory_gap
 from reprodiff.sampling import generate
 
 cfg = get_config("theory", PROFILE)
@@ -333,7 +335,7 @@ def explorer_row(seed: int, n: int):
     return image_grid({f"seed {seed}, N={n}": torch.cat([model_img, study.samples[("D*", n)].by_seed([seed]),
                                                         study.samples[("Gaussian", n)].by_seed([seed]),
                                                         train_sets[n][near]])},
-                      [wide.split(" ")[0], "D*", "Gaussian", "nearest training"], scale=1.3)
+                      [wide.short, "D*", "Gaussian", "nearest training"], scale=1.3)
 
 
 explorer_seeds = list(range(cfg.explorer_seeds))
@@ -395,7 +397,7 @@ for size in digits.sizes:
     print(f"  median similarity at N={hi}: to D* {meds['D*']:.3f}, to Gaussian {meds['Gaussian']:.3f}")
 print(mix_sweep.rule)
 print(f"MoLRG subspace energy at N={mix.n_train[-1]} (1 = on the mixture): "
-      + ", ".join(f"{k.split(' ')[0]} {v[-1]:.2f}" for k, v in energy.items()))
+      + ", ".join(f"{short_name(k)} {v[-1]:.2f}" for k, v in energy.items()))
 for size in mix.sizes:
     cells = {ref: mix_study.rp[ref][size][-1] for ref in ("Gaussian", "true")}
     meds = {ref: float(c.similarities.median()) for ref, c in cells.items()}

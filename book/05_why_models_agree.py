@@ -67,14 +67,17 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.configs import check_resources
+from reprodiff.agreement import (calibrate_patch_sizes, choose_smoothing, closest_denoiser, leaderboard,
+                                 training_time_study)
 from reprodiff.denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, OptimalDenoiser,
                                  SmoothedOptimalDenoiser)
-from reprodiff.experiments import (book_rule, calibrate_patch_sizes, chapter_time_estimate, choose_smoothing,
-                                   closest_denoiser, gl_crossing, leaderboard, load_sweep, regime_sweep, training_time_study)
-from reprodiff.metrics import gl_score, rp_score
+from reprodiff.estimate import chapter_time_estimate
+from reprodiff.experiments import book_rule
+from reprodiff.metrics import Scores, gl_score, rp_score
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid, survival_curves
+from reprodiff.profiles import check_resources
+from reprodiff.regimes import gl_crossing, load_sweep, regime_sweep
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import training_data
 
@@ -138,11 +141,8 @@ for i, n in enumerate(cfg.pair_n):
     print(f"{n:6d}  {shared[i].interval():>20s}  {disjoint[i].interval():>20s}  {gl_pairs[(n, 'shared a')].value:6.2f}"
           f"  {gl_pairs[(n, 'shared b')].value:6.2f}  {gl_pairs[(n, 'disjoint b')].value:13.2f}")
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-curve_with_band(list(cfg.pair_n), {"same training data": ([s.value for s in shared], [s.ci[0] for s in shared],
-                                                          [s.ci[1] for s in shared]),
-                                   "disjoint training data": ([s.value for s in disjoint],
-                                                              [s.ci[0] for s in disjoint],
-                                                              [s.ci[1] for s in disjoint])},
+curve_with_band(list(cfg.pair_n), {"same training data": Scores(shared).band(),
+                                   "disjoint training data": Scores(disjoint).band()},
                 xlabel="training-set size N (each model)", ylabel="RP score",
                 title="Two UNet-XS from the same noise", ax=axes[0])
 survival_curves({f"N={n} {kind}": s.similarities for n, sh, dj in zip(cfg.pair_n, shared, disjoint)
@@ -201,17 +201,16 @@ early_rp = [rp_score(times.samples[(n, early)], Samples(dip_sweep.samples[(wide,
                      rule.descriptor, threshold=rule) for n in ns]
 
 
-marks = {f"{small.split(' ')[0]} (end)": dip_sweep.gl_crossing(small, 0.5),
-         f"{small.split(' ')[0]} (step {early})": gl_crossing(ns, [s.value for s in early_gl]),
-         f"{wide.split(' ')[0]} (end)": dip_sweep.gl_crossing(wide, 0.5)}
+marks = {f"{small.short} (end)": dip_sweep.gl_crossing(small, 0.5),
+         f"{small.short} (step {early})": gl_crossing(ns, Scores(early_gl).values),
+         f"{wide.short} (end)": dip_sweep.gl_crossing(wide, 0.5)}
 for k, v in marks.items():
     print(f"GL crosses 0.5: {k} at N ~ {v:.0f}" if v else f"GL crosses 0.5: {k} not within N <= {ns[-1]}")
 pair_end = next(iter(dip_sweep.rp))
 curves = {f"{pair_end} (both at the end)": dip_sweep.curves("rp")[pair_end]}
 idx = [dip_sweep.n_train.index(n) for n in ns]
 curves = {k: tuple([v[i] for i in idx] for v in vals) for k, vals in curves.items()}
-curves[f"{small.split(' ')[0]} at step {early} vs {wide.split(' ')[0]}"] = (
-    [s.value for s in early_rp], [s.ci[0] for s in early_rp], [s.ci[1] for s in early_rp])
+curves[f"{small.short} at step {early} vs {wide.short}"] = Scores(early_rp).band()
 fig = curve_with_band(ns, curves, xlabel="training-set size N", ylabel="RP score",
                       title="RP across the transition, with each model's GL = 0.5 crossing")
 for (k, v), style in zip(marks.items(), (":", "--", "-.")):
@@ -219,7 +218,7 @@ for (k, v), style in zip(marks.items(), (":", "--", "-.")):
         fig.axes[0].axvline(v, color="0.3", ls=style, lw=1, label=f"GL = 0.5: {k}")
 fig.axes[0].legend(fontsize=7)
 print(f"RP {pair_end}: " + ", ".join(f"N={n}: {dip_sweep.rp[pair_end][i].value:.2f}" for n, i in zip(ns, idx)))
-print(f"RP {small.split(' ')[0]} step {early} vs {wide.split(' ')[0]}: "
+print(f"RP {small.short} step {early} vs {wide.short}: "
       + ", ".join(f"N={n}: {s.value:.2f}" for n, s in zip(ns, early_rp)))
 
 # %% [markdown]
@@ -254,15 +253,15 @@ fig, axes = plt.subplots(2, 2, figsize=(12, 7.6))
 axes = axes.ravel()
 colours = dict(zip(times.n_train, plt.cm.viridis(torch.linspace(0, 0.9, len(times.n_train)).tolist())))
 for n, colour in colours.items():
-    axes[0].plot(times.steps, [s.value for s in times.gl[n]], marker="o", ms=3, color=colour, label=f"N={n}")
-    axes[1].plot(times.steps, [s.value for s in times.rp_optimal[n]], marker="o", ms=3, color=colour, label=f"N={n}")
+    axes[0].plot(times.steps, times.gl[n].values, marker="o", ms=3, color=colour, label=f"N={n}")
+    axes[1].plot(times.steps, times.rp_optimal[n].values, marker="o", ms=3, color=colour, label=f"N={n}")
 for n in longer.n_train if longer else ():
     for ax, scores in zip(axes, (longer.gl[n], longer.rp_optimal[n])):
-        ax.plot(longer.steps, [s.value for s in scores], ls="--", lw=1, color=colours.get(n, "k"),
+        ax.plot(longer.steps, scores.values, ls="--", lw=1, color=colours.get(n, "k"),
                 label=f"N={n}, {longer.steps[-1]:,} steps")
 for n, rps in times.rp_seeds.items():
-    axes[3].plot(times.steps, [s.value for s in rps], marker="o", ms=3, color=colours.get(n, "k"), label=f"N={n}")
-    axes[3].fill_between(times.steps, [s.ci[0] for s in rps], [s.ci[1] for s in rps], color=colours.get(n, "k"),
+    axes[3].plot(times.steps, rps.values, marker="o", ms=3, color=colours.get(n, "k"), label=f"N={n}")
+    axes[3].fill_between(times.steps, rps.lower, rps.upper, color=colours.get(n, "k"),
                          alpha=0.15)
 for ax, title in zip(axes[[0, 1, 3]], ("GL along training", "RP(model, D*) along training",
                                        f"RP between training seeds {cfg.pair_seeds} on the same subset")):

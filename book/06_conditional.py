@@ -56,13 +56,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.configs import check_resources
 from reprodiff.denoisers import ClassGaussianDenoiser, Guided
 from reprodiff.experiments import book_rule, guidance_study, quality_classifier, sample_models
-from reprodiff.metrics import (gl_score, get_descriptor, null_similarity, paired_similarity,
+from reprodiff.metrics import (Scores, gl_score, get_descriptor, null_similarity, paired_similarity,
                                rp_matrix, rp_score, survival, within_label_similarity)
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid, rp_bars, survival_curves
+from reprodiff.profiles import check_resources
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import training_data
 
@@ -284,9 +284,7 @@ real = Samples(held.images, torch.arange(len(held)), labels=held.labels)
 real_similarity = within_label_similarity(real, desc)
 print(f"held-out real digits: classifier accuracy {real_accuracy:.2f}, within-label similarity {real_similarity:.3f}")
 ws = study.scales
-fig = curve_with_band(ws, {f"{a} vs {b}": ([study.rp[w][(a, b)].value for w in ws],
-                                           [study.rp[w][(a, b)].ci[0] for w in ws],
-                                           [study.rp[w][(a, b)].ci[1] for w in ws]) for a, b in pairs},
+fig = curve_with_band(ws, {f"{a} vs {b}": Scores(study.rp[w][(a, b)] for w in ws).band() for a, b in pairs},
                       xlabel="guidance scale w", ylabel="RP (book's rule)", logx=False,
                       title="Agreement between models against the guidance scale")
 fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
@@ -351,8 +349,7 @@ for p in pairs:
 show_source(ClassGaussianDenoiser)
 
 # %%
-band = {f"{n} vs linear CFG": ([study.reference[w][n].value for w in ws], [study.reference[w][n].ci[0] for w in ws],
-                                [study.reference[w][n].ci[1] for w in ws]) for n in names}
+band = {f"{n} vs linear CFG": Scores(study.reference[w][n] for w in ws).band() for n in names}
 band["between the networks (mean of 3 pairs)"] = ([study.mean_rp(w) for w in ws],) * 3
 fig = curve_with_band(ws, band, xlabel="guidance scale w", ylabel="RP (book's rule)", logx=False,
                       title="RP to linear (class-Gaussian) guidance from the same noise and label")
@@ -479,19 +476,15 @@ w0, w_max = ws[0], ws[-1]
 acc, ref = study.accuracy, study.reference
 
 
-def mean(scores):
-    return sum(s.value for s in scores) / len(scores)
-
-
+cond_rp, uncond_rp, null_rp = Scores(rp_cond.values()), Scores(rp_uncond.values()), Scores(rp_null_mode.values())
 print(rule)
-print(f"conditional RP at w = {cfg.guidance:g}: {min(s.value for s in rp_cond.values()):.2f}-"
-      f"{max(s.value for s in rp_cond.values()):.2f} over {len(pairs)} pairs (mean {mean(list(rp_cond.values())):.2f})")
+print(f"conditional RP at w = {cfg.guidance:g}: {cond_rp.span()[0]:.2f}-"
+      f"{cond_rp.span()[1]:.2f} over {len(pairs)} pairs (mean {cond_rp.mean():.2f})")
 for (a, b), s in rp_cond.items():
     print(f"  {a} vs {b}: {s.interval()}")
-print(f"unconditional twins: {min(s.value for s in rp_uncond.values()):.2f}-"
-      f"{max(s.value for s in rp_uncond.values()):.2f} (mean {mean(list(rp_uncond.values())):.2f})")
+print(f"unconditional twins: {uncond_rp.span()[0]:.2f}-{uncond_rp.span()[1]:.2f} (mean {uncond_rp.mean():.2f})")
 print(f"mean conditional RP: w = {w0:g} {study.mean_rp(w0):.2f}, w = {cfg.guidance:g} {study.mean_rp(cfg.guidance):.2f}, "
-      f"w = {w_max:g} {study.mean_rp(w_max):.2f}; null label {mean(list(rp_null_mode.values())):.2f}")
+      f"w = {w_max:g} {study.mean_rp(w_max):.2f}; null label {null_rp.mean():.2f}")
 print(f"label accuracy at w = {cfg.guidance:g}: " + ", ".join(f"{acc[cfg.guidance][n]:.2f}" for n in names)
       + f" (held-out real digits {real_accuracy:.2f})")
 print(f"label accuracy at w = {w0:g}: " + ", ".join(f"{acc[w0][n]:.2f}" for n in names)

@@ -60,12 +60,13 @@ PROFILE = "cpu"
 
 # %%
 from reprodiff import get_config, load_or_train_many
-from reprodiff.configs import check_resources
 from reprodiff.denoisers import GaussianDenoiser
 from reprodiff.experiments import book_rule, dps_sensitivity, inverse_study
 from reprodiff.inverse import dps_sample, make_operator
+from reprodiff.metrics import Scores
 from reprodiff.notebook import show_source
 from reprodiff.plots import inverse_grid, sensitivity_curves, survival_curves
+from reprodiff.profiles import check_resources
 from reprodiff.training import training_data
 
 cfg = get_config("inverse", PROFILE)
@@ -250,7 +251,7 @@ for (zeta, steps), r in sens.items():
 print(rule)
 for name, study in studies.items():
     first = study.rp.values[0, 1], study.rp.lower[0, 1], study.rp.upper[0, 1]
-    baseline = max(s.value for s in study.vs_baselines["A^+ y (least squares)"])
+    baseline = Scores(study.vs_baselines["A^+ y (least squares)"]).span()[1]
     print(f"{name}\n  RP between models {study.model_rp.min():.2f}-{study.model_rp.max():.2f}; "
           f"{study.rp.labels[0]} vs {study.rp.labels[1]} {first[0]:.2f} [{first[1]:.2f}, {first[2]:.2f}]\n"
           f"  stochastic DPS {study.controls['stochastic, between models'].value:.2f}; "

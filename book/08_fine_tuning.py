@@ -57,13 +57,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.configs import check_resources
 from reprodiff.denoisers import x0_error
 from reprodiff.experiments import book_rule, quality_classifier
-from reprodiff.metrics import (get_descriptor, gl_score, null_similarity, paired_similarity, rp_matrix, rp_score,
-                               survival)
+from reprodiff.metrics import (Scores, get_descriptor, gl_score, null_similarity, paired_similarity, rp_matrix,
+                               rp_score, survival)
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid, rp_heatmap, survival_curves
+from reprodiff.profiles import check_resources
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import add_lora, load_model, training_data
 
@@ -261,8 +261,7 @@ for label, (a, b) in {f"{full} vs base": (drift[full], [first["base"]] * len(ste
                       f"{full} vs {other} (same step)": (drift[full], drift[other]),
                       f"{full} vs {scratch}": (drift[full], [first[scratch]] * len(steps)),
                       f"{lora} vs {full} (same step)": (drift[lora], drift[full])}.items():
-    scores = [rp_score(x, y, desc, threshold=rule) for x, y in zip(a, b)]
-    curves[label] = ([s.value for s in scores], [s.ci[0] for s in scores], [s.ci[1] for s in scores])
+    curves[label] = Scores(rp_score(x, y, desc, threshold=rule) for x, y in zip(a, b)).band()
 fractions = {name: [float(torch.isin(predicted(s), target).double().mean()) for s in drift[name]] for name in drift}
 fig = curve_with_band([max(k, 1) for k in steps], curves, xlabel="fine-tuning step (log scale)",
                       ylabel="RP (book's rule)", title="RP along fine-tuning", logx=True)

@@ -54,12 +54,13 @@ import torch
 from IPython.display import display
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.configs import check_resources
 from reprodiff.experiments import book_rule, quality_classifier
 from reprodiff.explore import (NoiseExplorer, interpolation_study, label_agreement, proxy_study,
                                replication_audit, slerp)
+from reprodiff.metrics import Scores
 from reprodiff.notebook import show_source
 from reprodiff.plots import curve_with_band, image_grid
+from reprodiff.profiles import check_resources
 from reprodiff.sampling import generate
 from reprodiff.training import training_data
 
@@ -128,9 +129,7 @@ for path in range(2):
                      title=f"from seed {pairs[path][0]} (t=0) to seed {pairs[path][1]} (t=1)")
 
 # %%
-fig = curve_with_band(walk.t.tolist(), {"RP between models": ([s.value for s in walk.agreement],
-                                                              [s.ci[0] for s in walk.agreement],
-                                                              [s.ci[1] for s in walk.agreement])},
+fig = curve_with_band(walk.t.tolist(), {"RP between models": Scores(walk.agreement).band()},
                       xlabel="position along the path t", ylabel="RP (all model pairs pooled)", logx=False)
 print(f"RP between models along the path: {' '.join(f'{s.value:.2f}' for s in walk.agreement)}")
 smooth = torch.stack(list(walk.smoothness.values()))

@@ -28,8 +28,8 @@ def offline(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable (simulated offline by the test)")
 
-    monkeypatch.setattr(metrics, "_download", refuse)
-    monkeypatch.setattr(data, "_download", refuse)
+    monkeypatch.setattr(metrics, "download_file", refuse)
+    monkeypatch.setattr(data, "download_file", refuse)
     fake = types.ModuleType("torchvision")
     fake.datasets = types.SimpleNamespace(MNIST=refuse, FashionMNIST=refuse)
     monkeypatch.setitem(sys.modules, "torchvision", fake)

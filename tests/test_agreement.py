@@ -6,13 +6,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-from reprodiff.configs import AgreementConfig, get_config
+from reprodiff.agreement import (TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, closest_denoiser,
+                                 leaderboard)
+from reprodiff.configs import AgreementConfig
 from reprodiff.data import load_dataset, subset
 from reprodiff.denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, OptimalDenoiser,
                                  SmoothedOptimalDenoiser)
-from reprodiff.experiments import (TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, closest_denoiser,
-                                   leaderboard)
 from reprodiff.metrics import Score, bootstrap_ci
+from reprodiff.profiles import get_config
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import TrainConfig, training_data
 

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from reprodiff.cache import cache_root
 from reprodiff.cli import main, parse_seeds
-from reprodiff.configs import get_config
+from reprodiff.profiles import get_config
 
 COMMON = ["--backbone", "unet-xs", "--steps", "3", "--batch-size", "8", "--n-train", "32"]
 
@@ -209,7 +209,7 @@ def test_cli_error_from_a_real_process_has_no_traceback():
 
 def test_cli_train_book_trains_every_model_of_the_books_chapters_once(monkeypatch, capsys):
     import reprodiff.training as training
-    from reprodiff.configs import book_models, profile_models
+    from reprodiff.profiles import book_models, profile_models
 
     asked = []
     monkeypatch.setattr(training, "train_missing", lambda configs, *a, **k: asked.extend(configs) or configs[:3])

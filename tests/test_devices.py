@@ -8,8 +8,8 @@ CPU tensor of one or more dimensions raises CUDA's mixed-device error (CUDA acce
 cross-device copies and CPU indices, and so does this mode). A model is put "on the GPU" by
 :func:`to_accelerator`, as ``load_or_train`` puts it on ``runtime.default_device()`` on Colab.
 
-Before the one sampling runner, ``inverse.reconstruct``, ``experiments.trajectory_gap`` and
-``experiments.calibrate_patch_sizes`` (chapters 7, 4 and 5) handed CPU noise to a model on the GPU
+Before the one sampling runner, ``inverse.reconstruct``, ``regimes.trajectory_gap`` and
+``agreement.calibrate_patch_sizes`` (chapters 7, 4 and 5) handed CPU noise to a model on the GPU
 and failed here exactly as they would on CUDA.
 """
 
@@ -24,11 +24,12 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from reprodiff import metrics, runtime, sampling
+from reprodiff.agreement import calibrate_patch_sizes
 from reprodiff.backbones import build_backbone
 from reprodiff.data import load_dataset
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser, Precond
-from reprodiff.experiments import calibrate_patch_sizes, trajectory_gap
 from reprodiff.inverse import make_operator, measure, reconstruct
+from reprodiff.regimes import trajectory_gap
 from reprodiff.sampling import generate, generate_from_noise, noise_for_seeds
 
 SHAPE = (1, 8, 8)
@@ -142,7 +143,7 @@ def _on_cpu(t: torch.Tensor) -> torch.Tensor:
 def test_the_stand_in_accelerator_catches_what_cuda_would():
     net = to_accelerator(_net("mlp-xs"))
     with Accelerator():
-        assert sampling._resolve_device(net) == ACCEL
+        assert sampling.resolve_device(net) == ACCEL
         x = torch.zeros(2, *SHAPE)
         with pytest.raises(RuntimeError, match="same device"):
             net(x, torch.ones(2))  # CPU input, GPU weights

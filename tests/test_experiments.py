@@ -1,13 +1,12 @@
 import torch
 
-from reprodiff.cache import MODEL_WEIGHTS
+from reprodiff.cache import MODEL_WEIGHTS, cache_root
 from reprodiff.controls import VAEConfig, decode_seeds, load_or_train_vae, vae_dir
 from reprodiff.data import load_dataset
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import sample_models, sampler_study, stochastic_control
 from reprodiff.metrics import rp_score
 from reprodiff.sampling import record_calls
-from reprodiff.training import cache_root
 
 
 def _dens():

@@ -4,6 +4,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).parent
 #: a call that asserts for the test: torch.testing.assert_close, np.testing.assert_*, _assert_bitwise_equal, ...
 HELPER = re.compile(r"_?(assert|check)(_|[A-Z]|$)")
@@ -67,3 +69,54 @@ def test_explicit():
         raise AssertionError("never")
 '''
     assert assertion_free(source) == ["test_runs_only", "check_nothing"]
+
+
+# ----------------------------------------------------------------------------- the package's import graph
+
+PACKAGE = TESTS.parent / "src" / "reprodiff"
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """``{module: the package modules it imports}``, read with ``ast``: every import, at the top or
+    inside a function, relative (``from .x import``, ``from . import x``) or absolute (``reprodiff.x``)."""
+    modules = {p.stem for p in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level == 1 or base.startswith("reprodiff"):
+                    base = base.removeprefix("reprodiff").lstrip(".")
+                    targets = [base] if base else [a.name for a in node.names]
+                    edges |= {t.split(".")[0] for t in targets}
+            elif isinstance(node, ast.Import):
+                edges |= {a.name.split(".")[1] for a in node.names if a.name.startswith("reprodiff.")}
+        graph[path.stem] = (edges & modules) - {path.stem}
+    return graph
+
+
+def layers(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The modules in import layers (each above everything it imports); AssertionError naming a cycle."""
+    placed: dict[str, int] = {}
+    while len(placed) < len(graph):
+        ready = [m for m in graph if m not in placed and graph[m] <= set(placed)]
+        if not ready:
+            left = {m: sorted(graph[m] - set(placed)) for m in graph if m not in placed}
+            raise AssertionError(f"import cycle among {left}")
+        for m in ready:
+            placed[m] = 1 + max((placed[d] for d in graph[m]), default=0)
+    return [sorted(m for m, k in placed.items() if k == level) for level in range(1, max(placed.values()) + 1)]
+
+
+def test_the_package_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert {"sampling", "training", "experiments", "profiles"} <= set(graph)  # the scan found the package
+    assert layers(graph)  # raises on a cycle, naming the modules in it
+    assert not graph["__init__"], "import reprodiff stays cheap: __init__ imports submodules lazily"
+
+
+def test_the_cycle_check_sees_a_cycle():
+    with pytest.raises(AssertionError, match="import cycle"):
+        layers({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()})
+    assert layers({"a": set(), "b": {"a"}, "c": {"a", "b"}}) == [["a"], ["b"], ["c"]]

@@ -209,7 +209,7 @@ def test_dps_sensitivity_covers_the_grid(digits, gaussian):
 def test_every_profiles_tasks_run_at_its_image_size(profile):
     """The gpu profile's code path, run here at toy scale: its operators at CIFAR-10's size, the closed
     forms on 3,072 pixels, DPS through an untrained backbone of its first model."""
-    from reprodiff.configs import get_config
+    from reprodiff.profiles import get_config
     from reprodiff.training import build_model
 
     cfg = get_config("inverse", profile)
@@ -230,7 +230,7 @@ def test_every_profiles_tasks_run_at_its_image_size(profile):
 def test_inverse_config_refuses_a_sensitivity_study_it_cannot_run():
     from dataclasses import replace
 
-    from reprodiff.configs import get_config
+    from reprodiff.profiles import get_config
 
     cfg = get_config("inverse")
     with pytest.raises(ValueError, match="sensitivity"):

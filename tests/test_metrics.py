@@ -5,7 +5,7 @@ from reprodiff.data import load_dataset
 from reprodiff.metrics import (SSCD_THRESHOLD, DescriptorUnavailableError, PixelDescriptor, SSCDDescriptor,
                                bootstrap_ci, calibrate_threshold, error_matrix, get_descriptor, gl_score,
                                gu_memorization, nearest_neighbors, null_similarity, paired_error, paired_similarity,
-                               real_null_threshold, resolve_threshold, rp_matrix, rp_score)
+                               resolve_threshold, rp_matrix, rp_score)
 from reprodiff.sampling import Samples
 
 
@@ -72,14 +72,17 @@ def test_nearest_neighbors_chunked_matches_dense():
     assert torch.allclose(v, dv) and torch.equal(i, di)
 
 
-def test_gl_score_copies_vs_heldout_calibration(digits):
+def test_gl_score_copies_vs_novel_under_the_same_image_rule(digits):
+    from reprodiff.metrics import same_image_rule
+
     train, held = digits[:1000], digits[1000:1300]
+    rule = same_image_rule(train, held)
     copies = _samples(train[:100], list(range(100)), "copies")
     novel = _samples(digits[1300:1400], list(range(100)), "novel")
-    assert gl_score(copies, train, heldout=held).value == 0.0
-    gl_novel = gl_score(novel, train, heldout=held)
-    assert gl_novel.value > 0.8  # novel real digits are judged novel (about 95% by construction)
-    with pytest.raises(ValueError, match="heldout="):
+    assert gl_score(copies, train, threshold=rule).value == 0.0
+    gl_novel = gl_score(novel, train, threshold=rule)
+    assert gl_novel.value > 0.8  # novel real digits are judged novel (about 99% by construction)
+    with pytest.raises(ValueError, match="threshold="):
         gl_score(novel, train)
 
 
@@ -134,15 +137,23 @@ class _FakeSSCD:
         return PixelDescriptor()(images)
 
 
+def test_scores_hold_the_columns_a_plot_and_a_table_need():
+    from reprodiff.metrics import Score, Scores
+
+    scores = Scores(Score("RP", v, (v - 0.1, v + 0.2), 10, 0.5, "rule", "pixel") for v in (0.25, 0.75, 0.5))
+    assert scores.values == [0.25, 0.75, 0.5] and scores.lower == [0.15, 0.65, 0.4]
+    assert scores.band() == ([0.25, 0.75, 0.5], [0.15, 0.65, 0.4], [0.45, 0.95, 0.7])
+    assert scores.span() == (0.25, 0.75) and scores.mean() == 0.5 and isinstance(scores, list)
+
+
 def test_a_descriptor_with_a_fixed_threshold_uses_it_everywhere(digits):
     desc = _FakeSSCD()
     a = _samples(digits[:20], list(range(20)), "a")
     b = _samples(digits[20:40], list(range(20)), "b")
     rule = "the fake-sscd descriptor's fixed threshold"
-    assert real_null_threshold(digits[:50], desc) == (0.6, rule) and desc.calls == 0  # nothing to calibrate
     score = rp_score(a, b, desc)
     assert (score.threshold, score.threshold_rule, score.descriptor) == (0.6, rule, "fake-sscd")
-    gl = gl_score(a, digits[100:200], desc)  # no heldout= needed
+    gl = gl_score(a, digits[100:200], desc)  # no threshold= needed
     assert (gl.threshold, gl.threshold_rule) == (0.6, rule)
     mat = rp_matrix([a, b], desc)
     assert (mat.threshold, mat.threshold_rule) == (0.6, rule)

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from reprodiff.backbones import build_backbone, count_parameters
-from reprodiff.configs import profile_models
+from reprodiff.profiles import profile_models
 from reprodiff.training import training_data
 
 REPO = Path(__file__).resolve().parents[1]

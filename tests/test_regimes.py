@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from reprodiff.backbones import build_backbone, count_parameters
-from reprodiff.configs import get_config
+from reprodiff.configs import SizeLabel, short_name
 from reprodiff.data import MoLRG, load_dataset, split_holdout, subset
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
-from reprodiff.experiments import (classify_regimes, reference_study, regime_spans, regime_sweep,
-                                   trajectory_gap)
-from reprodiff.metrics import real_null_threshold, same_image_rule
-from reprodiff.training import _relative_cost
+from reprodiff.metrics import same_image_rule
+from reprodiff.profiles import get_config
+from reprodiff.regimes import classify_regimes, reference_study, regime_spans, regime_sweep, trajectory_gap
 
 
 def test_mlp_backbone_shapes_and_zero_init():
@@ -46,27 +45,30 @@ def test_classify_and_shade_regimes_from_gl():
         assert math.isclose(hi, lo)
 
 
-def test_real_null_threshold_is_a_quantile_of_distinct_pairs():
-    imgs = load_dataset("digits").images[:100]
-    t, rule = real_null_threshold(imgs, quantile=0.5)
-    f = imgs.reshape(100, -1)
-    f = f - f.mean(1, keepdim=True)  # the pixel descriptor is a correlation
-    f = f / f.norm(dim=1, keepdim=True)
-    sims = (f @ f.T)[torch.triu(torch.ones(100, 100, dtype=torch.bool), 1)]
-    assert t == pytest.approx(float(sims.double().quantile(0.5)), abs=1e-5)
-    assert "4,950 pairs" in rule
-
-
 @pytest.fixture(scope="module")
 def small_sweep():
     """Analytic 'models': D* memorizes by construction, so GL must be 0 at every N."""
     pool, held = split_holdout(load_dataset("digits"), 200)
     sets = {n: subset(pool, n).images for n in (8, 64)}
-    models = {(size, n): OptimalDenoiser(sets[n]) for size in ("A (x)", "B (y)") for n in sets}
+    models = {(size, n): OptimalDenoiser(sets[n]) for size in (SizeLabel("A", "x"), SizeLabel("B", "y")) for n in sets}
     replicates = {("A (x)", 8, 5): OptimalDenoiser(sets[8]), ("A (x)", 8, 6): GaussianDenoiser.from_data(sets[8])}
     rule = same_image_rule(sets[64], held.images, dataset="digits")
     return regime_sweep(models, sets, held.images, range(48), rule, steps=8, progress=False,
                         replicates=replicates), sets
+
+
+def test_size_labels_are_their_display_string_and_keep_their_parts():
+    import pickle
+
+    label = SizeLabel("UNet-XS", "0.16M")
+    assert label == "UNet-XS (0.16M)" and hash(label) == hash("UNet-XS (0.16M)") and repr(label) == "'UNet-XS (0.16M)'"
+    assert (label.short, label.params) == ("UNet-XS", "0.16M")
+    back = pickle.loads(pickle.dumps(label))  # worker pools pickle the configs that hold it
+    assert isinstance(back, SizeLabel) and (back, back.short, back.params) == (label, "UNet-XS", "0.16M")
+    assert short_name(label) == "UNet-XS" and short_name("UNet-XS attn") == "UNet-XS attn"
+    sweep = get_config("regimes", "cpu").sweeps[0]
+    assert all(isinstance(k, SizeLabel) for k in sweep.sizes)
+    assert all(isinstance(k[0], SizeLabel) for k in sweep.model_configs())
 
 
 def test_regime_sweep_scores_optimal_denoiser_as_memorizing(small_sweep):
@@ -140,9 +142,8 @@ def test_longest_jobs_are_scheduled_first():
     from reprodiff.training import TrainConfig
 
     small, big = TrainConfig(backbone="unet-xs"), TrainConfig(backbone="unet-s")
-    shape = (1, 8, 8)
-    assert _relative_cost(big, shape) > 3 * _relative_cost(small, shape)
-    assert _relative_cost(TrainConfig(backbone="mlp-m"), shape) > _relative_cost(TrainConfig(backbone="mlp-s"), shape)
+    assert big.training_flops() > 3 * small.training_flops()
+    assert TrainConfig(backbone="mlp-m").training_flops() > TrainConfig(backbone="mlp-s").training_flops()
 
 
 def test_nearest_grid_shows_each_sample_above_its_nearest_training_image(small_sweep):
@@ -159,7 +160,8 @@ def test_nearest_grid_shows_each_sample_above_its_nearest_training_image(small_s
 
 
 def test_step_cost_counts_flops_per_batch_and_operators():
-    from reprodiff.training import TrainConfig, step_cost
+    from reprodiff.training import TrainConfig
+    from reprodiff.estimate import step_cost
 
     f64, calls = step_cost(TrainConfig(backbone="unet-xs", batch_size=64), (1, 8, 8))
     f128, _ = step_cost(TrainConfig(backbone="unet-xs", batch_size=128), (1, 8, 8))
@@ -169,7 +171,7 @@ def test_step_cost_counts_flops_per_batch_and_operators():
 
 def test_load_sweep_trains_a_grid_and_returns_nested_sets():
     from reprodiff.configs import SweepConfig
-    from reprodiff.experiments import load_sweep
+    from reprodiff.regimes import load_sweep
     from reprodiff.training import TrainConfig
 
     sweep = SweepConfig("tiny", TrainConfig(dataset="molrg", holdout=32, steps=3, batch_size=8, warmup=1),
@@ -190,8 +192,9 @@ def test_gl_score_reuses_given_training_features_and_reports_neighbours():
     pool, held = split_holdout(load_dataset("digits"), 100)
     train = subset(pool, 50).images
     s = Samples(train[:10] + 0.01, torch.arange(10), name="near-copies")
-    plain = gl_score(s, train, heldout=held.images)
-    shared = gl_score(s, train, heldout=held.images, train_features=get_descriptor("pixel")(train))
+    rule = same_image_rule(train, held.images)
+    plain = gl_score(s, train, threshold=rule)
+    shared = gl_score(s, train, threshold=rule, train_features=get_descriptor("pixel")(train))
     assert plain.value == shared.value == 0.0 and torch.equal(plain.similarities, shared.similarities)
     assert torch.equal(plain.nearest, torch.arange(10))
 
@@ -219,7 +222,7 @@ def test_gl_crossing_interpolates_in_log_n(small_sweep):
 
 
 def test_book_rule_is_one_threshold_per_dataset_and_shared_by_rp_and_gl():
-    from reprodiff.configs import SAME_IMAGE_QUANTILE, reference_split
+    from reprodiff.profiles import SAME_IMAGE_QUANTILE, reference_split
     from reprodiff.experiments import book_rule
     from reprodiff.training import training_data
 
@@ -267,19 +270,34 @@ def test_molrg_subspace_energy_tells_the_mixture_from_its_gaussian_approximation
         d.subspace_energy(torch.zeros(3, 1, 4, 4))
 
 
-def test_gpu_time_estimate_counts_every_model_of_the_sweep():
-    from reprodiff.experiments import gpu_time_estimate
+def test_sweep_time_estimate_counts_every_model_of_the_sweep():
+    from reprodiff.estimate import sweep_time_estimate
 
     sweep = get_config("regimes", "gpu").sweeps[0]
-    slow, lines = gpu_time_estimate(sweep, (3, 32, 32), 1000, flops_per_s=1e12)
-    fast, _ = gpu_time_estimate(sweep, (3, 32, 32), 1000, flops_per_s=4e12)
+    slow, lines = sweep_time_estimate(sweep, (3, 32, 32), 1000, flops_per_s=1e12)
+    fast, _ = sweep_time_estimate(sweep, (3, 32, 32), 1000, flops_per_s=4e12)
     assert slow > fast > 2  # compute-bound: a 4x faster GPU is faster, plus the fixed overhead
     assert len(lines) == len(sweep.sizes) + 2 and f"{len(sweep.model_configs())} models" in lines[-2]
     assert all(f"{len(sweep.n_train)} models" in line for line in lines[:len(sweep.sizes)])
 
 
+def test_both_estimates_price_a_sample_with_one_formula(monkeypatch):
+    import reprodiff.estimate as estimate
+
+    assert estimate.sample_seconds(3e12, 10, 1) == 0.25  # compute-bound: a third of a step at 4 TFLOP/s
+    assert estimate.sample_seconds(3.0, 768, 1) == 768 / 3 * 10e-6 / 256  # launch-bound: ops shared by 256 images
+    calls = []
+    monkeypatch.setattr(estimate, "sample_seconds", lambda *a, **k: calls.append(a) or 0.0)
+    sweep = get_config("regimes", "gpu").sweeps[0]
+    estimate.sweep_time_estimate(sweep, (3, 32, 32), 10)
+    assert len(calls) == len(sweep.model_configs()) + len(sweep.replicate_configs())
+    calls.clear()
+    estimate.chapter_time_estimate("regimes", "gpu")
+    assert calls  # the chapter estimate goes through the same formula
+
+
 def test_paper_row_answers_every_row_of_the_papers_figure(small_sweep):
-    from reprodiff.experiments import PAPER_FIGURE2, paper_row
+    from reprodiff.regimes import PAPER_FIGURE2, paper_row
 
     sweep, _ = small_sweep
     row = paper_row(sweep, 0.1, 0.8)

@@ -253,17 +253,17 @@ class _PlainWrapper:
 
 def test_sampling_device_is_the_models_unless_given(tiny_net, gaussian):
     from reprodiff.denoisers import Guided
-    from reprodiff.sampling import _resolve_device
+    from reprodiff.sampling import resolve_device
 
     cpu, meta = torch.device("cpu"), torch.device("meta")
     on_meta = torch.nn.Linear(2, 2, device="meta")  # a model that is not on CPU, without an accelerator
-    assert _resolve_device(tiny_net) == cpu  # parameters
-    assert _resolve_device(gaussian) == cpu  # a closed form: buffers only
-    assert _resolve_device(lambda x, sigma, cond=None: x) == cpu  # neither
-    assert _resolve_device(on_meta) == meta
-    assert _resolve_device(record_calls(on_meta)) == meta and _resolve_device(_PlainWrapper(on_meta)) == meta
-    assert _resolve_device(Guided(tiny_net, 1.0)) == cpu
-    assert _resolve_device(tiny_net, "meta") == meta and _resolve_device(on_meta, "cpu") == cpu
+    assert resolve_device(tiny_net) == cpu  # parameters
+    assert resolve_device(gaussian) == cpu  # a closed form: buffers only
+    assert resolve_device(lambda x, sigma, cond=None: x) == cpu  # neither
+    assert resolve_device(on_meta) == meta
+    assert resolve_device(record_calls(on_meta)) == meta and resolve_device(_PlainWrapper(on_meta)) == meta
+    assert resolve_device(Guided(tiny_net, 1.0)) == cpu
+    assert resolve_device(tiny_net, "meta") == meta and resolve_device(on_meta, "cpu") == cpu
 
 
 def test_generate_samples_on_the_models_device_by_default(monkeypatch):

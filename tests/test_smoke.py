@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reprodiff.configs import _CONFIGS, get_config, profile_models, reference_split
 from reprodiff.data import load_dataset
+from reprodiff.profiles import EXPERIMENTS, get_config, profile_models, reference_split
 from reprodiff.smoke import prepare, write_sscd_standin
 from reprodiff.training import TrainConfig, training_data
 
@@ -31,7 +31,7 @@ def _shape(value):
     return type(value).__name__
 
 
-@pytest.mark.parametrize("experiment", sorted(_CONFIGS))
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_smoke_is_the_gpu_config_at_toy_scale(experiment):
     gpu, smoke = get_config(experiment, "gpu"), get_config(experiment, "smoke")
     # same experiment, same model names and datasets: only sizes and counts differ
@@ -97,7 +97,7 @@ def test_every_chapter_runs_its_gpu_code_path_at_toy_scale(tmp_path):
     chapters = sorted(p.name for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
     assert [c["chapter"] for c in result["chapters"]] == chapters
     assert all(c["status"] == "passed" and c["headline"] for c in result["chapters"]), result
-    # the book's pool (configs.book_models, what `make test` trains first) holds every model a chapter uses
+    # the book's pool (profiles.book_models, what `make test` trains first) holds every model a chapter uses
     assert result["pool_models"] > 0 and result["trained_by_chapters"] == [], result["trained_by_chapters"]
 
 
@@ -107,9 +107,9 @@ def test_the_gpu_estimate_prices_sscd_on_the_device_and_the_side_studies(capsys)
     from dataclasses import replace
 
     from reprodiff.cli import main
-    from reprodiff.experiments import SIDE_STUDIES, SSCD_FLOPS, chapter_time_estimate
+    from reprodiff.estimate import SIDE_STUDIES, SSCD_FLOPS, chapter_time_estimate
 
-    estimates = {e: chapter_time_estimate(e, "gpu") for e in _CONFIGS}
+    estimates = {e: chapter_time_estimate(e, "gpu") for e in EXPERIMENTS}
     assert all(minutes > 2 for minutes, _ in estimates.values())
     # SSCD: chapter 3 embeds its samples, every nested training set and the held-out images
     regimes = get_config("regimes", "gpu")
@@ -126,5 +126,5 @@ def test_the_gpu_estimate_prices_sscd_on_the_device_and_the_side_studies(capsys)
     assert "sampler study" in estimates["architectures"][1][0] and "DPS sensitivity" in estimates["inverse"][1][0]
     assert main(["estimate", "--profile", "gpu"]) == 0
     out = capsys.readouterr().out
-    assert all(f"{e} (gpu):" in out for e in _CONFIGS)
+    assert all(f"{e} (gpu):" in out for e in EXPERIMENTS)
     assert main(["estimate", "--tflops", "0"]) == 2

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from reprodiff.configs import PROFILES, check_resources, get_config
-from reprodiff.training import (CheckpointError, TrainConfig, checkpoint_dir, load_model, load_or_train, train,
-                                training_data)
+from reprodiff.cache import CheckpointError
+from reprodiff.profiles import PROFILES, check_resources, get_config
+from reprodiff.training import TrainConfig, checkpoint_dir, load_model, load_or_train, train, training_data
 
 TINY = dict(backbone="unet-xs", steps=6, batch_size=8, checkpoint_every=3, n_train=64)
 
@@ -156,16 +156,14 @@ def test_load_or_train_many_trains_vaes_in_the_same_pool_to_the_same_bits(tmp_pa
 
 
 def test_pool_schedules_by_flops_and_leaves_the_global_rng_alone():
-    from reprodiff.configs import digits_model, get_config
+    from reprodiff.profiles import digits_model, get_config
     from reprodiff.controls import VAEConfig
-    from reprodiff.training import _relative_cost
 
     mlp_xs, mlp_s = (get_config("regimes").sweep("molrg")._config(label, 1024, 0)
                      for label in get_config("regimes").sweep("molrg").sizes)
     state = torch.get_rng_state()
-    costs = [_relative_cost(digits_model("unet-s"), (1, 8, 8)), _relative_cost(digits_model("unet-xs"), (1, 8, 8)),
-             _relative_cost(mlp_s, (1, 8, 8)), _relative_cost(mlp_xs, (1, 8, 8))]
-    vae = _relative_cost(VAEConfig(hidden=512, steps=2000), None)
+    costs = [cfg.training_flops() for cfg in (digits_model("unet-s"), digits_model("unet-xs"), mlp_s, mlp_xs)]
+    vae = VAEConfig(hidden=512, steps=2000).training_flops()
     assert torch.equal(torch.get_rng_state(), state)
     # UNet-S, UNet-XS (600 steps each), MLP-S, MLP-XS (2,000 steps each): the order their recorded
     # training seconds have; VAE-512 (2,000 steps) above the MLPs and below the UNet-S

@@ -2,9 +2,11 @@
 
 Importing it has no side effects: no seeding, no downloads, no matplotlib backend changes. The
 public API lives in the submodules (``data``, ``backbones``, ``denoisers``, ``sampling``,
-``training``, ``metrics``, ``experiments``, ``controls``, ``plots``, ``configs``; ``pretrained``
-wraps public diffusers DDPM checkpoints as denoisers; ``cache`` owns the files on disk, ``runtime``
-the CPU settings and seed derivations, ``notebook`` the chapters' helpers); the most used names are
+``training``, ``metrics``, ``controls``, ``plots``; ``configs`` holds the experiments' config classes
+and ``profiles`` their values per profile; the studies' drivers are in ``experiments``, ``regimes``,
+``agreement``, ``inverse`` and ``explore``, run-time estimates in ``estimate``; ``pretrained`` wraps
+public diffusers DDPM checkpoints as denoisers; ``cache`` owns the files on disk, ``runtime`` the
+CPU settings and seed derivations, ``notebook`` the chapters' helpers); the most used names are
 re-exported lazily here.
 """
 
@@ -24,7 +26,7 @@ _EXPORTS = {
     "TrainConfig": "training", "load_or_train": "training", "train": "training",
     "load_or_train_many": "training",
     "rp_score": "metrics", "gl_score": "metrics", "get_descriptor": "metrics",
-    "get_config": "configs",
+    "get_config": "profiles",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -8,13 +8,14 @@ model by name and every architecture works at every image size.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["BackboneSpec", "BACKBONES", "build_backbone", "Backbone", "count_parameters"]
+__all__ = ["BackboneSpec", "BACKBONES", "build_backbone", "Backbone", "count_parameters", "flops_per_image"]
 
 
 @dataclass(frozen=True)
@@ -232,3 +233,18 @@ def build_backbone(name: str, shape: tuple[int, int, int], num_classes: int | No
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+@functools.lru_cache(maxsize=None)
+def flops_per_image(backbone: str, shape: tuple[int, int, int]) -> float:
+    """Forward + backward FLOPs (matrix products and convolutions) of one ``(C, H, W)`` image through
+    the registered ``backbone`` (unconditional); built under a forked RNG, so the caller's global RNG
+    is left alone. Cached per (backbone, shape)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.random.fork_rng(devices=[]):
+        net = build_backbone(backbone, shape)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net(torch.zeros(1, *shape), torch.zeros(1), None).sum().backward()
+    return float(counter.get_total_flops())

@@ -39,7 +39,7 @@ import torch
 
 __all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "entry_dir", "entry_lock", "is_cached",
            "clean_temporaries", "sweep_cache", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors",
-           "read_json", "load_safetensors", "write_model", "read_model", "read_meta", "write_state", "read_state",
+           "read_json", "write_model", "read_model", "read_meta", "write_state", "read_state",
            "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE", "raw_bytes", "sample_cache_enabled", "samples_path",
            "read_samples", "write_samples"]
 
@@ -220,15 +220,6 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path,
 
 def _unreadable(path: Path, exc: Exception) -> CheckpointError:
     return CheckpointError(f"{path} is unreadable ({exc}); delete {path.parent} to retrain")
-
-
-def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    try:
-        return load(Path(path).read_bytes())
-    except Exception as exc:
-        raise _unreadable(path, exc) from exc
 
 
 def read_json(path: Path) -> dict:

@@ -548,15 +548,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _estimate(args) -> None:
-    """One line per chapter: the step-cost estimate of :func:`reprodiff.experiments.chapter_time_estimate`."""
-    from .configs import _CONFIGS
-    from .experiments import chapter_time_estimate
+    """One line per chapter: the step-cost estimate of :func:`reprodiff.estimate.chapter_time_estimate`."""
+    from .estimate import chapter_time_estimate
+    from .profiles import EXPERIMENTS
 
     if not (math.isfinite(args.tflops) and args.tflops > 0):
         raise UserError(f"--tflops must be a finite positive number, got {args.tflops}")
     print(f"estimated minutes per chapter, run alone from an empty cache, at {args.tflops:g} TFLOP/s sustained "
           "and 10 us per kernel launch (counted FLOPs and operators of each model's training step):")
-    for experiment in _CONFIGS:
+    for experiment in EXPERIMENTS:
         _, lines = chapter_time_estimate(experiment, args.profile, flops_per_s=args.tflops * 1e12)
         print("\n".join(lines))
 
@@ -565,8 +565,9 @@ def _train_book(args) -> None:
     """``train --book``: every model of the book's chapters under ``--profile``, in one pool."""
     import time
 
-    from .configs import book_models
-    from .training import cache_root, train_missing
+    from .profiles import book_models
+    from .cache import cache_root
+    from .training import train_missing
 
     changed = [f"--{f.name.replace('_', '-')}" for f in _cli_fields() if getattr(args, f.name) != f.default]
     if changed:

@@ -48,6 +48,30 @@ class VAEConfig:
     def name(self) -> str:
         return f"vae-h{self.hidden}-z{self.latent}-s{self.seed}"
 
+    # the training pool's protocol (:class:`reprodiff.training.TrainJob`)
+    def cached(self) -> bool:
+        """Whether the trained VAE is in the cache."""
+        from .cache import is_cached
+
+        return is_cached(vae_dir(self))
+
+    def train_cached(self, progress: bool = True) -> None:
+        """Train the VAE into the cache (:func:`load_or_train_vae`)."""
+        load_or_train_vae(self, progress=progress)
+
+    def load_cached(self) -> MLPVAE:
+        """The cached VAE (on the CPU)."""
+        return load_or_train_vae(self, progress=False)
+
+    def training_flops(self) -> float:
+        """Training FLOPs, for scheduling: a VAE is an MLP, about 6 FLOPs per parameter per image."""
+        from .backbones import count_parameters
+        from .data import load_dataset
+
+        with torch.random.fork_rng(devices=[]):
+            params = count_parameters(MLPVAE(load_dataset(self.dataset).shape, self.latent, self.hidden))
+        return 6.0 * params * self.batch_size * self.steps
+
 
 class MLPVAE(nn.Module):
     """Gaussian-latent VAE with MLP encoder/decoder; images in [-1, 1] (tanh output)."""

@@ -1,4 +1,4 @@
-"""Datasets: offline 8x8 digits, synthetic MoLRG, CIFAR-10 and torchvision loaders for the ``gpu`` profile.
+"""Datasets: offline 8x8 digits, synthetic MoLRG, and CIFAR-10 for the ``gpu`` profile.
 
 Every dataset is an :class:`ImageData`: NCHW float32 images in [-1, 1] plus integer labels.
 Training subsets are *nested* (``subset(data, N)`` is contained in ``subset(data, M)`` for N < M),
@@ -79,18 +79,12 @@ def _digits() -> ImageData:
     return ImageData(images, labels, "digits", 10)
 
 
-_TORCHVISION = {
-    "mnist": ("MNIST", 10),
-    "fashion-mnist": ("FashionMNIST", 10),
-}
-
-
 def default_data_root() -> Path:
     """Where downloaded datasets are stored: ``$REPRODIFF_DATA`` or ``~/.cache/reprodiff/data``."""
     return Path(os.environ.get("REPRODIFF_DATA", Path.home() / ".cache" / "reprodiff" / "data"))
 
 
-def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
+def download_file(url: str, dest: Path, timeout: float = 60.0) -> None:
     """Stream ``url`` to ``dest`` with a progress bar and a connection timeout."""
     import urllib.request
 
@@ -124,7 +118,7 @@ def _fetch_cifar10(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".cifar10-") as tmp:
         archive = Path(tmp) / "cifar-10-python.tar.gz"
-        _download(CIFAR10_URL, archive)
+        download_file(CIFAR10_URL, archive)
         md5 = hashlib.md5(archive.read_bytes()).hexdigest()
         if md5 != CIFAR10_MD5:
             raise OSError(f"the archive's MD5 is {md5}, expected {CIFAR10_MD5} (a damaged download)")
@@ -166,28 +160,7 @@ def _cifar10(root: Path | None, train: bool) -> ImageData:
     return ImageData(data.contiguous(), torch.as_tensor(labels, dtype=torch.int64), "cifar10", 10)
 
 
-def _torchvision(name: str, root: Path | None, train: bool) -> ImageData:
-    cls_name, num_classes = _TORCHVISION[name]
-    try:
-        import torchvision
-    except Exception as exc:  # ImportError, or a torchvision built for another torch
-        raise DatasetUnavailableError(
-            f"dataset {name!r} needs torchvision, which could not be imported ({exc}). "
-            "On Colab it is preinstalled; elsewhere `pip install torchvision` matching your torch."
-        ) from exc
-    root = Path(root) if root is not None else default_data_root()
-    cls = getattr(torchvision.datasets, cls_name)
-    try:
-        ds = cls(root=str(root), train=train, download=True)
-    except Exception as exc:  # URLError, socket errors, RuntimeError from a failed check
-        raise _unavailable(name, root, f"torchvision {cls_name} files", exc) from exc
-    data = torch.as_tensor(ds.data).unsqueeze(1)  # N, H, W uint8
-    images = data.float() / 255.0 * 2.0 - 1.0
-    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-    return ImageData(images.contiguous(), labels, name, num_classes)
-
-
-DATASETS = ("digits", "cifar10", *_TORCHVISION)
+DATASETS = ("digits", "cifar10")
 
 
 def load_dataset(name: str, root: str | Path | None = None, train: bool = True) -> ImageData:
@@ -195,20 +168,18 @@ def load_dataset(name: str, root: str | Path | None = None, train: bool = True) 
 
     Args:
         name: ``"digits"`` (scikit-learn's 1,797 real 8x8 digits, offline), ``"cifar10"`` (downloaded
-            on first use), or one of the torchvision datasets ``"mnist"``, ``"fashion-mnist"``.
+            on first use).
         root: download directory (default :func:`default_data_root`).
         train: train or test split (digits has a single split).
 
     Raises:
         ValueError: unknown name.
-        DatasetUnavailableError: a torchvision dataset that is neither on disk nor downloadable.
+        DatasetUnavailableError: CIFAR-10 that is neither on disk nor downloadable.
     """
     if name == "digits":
         return _digits()
     if name == "cifar10":
         return _cifar10(Path(root) if root else None, train)
-    if name in _TORCHVISION:
-        return _torchvision(name, Path(root) if root else None, train)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} (or use MoLRG)")
 
 

@@ -389,7 +389,7 @@ class LocalDenoiser(nn.Module):
     ``patch_size`` is one odd size, or a schedule ``((sigma_1, k_1), (sigma_2, k_2), ...)``: at
     noise level ``sigma`` the size of the listed sigma nearest in log-space is used (Kamb & Ganguli
     find that the patch a network effectively uses grows with the noise level; see
-    :func:`reprodiff.experiments.calibrate_patch_sizes`). Logits are streamed over chunks of the
+    :func:`reprodiff.agreement.calibrate_patch_sizes`). Logits are streamed over chunks of the
     patch pool, like D*'s, in float32 by default: the equivariant pool holds ``N * H * W`` patches,
     so a call costs ``B * H * W * N * H * W`` exponentials (use it on small training sets).
     """

@@ -24,7 +24,7 @@ import torch
 
 from .denoisers import Denoiser, Guided
 from .metrics import SameImageRule, Score, get_descriptor, gl_score, paired_similarity, rp_score, wilson_ci
-from .sampling import SAMPLERS, Samples, generate, generate_from_noise, noise_for_seeds
+from .sampling import SAMPLERS, Samples, backbone_classes, generate, generate_from_noise, noise_for_seeds
 
 __all__ = ["slerp", "NoiseExplorer", "InterpolationStudy", "interpolation_study", "label_agreement",
            "ProxyStudy", "proxy_study", "Audit", "replication_audit"]
@@ -52,9 +52,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: Sequence[float] | torch.Tensor) -
 
 def _conditional(model: torch.nn.Module) -> int | None:
     """The number of classes of a class-conditional model, else None."""
-    from .sampling import _backbone_classes
-
-    known, num_classes = _backbone_classes(model)
+    known, num_classes = backbone_classes(model)
     return num_classes if known else None
 
 

@@ -30,8 +30,8 @@ import torch
 from . import checks
 from .denoisers import Denoiser, GaussianDenoiser
 from .runtime import derive_seed
-from .sampling import (Samples, _call, _check_labels, _check_positive, _check_seeds, _check_shape,
-                       _ancestral_step, _dpmpp_2m_step, _prepare, karras_sigmas, run_sampler,
+from .sampling import (Samples, call_denoiser, check_labels, check_positive, check_seeds, check_shape,
+                       ancestral_step, dpmpp_2m_step, initial_state, karras_sigmas, run_sampler,
                        seed_noise)
 
 __all__ = [
@@ -332,20 +332,20 @@ def dps_sample(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, op
     Returns the ``(B, C, H, W)`` float64 reconstruction. ``zeta = 0`` gives exactly the unconditional
     DPM-Solver++(2M) (or ancestral) sample.
     """
-    x = _prepare(noise, sigmas)
+    x = initial_state(noise, sigmas)
     y = y.to(torch.float64)
     history = None
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            x0 = _call(denoiser, x, s, cond, model_dtype)
+            x0 = call_denoiser(denoiser, x, s, cond, model_dtype)
             error = (y - op(x0)).reshape(len(y), -1).norm(dim=1).sum()
             (grad,) = torch.autograd.grad(error, x)
         x, x0 = x.detach(), x0.detach()
         if step_noise is None:
-            x_next, history = _dpmpp_2m_step(x, x0, s, s_next, history)
+            x_next, history = dpmpp_2m_step(x, x0, s, s_next, history)
         else:
-            x_next = _ancestral_step(x, x0, s, s_next, step_noise[i])
+            x_next = ancestral_step(x, x0, s, s_next, step_noise[i])
         x = x_next - zeta * ((1 + s**2) * (1 + s_next**2)).sqrt() * grad
     return x
 
@@ -366,14 +366,14 @@ def reconstruct(denoiser: Denoiser, op: LinearOperator, y: torch.Tensor, seeds: 
     Returns :class:`Samples` clamped to [-1, 1], never a NaN or infinite reconstruction: a ``zeta``
     so large that the measurement step diverges raises :class:`~reprodiff.checks.NonFiniteError`.
     """
-    seeds = _check_seeds(seeds)
-    steps = _check_positive(steps, "steps")
-    batch_size = _check_positive(batch_size, "batch_size")
-    shape = _check_shape(shape, denoiser)
+    seeds = check_seeds(seeds)
+    steps = check_positive(steps, "steps")
+    batch_size = check_positive(batch_size, "batch_size")
+    shape = check_shape(shape, denoiser)
     op.check_images(torch.zeros(1, *shape))
     op.check_measurement(y, shape, len(seeds))
     zeta = checks.finite_number("zeta", zeta, low=0)
-    labels = _check_labels(labels, len(seeds), denoiser)
+    labels = check_labels(labels, len(seeds), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     step_noise_for = None if step_noise_stream is None else seed_noise(seeds, shape, 1 + step_noise_stream, steps)
     images = run_sampler(dps_sample, denoiser, seed_noise(seeds, shape, noise_stream), sigmas, n=len(seeds),

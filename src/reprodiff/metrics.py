@@ -27,14 +27,14 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from . import checks, runtime
-from .data import ResourceUnavailableError, _download
+from .data import ResourceUnavailableError, download_file
 from .sampling import Samples
 
 __all__ = [
     "Descriptor", "PixelDescriptor", "SSCDDescriptor", "DescriptorUnavailableError", "get_descriptor",
-    "Score", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
+    "Score", "Scores", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
-    "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold", "resolve_threshold",
+    "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "resolve_threshold",
     "SameImageRule", "same_image_rule", "wilson_ci", "survival", "SeedSpread", "seed_spread", "QualityClassifier",
     "psnr", "within_label_similarity",
 ]
@@ -111,7 +111,7 @@ class SSCDDescriptor:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.part")
             try:
-                _download(SSCD_URL, tmp)
+                download_file(SSCD_URL, tmp)
             except Exception as exc:
                 tmp.unlink(missing_ok=True)
                 for d in created:  # leave the cache as it was
@@ -201,6 +201,37 @@ class Score:
 
     def __float__(self) -> float:
         return float(self.value)
+
+
+class Scores(list):
+    """A list of :class:`Score` that one curve or table row holds (GL per N, RP per guidance scale, ...),
+    with the columns a plot and a table read off it."""
+
+    @property
+    def values(self) -> list[float]:
+        return [s.value for s in self]
+
+    @property
+    def lower(self) -> list[float]:
+        """The lower ends of the 95% intervals."""
+        return [s.ci[0] for s in self]
+
+    @property
+    def upper(self) -> list[float]:
+        """The upper ends of the 95% intervals."""
+        return [s.ci[1] for s in self]
+
+    def band(self) -> tuple[list[float], list[float], list[float]]:
+        """``(values, lower, upper)``, what :func:`reprodiff.plots.curve_with_band` draws."""
+        return self.values, self.lower, self.upper
+
+    def span(self) -> tuple[float, float]:
+        """The smallest and the largest value."""
+        values = self.values
+        return min(values), max(values)
+
+    def mean(self) -> float:
+        return sum(s.value for s in self) / len(self)
 
 
 def bootstrap_ci(hits: torch.Tensor, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
@@ -590,51 +621,40 @@ def nearest_neighbors(query: torch.Tensor, reference: torch.Tensor, k: int = 1,
 
 
 def gl_score(samples: Samples, train_images: torch.Tensor, descriptor: str | Descriptor = "pixel",
-             threshold: float | SameImageRule | None = None, heldout: torch.Tensor | None = None,
-             heldout_quantile: float = 0.95, train_features: torch.Tensor | None = None) -> Score:
+             threshold: float | SameImageRule | None = None, train_features: torch.Tensor | None = None) -> Score:
     """Generalization score: fraction of samples whose nearest training image is *not* a copy.
 
     A sample is a copy when its highest similarity to any training image exceeds ``threshold``:
-    the book's :class:`SameImageRule` (the same rule RP uses), or a number. ``None``: 0.6 for SSCD; for the pixel descriptor the ``heldout_quantile`` of the nearest-training
-    similarities of ``heldout`` real images (novel by construction), so a sample counts as a copy
-    only if it sits closer to the training set than 95% of genuinely new images do.
+    the book's :class:`SameImageRule` (the same rule RP uses, :func:`same_image_rule`), or a number.
+    ``None`` only for a descriptor with a threshold of its own (SSCD: 0.6).
 
     ``train_features``: ``descriptor(train_images)`` when the caller already has it (several
     models scored against one training set need it once). The returned score's ``similarities``
     are each sample's nearest-neighbour similarity, ``nearest`` that neighbour's index.
 
-    ValueError when a sample, a training image (or, when given, a training feature) or a held-out
-    image holds NaN or inf; when the training (or held-out) images are not shaped like the samples
-    (``(N, C, H, W)`` against ``(B, C, H, W)``); when the threshold is not a finite number in
-    [-1, 1] or ``heldout_quantile`` not one in [0, 1].
+    ValueError when a sample, a training image (or, when given, a training feature) holds NaN or
+    inf; when the training images are not shaped like the samples (``(N, C, H, W)`` against
+    ``(B, C, H, W)``); when the threshold is not a finite number in [-1, 1], or missing for a
+    descriptor that needs one calibrated.
     """
     desc = get_descriptor(descriptor)
     threshold, given_rule = _unpack(threshold, None, desc)
-    checks.finite_number("heldout_quantile", heldout_quantile, low=0, high=1)
     _check_finite(samples, "the sample set")
     shape = tuple(samples.images.shape[1:])
-    for what, images in (("training images", train_images), ("held-out images", heldout)):
-        if images is not None and tuple(images.shape[1:]) != shape:
-            raise ValueError(f"{what} are {tuple(images.shape[1:])} each, the samples {shape}: GL compares "
-                             "images of one shape")
+    if tuple(train_images.shape[1:]) != shape:
+        raise ValueError(f"training images are {tuple(train_images.shape[1:])} each, the samples {shape}: GL "
+                         "compares images of one shape")
     # a NaN training image would rank first for every sample (topk puts NaN highest): all "copies"
     if train_features is None:
         checks.finite_images("train_images", train_images)
     else:
         checks.finite_images("train_features", train_features)
-    if heldout is not None:
-        checks.finite_images("heldout", heldout)
     ref = desc(train_images) if train_features is None else train_features
     nn_sim, nn_idx = (t[:, 0] for t in nearest_neighbors(desc(samples.images), ref))
 
     def calibrate() -> tuple[float, str]:
-        if heldout is None:
-            raise ValueError(f"the {desc.name} descriptor needs a calibrated GL threshold: pass heldout= real images "
-                             "kept out of training (or an explicit threshold=)")
-        held_nn = nearest_neighbors(desc(heldout), ref)[0][:, 0]
-        return (calibrate_threshold(held_nn, heldout_quantile),
-                f"{100 * heldout_quantile:g}th percentile of {len(held_nn)} held-out real images' "
-                "nearest-training similarity")
+        raise ValueError(f"the {desc.name} descriptor needs a calibrated GL threshold: pass threshold= (the "
+                         "book's rule, same_image_rule(train_images, heldout), or a number)")
 
     threshold, rule = resolve_threshold(desc, threshold, calibrate, given_rule)
     novel = (nn_sim <= threshold).double()
@@ -756,30 +776,3 @@ def error_matrix(samples: Sequence[Samples], kind: str = "mae") -> torch.Tensor:
         for j in range(i + 1, m):
             mat[i, j] = mat[j, i] = paired_error(samples[i], samples[j], kind).median()
     return mat
-
-
-def real_null_threshold(images: torch.Tensor, descriptor: str | Descriptor = "pixel",
-                        quantile: float = 0.99) -> tuple[float, str]:
-    """A model-free RP threshold: the ``quantile`` of the similarity between *distinct* real images.
-
-    Per-pair calibration (:func:`null_similarity`) fails for memorizing models: with N training
-    images they produce at most N distinct samples, so many *different* seeds land on the same
-    image and the different-seed null piles up at 1. Two distinct held-out real images are a null
-    that does not depend on the model, so one threshold serves a whole sweep over N.
-
-    Returns ``(threshold, rule)``; with SSCD, the paper's 0.6 (and ``images`` are not described).
-    """
-    desc = get_descriptor(descriptor)
-
-    def calibrate() -> tuple[float, str]:
-        if len(images) < 2:
-            raise ValueError(f"a real-image null needs at least 2 images, got {len(images)}")
-        checks.finite_images("images", images)
-        f = desc(images)
-        sims = f @ f.T
-        iu = torch.triu_indices(len(f), len(f), offset=1)
-        vals = sims[iu[0], iu[1]]
-        return (calibrate_threshold(vals, quantile),
-                f"{100 * quantile:g}th percentile of {vals.numel():,} pairs of distinct held-out real images")
-
-    return resolve_threshold(desc, None, calibrate)

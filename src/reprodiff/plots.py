@@ -12,7 +12,7 @@ import torch
 
 from .sampling import Samples
 
-__all__ = ["same_noise_grid", "image_grid", "similarity_histogram", "rp_heatmap", "curve_with_band", "nearest_grid",
+__all__ = ["same_noise_grid", "image_grid", "rp_heatmap", "curve_with_band", "nearest_grid",
            "survival_curves", "rp_bars", "inverse_grid", "sensitivity_curves", "REGIME_COLORS", "LINE_COLORS"]
 
 #: light fills for regime shading, kept apart from the line colours of models
@@ -72,34 +72,6 @@ def same_noise_grid(samples: Sequence[Samples], seeds: Sequence[int], title: str
     return image_grid(rows, [f"seed {k}" for k in seeds], title=title)
 
 
-def similarity_histogram(paired: torch.Tensor, unpaired: torch.Tensor, threshold: float | None = None,
-                         xlabel: str = "similarity", title: str | None = None, ax=None):
-    """Density histograms of same-seed (paired) vs different-seed (null) similarities, threshold marked."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-    else:
-        fig = ax.figure
-    with sns.axes_style("whitegrid"):
-        lo = float(min(paired.min(), unpaired.min()))
-        bins = torch.linspace(lo, 1.0, 60).numpy()
-        ax.hist(unpaired.numpy(), bins=bins, density=True, alpha=0.6, color="tab:gray",
-                label=f"different seeds (n={unpaired.numel():,})")
-        ax.hist(paired.numpy(), bins=bins, density=True, alpha=0.7, color="tab:blue",
-                label=f"same seed (n={paired.numel():,})")
-        if threshold is not None:
-            ax.axvline(threshold, color="tab:red", ls="--", lw=1.2, label=f"threshold {threshold:.3f}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("density")
-        ax.legend(fontsize=8, loc="upper left")
-        if title:
-            ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def rp_heatmap(matrix: torch.Tensor, labels: Sequence[str], title: str = "RP score", ax=None, fmt: str = ".2f",
                vmin: float = 0.0, vmax: float = 1.0):
     """Seaborn heatmap of a symmetric score matrix with annotated cells."""
@@ -148,7 +120,7 @@ def curve_with_band(x: Sequence[float], curves: Mapping[str, tuple[Sequence[floa
 
 def nearest_grid(sweep, size: str, seeds: Sequence[int], n_train: Sequence[int] | None = None,
                  title: str | None = None):
-    """For each N of a :class:`reprodiff.experiments.SweepResult`: a row of ``size``'s samples for
+    """For each N of a :class:`reprodiff.regimes.SweepResult`: a row of ``size``'s samples for
     ``seeds`` and, below it, each sample's nearest training image."""
     rows: dict[str, torch.Tensor] = {}
     for n in n_train or sweep.n_train:

@@ -64,7 +64,17 @@ __all__ = [
     "seed_noise",
     "generate",
     "generate_from_noise",
-    "flush_denormal",
+    "record_trajectory",
+    "resolve_device",
+    "backbone_classes",
+    "call_denoiser",
+    "initial_state",
+    "dpmpp_2m_step",
+    "ancestral_step",
+    "check_seeds",
+    "check_positive",
+    "check_shape",
+    "check_labels",
 ]
 
 
@@ -178,11 +188,14 @@ def karras_sigmas(steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 
     return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
 
 
-def _call(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, cond, dtype) -> torch.Tensor:
+def call_denoiser(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor, cond, dtype) -> torch.Tensor:
+    """``denoiser(x, sigma, cond)`` evaluated in the model's ``dtype``, returned in float64 (the
+    samplers' state): ``x`` is ``(B, C, H, W)``, ``sigma`` a scalar tensor."""
     return denoiser(x.to(dtype), sigma.to(dtype), cond).to(torch.float64)
 
 
-def _prepare(noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+def initial_state(noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """A sampler's starting point ``x_T``: unit-variance ``noise`` scaled by the first sigma, in float64."""
     return noise.to(torch.float64) * sigmas[0]
 
 
@@ -197,9 +210,9 @@ def sample_euler(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, 
     Returns: ``(B, C, H, W)`` float64 final sample. To observe the trajectory, wrap the denoiser
     (:func:`record_calls`).
     """
-    x = _prepare(noise, sigmas)
+    x = initial_state(noise, sigmas)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        x0 = _call(denoiser, x, s, cond, model_dtype)
+        x0 = call_denoiser(denoiser, x, s, cond, model_dtype)
         x = x0 + (s_next / s) * (x - x0)  # = x + (s_next - s) * (x - x0) / s
     return x
 
@@ -212,9 +225,9 @@ def sample_ddim(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, c
     (2022) showed this update is exactly an Euler step of the ODE in ``x / alpha``; we keep the
     DDIM form to make that equivalence a tested fact rather than an assumption.
     """
-    x = _prepare(noise, sigmas)
+    x = initial_state(noise, sigmas)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        x0 = _call(denoiser, x, s, cond, model_dtype)
+        x0 = call_denoiser(denoiser, x, s, cond, model_dtype)
         a, a_next = 1 / (1 + s**2).sqrt(), 1 / (1 + s_next**2).sqrt()
         x_t = a * x
         eps = (x_t - a * x0) / (1 - a**2).sqrt()
@@ -228,13 +241,13 @@ def sample_heun(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, c
 
     With the default 18-step grid it makes 35 network calls, the paper's setting.
     """
-    x = _prepare(noise, sigmas)
+    x = initial_state(noise, sigmas)
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        x0 = _call(denoiser, x, s, cond, model_dtype)
+        x0 = call_denoiser(denoiser, x, s, cond, model_dtype)
         d = (x - x0) / s
         x_euler = x + (s_next - s) * d
         if s_next > 0:
-            d_next = (x_euler - _call(denoiser, x_euler, s_next, cond, model_dtype)) / s_next
+            d_next = (x_euler - call_denoiser(denoiser, x_euler, s_next, cond, model_dtype)) / s_next
             x = x + (s_next - s) * 0.5 * (d + d_next)
         else:
             x = x_euler
@@ -247,14 +260,14 @@ def sample_dpmpp_2m(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tenso
 
     One network call per step; the previous step's ``x0_hat`` supplies the second-order correction.
     """
-    x = _prepare(noise, sigmas)
+    x = initial_state(noise, sigmas)
     history = None
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        x, history = _dpmpp_2m_step(x, _call(denoiser, x, s, cond, model_dtype), s, s_next, history)
+        x, history = dpmpp_2m_step(x, call_denoiser(denoiser, x, s, cond, model_dtype), s, s_next, history)
     return x
 
 
-def _dpmpp_2m_step(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor, history):
+def dpmpp_2m_step(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor, history):
     """One DPM-Solver++(2M) step from sigma ``s`` to ``s_next`` given ``x0 = D(x, s)``; ``history`` is
     the previous step's ``(x0, h)`` (None at the first step). Returns ``(x_next, history)``."""
     if s_next == 0:
@@ -281,13 +294,13 @@ def sample_euler_ancestral(denoiser: Denoiser, noise: torch.Tensor, sigmas: torc
     """
     if step_noise is None or step_noise.shape[:2] != (len(sigmas) - 1, noise.shape[0]):
         raise ValueError("sample_euler_ancestral needs step_noise of shape (steps, B, ...)")
-    x = _prepare(noise, sigmas)
+    x = initial_state(noise, sigmas)
     for i, (s, s_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
-        x = _ancestral_step(x, _call(denoiser, x, s, cond, model_dtype), s, s_next, step_noise[i])
+        x = ancestral_step(x, call_denoiser(denoiser, x, s, cond, model_dtype), s, s_next, step_noise[i])
     return x
 
 
-def _ancestral_step(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor,
+def ancestral_step(x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor,
                     step_noise: torch.Tensor) -> torch.Tensor:
     """One ancestral Euler step from sigma ``s`` to ``s_next`` given ``x0 = D(x, s)``, injecting
     ``step_noise`` (unit, shaped like x)."""
@@ -387,7 +400,7 @@ def _wrapped(denoiser) -> Iterable:
         denoiser = getattr(denoiser, "denoiser", None)
 
 
-def _resolve_device(denoiser, device: str | torch.device | None = None) -> torch.device:
+def resolve_device(denoiser, device: str | torch.device | None = None) -> torch.device:
     """The device to sample on: ``device`` when given, else the device of the first parameter or
     buffer of ``denoiser`` or of a model it wraps (:func:`_wrapped`), else CPU (a parameter-free
     denoiser, e.g. a function)."""
@@ -420,7 +433,9 @@ def _declared_shape(denoiser) -> tuple[int, ...] | None:
     return None
 
 
-def _check_shape(shape: Sequence[int], denoiser) -> tuple[int, int, int]:
+def check_shape(shape: Sequence[int], denoiser) -> tuple[int, int, int]:
+    """``shape`` as ``(C, H, W)`` positive ints; raises ValueError if malformed or unlike the shape
+    ``denoiser`` declares it was trained on."""
     try:
         values = tuple(shape)
     except TypeError:
@@ -434,7 +449,9 @@ def _check_shape(shape: Sequence[int], denoiser) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _check_seeds(seeds) -> torch.Tensor:
+def check_seeds(seeds) -> torch.Tensor:
+    """``seeds`` as an int64 tensor; raises ValueError when empty, negative or repeated (samples
+    are paired by seed)."""
     seeds = _seed_tensor(seeds)
     if seeds.numel() == 0:
         raise ValueError("no seeds given: generate makes one sample per seed")
@@ -448,13 +465,14 @@ def _check_seeds(seeds) -> torch.Tensor:
     return seeds
 
 
-def _check_positive(value, what: str) -> int:
+def check_positive(value, what: str) -> int:
+    """``value`` as an int >= 1; raises ValueError naming ``what`` otherwise."""
     if not _is_integer(value) or operator.index(value) < 1:
         raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
     return operator.index(value)
 
 
-def _backbone_classes(denoiser) -> tuple[bool, int | None]:
+def backbone_classes(denoiser) -> tuple[bool, int | None]:
     """``(known, num_classes)`` of the trained backbone behind ``denoiser``; ``known`` is False for
     analytic denoisers, which have no backbone and check their ``cond`` themselves."""
     for d in _wrapped(denoiser):
@@ -464,8 +482,10 @@ def _backbone_classes(denoiser) -> tuple[bool, int | None]:
     return False, None
 
 
-def _check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
-    known, num_classes = _backbone_classes(denoiser)
+def check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
+    """``labels`` for ``n`` samples as an int64 tensor (or None), checked against the classes of the
+    backbone behind ``denoiser`` (:func:`backbone_classes`); raises ValueError on a mismatch."""
+    known, num_classes = backbone_classes(denoiser)
     if labels is None:
         if known and num_classes is not None:
             raise ValueError(f"this model is class-conditional ({num_classes} classes): pass labels= "
@@ -511,7 +531,7 @@ def run_sampler(fn: Callable[..., torch.Tensor], denoiser: Denoiser, noise_for: 
     Runs ``fn(denoiser, noise, sigmas, cond=labels, **kwargs)`` (a sampler of :data:`SAMPLERS`, or
     one with the same signature such as :func:`reprodiff.inverse.dps_sample`) on samples
     ``start:stop`` of ``n``, ``batch_size`` at a time, on ``device`` (``None``: the device of the
-    model, :func:`_resolve_device`). Everything a batch needs is moved there: the sigma grid, the
+    model, :func:`resolve_device`). Everything a batch needs is moved there: the sigma grid, the
     initial noise ``noise_for(start, stop)`` (made on the CPU by the caller, so the noise is a
     function of the seed only), the ``(n,)`` ``labels``, the injected noise
     ``step_noise_for(start, stop)`` of a stochastic sampler and every ``(n, ...)`` tensor of
@@ -525,7 +545,7 @@ def run_sampler(fn: Callable[..., torch.Tensor], denoiser: Denoiser, noise_for: 
     """
     from tqdm.auto import tqdm
 
-    device = _resolve_device(denoiser, device)
+    device = resolve_device(denoiser, device)
     sigmas = sigmas.to(device)
     outs = []
     with eval_mode(denoiser) as model:
@@ -601,10 +621,10 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
     if noise.dim() != 4:
         raise ValueError(f"noise must be shaped (B, C, H, W), got {tuple(noise.shape)}")
     checks.finite_images("noise", noise)
-    steps = _check_positive(steps, "steps")
-    batch_size = _check_positive(batch_size, "batch_size")
-    _check_shape(noise.shape[1:], denoiser)
-    labels = _check_labels(labels, len(noise), denoiser)
+    steps = check_positive(steps, "steps")
+    batch_size = check_positive(batch_size, "batch_size")
+    check_shape(noise.shape[1:], denoiser)
+    labels = check_labels(labels, len(noise), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     images = run_sampler(spec.fn, denoiser, lambda a, b: noise[a:b].float(), sigmas, n=len(noise), labels=labels,
                          batch_size=batch_size, desc=f"sampling {name or sampler}",
@@ -644,12 +664,12 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     spec = _sampler_spec(sampler)
     if spec.stochastic and step_noise_stream is None:
         raise ValueError("the stochastic sampler needs step_noise_stream (its injected noise is explicit)")
-    seeds = _check_seeds(seeds)
-    steps = _check_positive(steps, "steps")
-    batch_size = _check_positive(batch_size, "batch_size")
-    shape = _check_shape(shape, denoiser)
-    labels = _check_labels(labels, len(seeds), denoiser)
-    device = _resolve_device(denoiser, device)
+    seeds = check_seeds(seeds)
+    steps = check_positive(steps, "steps")
+    batch_size = check_positive(batch_size, "batch_size")
+    shape = check_shape(shape, denoiser)
+    labels = check_labels(labels, len(seeds), denoiser)
+    device = resolve_device(denoiser, device)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
     key = None if spec.stochastic or not cache_samples else \
         _sample_key(denoiser, seeds, shape, labels, sigmas, sampler, batch_size, noise_stream, device)
@@ -664,3 +684,16 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     if key is not None:
         cache.write_samples(key, images)
     return Samples(images, seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
+
+
+def record_trajectory(model: torch.nn.Module, seeds: Sequence[int] | range, shape: Sequence[int],
+                      steps: int) -> CallRecorder:
+    """``model``'s Euler trajectory from ``seeds`` in one batch, on the model's device: every
+    ``(x, sigma, x0_hat)`` it evaluated, in ``.calls`` (tensors on that device)."""
+    seeds = torch.tensor(list(seeds), dtype=torch.int64)
+    rec = record_calls(model)
+    with torch.no_grad():
+        run_sampler(sample_euler, rec, seed_noise(seeds, shape), karras_sigmas(steps), n=len(seeds),
+                    batch_size=max(len(seeds), 1), seeds=seeds,
+                    what=f"the Euler-{steps} trajectory of {type(model).__name__}")
+    return rec

@@ -1,6 +1,6 @@
 """Offline stand-ins for what the ``gpu`` profile downloads, so its code path runs on any CPU.
 
-The ``smoke`` profile (:func:`reprodiff.configs.get_config`) is each chapter's ``gpu``
+The ``smoke`` profile (:func:`reprodiff.profiles.get_config`) is each chapter's ``gpu``
 configuration at toy scale: the same datasets, descriptors and pipelines by name, with tiny models,
 few steps and few seeds. What the ``gpu`` profile would download is written here instead, in the
 formats the real loaders read:

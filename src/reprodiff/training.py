@@ -24,7 +24,6 @@ files; a Ctrl-C reaching one process stops them all at the same step.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -38,20 +37,21 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
 from . import __version__
-from .backbones import BACKBONES, build_backbone, count_parameters
-from .cache import (CACHE_FORMAT, CheckpointError, cache_root, clean_temporaries, entry_dir, entry_lock, is_cached,
+from .backbones import BACKBONES, build_backbone, count_parameters, flops_per_image
+from .cache import (CACHE_FORMAT, CheckpointError, clean_temporaries, entry_dir, entry_lock, is_cached,
                     STATE_FILE, read_meta, read_model, read_state, write_model, write_state)
 from .data import DATASETS, ImageData, MoLRG, keep_classes, load_dataset, split_holdout, subset
 from .denoisers import Precond, denoising_loss, draw_noise, get_objective
 from .runtime import cpu_threads, default_device, derive_seed, flush_denormal
 
-__all__ = ["TrainConfig", "CheckpointError", "cache_root", "training_data", "train", "load_or_train",
-           "load_or_train_many", "train_missing", "training_step_ms", "load_model", "checkpoint_dir", "build_model", "step_cost", "cpu_threads"]
+__all__ = ["TrainConfig", "training_data", "train", "load_or_train",
+           "load_or_train_many", "train_missing", "training_step_ms", "load_model", "checkpoint_dir", "build_model",
+           "TrainJob"]
 
 _INT_FIELDS = ("holdout", "subset_seed", "subset_offset", "molrg_classes", "molrg_dim", "molrg_seed", "steps",
                "batch_size", "warmup", "seed", "checkpoint_every", "lora_rank")
@@ -66,7 +66,7 @@ _MAX_BATCH = 65536
 class TrainConfig:
     """Everything that determines a trained model (its hash names the checkpoint).
 
-    Data: ``dataset`` (``"digits"``, a torchvision name, or ``"molrg"``), ``n_train`` (nested subset
+    Data: ``dataset`` (``"digits"``, ``"cifar10"`` or ``"molrg"``), ``n_train`` (nested subset
     size; ``None`` = every image not held out), ``holdout`` (images kept out of every subset),
     ``subset_seed``, ``subset_offset`` (skip that many images of the subset order: ``subset_offset=N``
     gives a training set disjoint from the default's). Model: ``backbone`` (a name in
@@ -184,9 +184,6 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def hashed_fields(self) -> dict[str, Any]:
         """The fields that determine the trained weights, as JSON values (everything but
         ``checkpoint_every``; the fine-tuning fields and ``snapshots`` only when set; the base as
@@ -213,6 +210,26 @@ class TrainConfig:
         tuned = "" if self.base is None else f"-lora{self.lora_rank}" if self.lora_rank else "-ft"
         offset = f"+{self.subset_offset}" if self.subset_offset else ""
         return f"{self.backbone}-{self.objective}-{self.dataset}{n}{offset}{classes}-s{self.seed}{tuned}"
+
+    # the training pool's protocol (:class:`TrainJob`)
+    def cached(self) -> bool:
+        """Whether the trained model is in the cache."""
+        return is_cached(checkpoint_dir(self))
+
+    def train_cached(self, progress: bool = True) -> None:
+        """Train the model into the cache (:func:`train`)."""
+        train(self, progress=progress)
+
+    def load_cached(self) -> Precond:
+        """The cached model, on :func:`reprodiff.runtime.default_device`."""
+        return load_model(self).to(default_device())
+
+    def training_flops(self) -> float:
+        """Training FLOPs, for scheduling: FLOPs per image x batch size x steps. FLOPs, not parameters:
+        a UNet applies every weight at every pixel, an MLP once per image. Reads the training data, so
+        an impossible subset raises here."""
+        shape = tuple(training_data(self)[0].shape)
+        return flops_per_image(self.backbone, shape) * self.batch_size * self.steps
 
 
 def _int_tuple(name: str, values: Any) -> tuple[int, ...]:
@@ -669,68 +686,26 @@ def load_or_train(cfg: TrainConfig, progress: bool = True) -> Precond:
     return model.to(default_device())
 
 
-def _is_vae(cfg) -> bool:
-    from .controls import VAEConfig
+class TrainJob(Protocol):
+    """What the training pool (:func:`train_missing`, :func:`load_or_train_many`) asks of a config,
+    whatever it trains: :class:`TrainConfig` (a diffusion model) and
+    :class:`reprodiff.controls.VAEConfig` (a VAE control) both answer it."""
 
-    return isinstance(cfg, VAEConfig)
+    hash: str
+    name: str
 
+    def cached(self) -> bool: ...
 
-def _cached(cfg) -> bool:
-    if _is_vae(cfg):
-        from .controls import vae_dir
+    def train_cached(self, progress: bool = True) -> None: ...
 
-        return is_cached(vae_dir(cfg))
-    return is_cached(checkpoint_dir(cfg))
+    def load_cached(self) -> torch.nn.Module: ...
 
-
-def _train_one(cfg, progress: bool) -> None:
-    if _is_vae(cfg):
-        from .controls import load_or_train_vae
-
-        load_or_train_vae(cfg, progress=progress)
-    else:
-        train(cfg, progress=progress)
+    def training_flops(self) -> float: ...
 
 
-def _load_one(cfg):
-    if _is_vae(cfg):
-        from .controls import load_or_train_vae
-
-        return load_or_train_vae(cfg, progress=False)  # cached by now: this loads
-    return load_model(cfg).to(default_device())
-
-
-def _train_in_worker(cfg) -> str:
-    _train_one(cfg, progress=False)
+def _train_in_worker(cfg: TrainJob) -> str:
+    cfg.train_cached(progress=False)
     return cfg.name
-
-
-@functools.lru_cache(maxsize=None)
-def _flops_per_image(backbone: str, shape: tuple[int, int, int]) -> float:
-    """Forward + backward FLOPs (matrix products and convolutions) of one image through ``backbone``;
-    built under a forked RNG, so scheduling leaves the caller's global RNG alone."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.random.fork_rng(devices=[]):
-        net = build_backbone(backbone, shape)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        net(torch.zeros(1, *shape), torch.zeros(1), None).sum().backward()
-    return float(counter.get_total_flops())
-
-
-def _relative_cost(cfg, shape: tuple[int, int, int] | None) -> float:
-    """Training cost, for scheduling: FLOPs per image x batch size x steps. (Parameter counts alone
-    ranked an MLP on 64 numbers above a UNet that applies every weight at 64 pixels, so the costliest
-    UNets trained last and one core idled while the last of them finished.) A VAE is an MLP: about
-    6 FLOPs per parameter per image."""
-    if _is_vae(cfg):
-        from .controls import MLPVAE
-
-        with torch.random.fork_rng(devices=[]):
-            params = count_parameters(MLPVAE(load_dataset(cfg.dataset).shape, cfg.latent, cfg.hidden))
-        return 6.0 * params * cfg.batch_size * cfg.steps
-    return _flops_per_image(cfg.backbone, tuple(shape)) * cfg.batch_size * cfg.steps
 
 
 #: below this many training FLOPs in all (~5 s of one core; the smallest model of the cpu profile costs 2.1e11)
@@ -760,15 +735,14 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
 
     from tqdm.auto import tqdm
 
-    missing = list({c.hash: c for c in configs if not _cached(c)}.values())
+    missing = list({c.hash: c for c in configs if not c.cached()}.values())
     trained = list(missing)
-    # bad subsets and missing bases fail here, before any process starts
-    shapes = {c.hash: None if _is_vae(c) else training_data(c)[0].shape for c in missing}
+    # bad subsets (counting the FLOPs reads each model's data) and missing bases fail here, before any process starts
+    costs = {c.hash: c.training_flops() for c in missing}
     for c in missing:
-        if getattr(c, "base", None) is not None and c.base.hash not in shapes and not is_cached(checkpoint_dir(c.base)):
+        if getattr(c, "base", None) is not None and c.base.hash not in costs and not c.base.cached():
             raise FileNotFoundError(f"{c.name} fine-tunes {c.base.name}, which is neither trained nor in this list")
     workers = workers or int(os.environ.get("REPRODIFF_WORKERS", 0)) or (os.cpu_count() or 1)
-    costs = {c.hash: _relative_cost(c, shapes[c.hash]) for c in missing}
     # in a log (CI) a line every 30 s; in a terminal or a notebook, live
     live = sys.stderr.isatty() or "ipykernel" in sys.modules
     bar = tqdm(total=round(sum(costs.values()) / 1e12, 2), unit="TFLOP", disable=not progress or len(missing) < 2,
@@ -794,7 +768,7 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
             small = sum(costs[c.hash] for c in wave) < _IN_PROCESS_FLOPS
             if workers == 1 or len(wave) == 1 or small or torch.cuda.is_available():
                 for c in wave:
-                    _train_one(c, progress)
+                    c.train_cached(progress)
                     finished(c)
                 continue
             with ProcessPoolExecutor(max_workers=min(workers, len(wave)), mp_context=get_context("spawn")) as pool:
@@ -824,7 +798,7 @@ def load_or_train_many(configs, workers: int | None = None, progress: bool = Tru
     named = isinstance(configs, dict)
     cfgs = list(configs.values()) if named else list(configs)
     train_missing(cfgs, workers, progress)
-    models = [_load_one(c) for c in cfgs]
+    models = [c.load_cached() for c in cfgs]
     return dict(zip(configs, models)) if named else models
 
 
@@ -857,31 +831,3 @@ def training_step_ms(backbone: str = "unet-xs", batch_size: int = 64, steps: int
                     step()
                 best = min(best, time.perf_counter() - t0)
     return 1000 * best / steps
-
-
-def step_cost(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int = 10) -> tuple[float, int]:
-    """Measured cost of one training step of ``cfg``'s model: ``(FLOPs, aten operator calls)``.
-
-    Runs one forward + backward of the loss on a batch of 2 on CPU, counting matmul/convolution
-    FLOPs with torch's ``FlopCounterMode`` (scaled to ``cfg.batch_size``) and every dispatched
-    operator (each is at least one GPU kernel launch). Used to estimate GPU run times on hardware
-    this machine does not have: time per step ~ max(FLOPs / sustained FLOP/s, calls x launch cost).
-    """
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import FlopCounterMode
-
-    class _Count(TorchDispatchMode):
-        calls = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            _Count.calls += 1
-            return func(*args, **(kwargs or {}))
-
-    model = build_model(cfg, shape, num_classes)
-    y = torch.zeros(2, *shape)
-    cond = torch.zeros(2, dtype=torch.int64) if cfg.conditional else None
-    sigma, noise = draw_noise(model.objective, y.shape, torch.Generator().manual_seed(0))
-    flops = FlopCounterMode(display=False)
-    with flops, _Count():
-        denoising_loss(model, model.objective, y, sigma, noise, cond).backward()
-    return flops.get_total_flops() / 2 * cfg.batch_size, _Count.calls
