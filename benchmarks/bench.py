@@ -85,14 +85,36 @@ def bench_training(steps: int, batch: int, backbone: str) -> dict:
     ours(short)  # warm-up (imports, first allocations)
     res = {}
     for name, fn in (("plain", plain), ("ours", ours)):
-        t_short = _best_of(lambda: fn(short), 2)
-        t_long = _best_of(lambda: fn(steps), 2)
+        t_short = _best_of(lambda fn=fn: fn(short), 2)
+        t_long = _best_of(lambda fn=fn: fn(steps), 2)
         per_step = (t_long - t_short) / (steps - short)
         res[name] = (per_step, t_short - short * per_step)
     return {"backbone": backbone, "batch": batch, "steps": steps,
             "ours_ms_per_step": 1000 * res["ours"][0], "plain_ms_per_step": 1000 * res["plain"][0],
             "ours_setup_s": res["ours"][1], "plain_setup_s": res["plain"][1],
             "ratio": res["ours"][0] / res["plain"][0]}
+
+
+_DSTAR_CHILD = r"""
+import json, resource, sys, time, torch
+from reprodiff.data import load_dataset
+from reprodiff.denoisers import OptimalDenoiser, optimal_denoiser_naive
+mode, batch, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+train = load_dataset("digits").images
+x = torch.randn(batch, *train.shape[1:]) * 2.0
+fast = OptimalDenoiser(train)
+fn = (lambda: fast(x, 1.0)) if mode == "chunked" else (lambda: optimal_denoiser_naive(train, x, 1.0))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fn()
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+working = (x.shape[0] * len(train) * x[0].numel() * 8 if mode == "naive"
+           else x.shape[0] * (min(fast.chunk_size, len(train)) + x[0].numel()) * 8)
+print(json.dumps({"seconds": min(times), "peak_extra_mb": (peak - base) / 1024, "n_train": len(train),
+                  "working_set_mb": working / 2**20}))
+"""
 
 
 def bench_optimal_denoiser(batch: int, repeats: int) -> dict:
@@ -118,7 +140,7 @@ def bench_samplers(backbone: str, n: int, steps: int) -> dict:
     for name in SAMPLERS:
         kw = {"step_noise_stream": 0} if name == "euler-ancestral" else {}
         generate(model, range(16), (1, 8, 8), sampler=name, steps=steps, **kw)  # warm-up
-        t = _best_of(lambda: generate(model, range(n), (1, 8, 8), sampler=name, steps=steps, batch_size=n, **kw), 2)
+        t = _best_of(lambda name=name, kw=kw: generate(model, range(n), (1, 8, 8), sampler=name, steps=steps, batch_size=n, **kw), 2)
         out[name] = {"images_per_s": n / t, "seconds": t}
     return {"backbone": backbone, "n": n, "steps": steps, "samplers": out}
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[step] = dict(x0=errs, mean=sum(errs) / len(errs), loss=losses.get(step))
             last = rows[cfg.steps]
 
-            def settled(key, i=None):  # first step from which every later step is within tol of the last
+            def settled(key, i=None, rows=rows, last=last):  # first step from which every later step is within tol of the last
                 value = (lambda r: r[key][i]) if i is not None else (lambda r: r[key])
                 ref, first = value(last), None
                 for step in reversed(steps):

@@ -58,7 +58,6 @@ PROFILE = "cpu"
 import time
 
 import matplotlib.pyplot as plt
-import torch
 
 from reprodiff import get_config
 from reprodiff.denoisers import GaussianDenoiser

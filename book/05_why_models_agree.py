@@ -396,7 +396,7 @@ for n in cfg.leaderboard_n:
     boards[n] = leaderboard(mine, samples, n, descriptor=rule.descriptor,
                             ceilings=("the other training seed (network)",) if other is not None else ())
 print(f"calibrated, sampled and scored in {time.perf_counter() - t0:.0f} s")
-for n, board in boards.items():
+for _n, board in boards.items():
     print(board.table())
 
 # %%

@@ -130,7 +130,7 @@ def test_agreement_config_pairs_share_or_split_the_data():
     with pytest.raises(ValueError, match="extend_n"):
         replace(cfg, extend_n=(16,), extend_steps=cfg.sweep.base.steps)
     for profile in ("gpu", "smoke", "paper"):
-        get_config("agreement", profile).models  # every profile builds its pairs
+        assert get_config("agreement", profile).models  # every profile builds its pairs
 
 
 def test_calibration_finds_the_patch_size_of_a_local_network(digits):

@@ -12,12 +12,12 @@ import reprodiff.sampling as sampling
 from reprodiff.backbones import build_backbone
 from reprodiff.checks import NonFiniteError, finite_images, finite_number
 from reprodiff.data import load_dataset
-from reprodiff.denoisers import BlendedDenoiser, GaussianDenoiser, OptimalDenoiser, Precond, SmoothedOptimalDenoiser
+from reprodiff.denoisers import BlendedDenoiser, OptimalDenoiser, Precond, SmoothedOptimalDenoiser
 from reprodiff.inverse import gaussian_posterior_mean, make_operator, measure, pseudo_inverse, random_mask, reconstruct
 from reprodiff.metrics import (SameImageRule, bootstrap_ci, calibrate_threshold, gl_score, gu_memorization, psnr,
                                rp_matrix, rp_score, same_image_rule, survival)
 from reprodiff.runtime import flush_denormal
-from reprodiff.sampling import SAMPLERS, Samples, generate, generate_from_noise, karras_sigmas, noise_for_seeds
+from reprodiff.sampling import SAMPLERS, generate, generate_from_noise, karras_sigmas, noise_for_seeds
 
 SHAPE = (1, 8, 8)
 

@@ -1,6 +1,8 @@
 """Tests that can fail: every test function asserts something (read with ``ast``, not run)."""
 
 import ast
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -120,3 +122,21 @@ def test_the_cycle_check_sees_a_cycle():
     with pytest.raises(AssertionError, match="import cycle"):
         layers({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()})
     assert layers({"a": set(), "b": {"a"}, "c": {"a", "b"}}) == [["a"], ["b"], ["c"]]
+
+
+def test_the_linter_finds_nothing_in_the_repository():
+    """ruff with the small rule set of pyproject.toml (undefined names, unused imports and variables,
+    late-bound loop variables...) over the package, tests, benchmarks and chapter sources."""
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", str(root)],
+                         capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_linter_would_see_a_planted_bug(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n\n\ndef f():\n    return undefined_name\n")
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config", str(root / "pyproject.toml"),
+                          "--output-format", "concise", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 1 and "F401" in res.stdout and "F821" in res.stdout, res.stdout + res.stderr

@@ -237,7 +237,7 @@ def test_a_state_left_in_a_finished_entry_is_removed(monkeypatch):
 
 def test_stale_temporary_files_anywhere_in_the_cache_are_cleaned():
     root = cache_root()
-    old, fresh = time.time() - 2 * 3600, time.time()
+    old = time.time() - 2 * 3600
     stale = [root / "samples" / "5c" / ".5c48e0.safetensors.vmixkmlw.tmp",  # a killed sample-cache write
              root / "models" / "m-abc" / ".state.safetensors.x1.tmp",
              root / "vae" / "v-abc" / ".model.json.x2.tmp"]

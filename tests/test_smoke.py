@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reprodiff.data import load_dataset
 from reprodiff.profiles import EXPERIMENTS, get_config, profile_models, reference_split
 from reprodiff.smoke import prepare, write_sscd_standin
-from reprodiff.training import TrainConfig, training_data
+from reprodiff.training import training_data
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_BACKBONES = {"unet-tiny", "unet-tiny-attn", "uvit-tiny", "mlp-xs"}

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .denoisers import LocalDenoiser, OptimalDenoiser, SmoothedOptimalDenoiser
-from .metrics import (Descriptor, SameImageRule, Score, Scores, bootstrap_ci, get_descriptor, gl_score,
+from .metrics import (Descriptor, SameImageRule, Scores, bootstrap_ci, get_descriptor, gl_score,
                       paired_similarity, rp_score)
 from .sampling import Samples, generate, record_trajectory
 from .training import load_model, training_data

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .denoisers import Denoiser, Guided
+from .denoisers import Guided
 from .metrics import SameImageRule, Score, get_descriptor, gl_score, paired_similarity, rp_score, wilson_ci
 from .sampling import SAMPLERS, Samples, backbone_classes, generate, generate_from_noise, noise_for_seeds
 

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import torch
 
 from .configs import short_name
-from .metrics import (Descriptor, QualityClassifier, SameImageRule, Score, Scores, SeedSpread, get_descriptor, gl_score,
+from .metrics import (Descriptor, QualityClassifier, SameImageRule, Scores, SeedSpread, get_descriptor, gl_score,
                       rp_score, seed_spread)
 from .sampling import Samples, generate, record_trajectory, resolve_device
 from .training import load_or_train_many, training_data
