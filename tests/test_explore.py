@@ -96,6 +96,24 @@ def test_interpolation_study_measures_smoothness_and_agreement(models, rule):
         interpolation_study({"D*": models["D*"]}, SHAPE, [(0, 1)], 3, rule=rule)
 
 
+def test_agreement_among_a_subset_of_the_models_reuses_the_frames(models, rule):
+    three = {**models, "D* again": models["D*"]}
+    study = interpolation_study(three, SHAPE, [(0, 1), (2, 3), (4, 5)], 3, rule=rule, steps=6)
+    same = study.agreement_among(["D*", "D* again"], rule=rule)
+    assert [s.value for s in same] == [1.0, 1.0, 1.0]  # a model agrees with itself on every path
+    assert all("1 model pairs" in s.details for s in same)
+    # all three pairs pooled: the identical pair (always 1) and the two Gaussian-D* pairs
+    pooled = torch.stack([s.similarities.reshape(3, 3) for s in study.agreement])
+    gauss_dstar = study.agreement_among(["Gaussian", "D*"], rule=rule)
+    for k, s in enumerate(study.agreement):
+        assert s.value == pytest.approx((1 + 2 * gauss_dstar[k].value) / 3)
+        assert torch.equal(pooled[k][0], gauss_dstar[k].similarities)
+    with pytest.raises(ValueError, match="at least two of the sampled models"):
+        study.agreement_among(["D*"], rule=rule)
+    with pytest.raises(ValueError, match="at least two of the sampled models"):
+        study.agreement_among(["D*", "U-ViT"], rule=rule)
+
+
 def test_label_agreement_proxy_and_audit(digits, models, rule, sampling_runs):
     clf = QualityClassifier(digits.images[:1500], digits.labels[:1500])
     seeds = range(48)

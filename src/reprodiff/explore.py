@@ -155,6 +155,35 @@ class InterpolationStudy:
     smoothness: dict[str, torch.Tensor]
     agreement: list[Score]
 
+    def agreement_among(self, names: Sequence[str], *, rule: SameImageRule, descriptor="pixel") -> list[Score]:
+        """:attr:`agreement` over the model pairs within ``names`` only (e.g. one architecture
+        family), from the frames already sampled."""
+        unknown = [n for n in names if n not in self.frames]
+        if unknown or len(names) < 2:
+            raise ValueError(f"agreement needs at least two of the sampled models {list(self.frames)}; got {list(names)}")
+        return _agreement_along({n: self.frames[n] for n in names}, self.t, rule, get_descriptor(descriptor))
+
+
+def _agreement_along(frames_by_model: Mapping[str, torch.Tensor], t: torch.Tensor, rule: SameImageRule,
+                     desc) -> list[Score]:
+    """RP between every two models at each frame ``t``, pooled over model pairs, with a normal 95%
+    interval over the paths (the model pairs of one path share its noise: the path is the unit)."""
+    names = list(frames_by_model)
+    n_paths = len(next(iter(frames_by_model.values())))
+    paths = torch.arange(n_paths)
+    agreement = []
+    for k in range(len(t)):
+        sims = torch.stack([paired_similarity(Samples(frames_by_model[x][:, k], paths),
+                                              Samples(frames_by_model[y][:, k], paths), desc)
+                            for i, x in enumerate(names) for y in names[i + 1:]])  # (model pairs, paths)
+        per_path = (sims > rule.threshold).double().mean(0)
+        mean = float(per_path.mean())
+        half = 1.96 * float(per_path.std()) / n_paths ** 0.5 if n_paths > 1 else 1.0
+        agreement.append(Score("RP", mean, (max(0.0, mean - half), min(1.0, mean + half)), n_paths,
+                               rule.threshold, rule.rule, desc.name,
+                               f"t = {float(t[k]):.2f}, {len(sims)} model pairs", similarities=sims.reshape(-1)))
+    return agreement
+
 
 def interpolation_study(models: Mapping[str, torch.nn.Module], shape: Sequence[int], seed_pairs: Sequence[tuple[int, int]],
                         frames: int, *, rule: SameImageRule, descriptor="pixel", sampler: str = "heun",
@@ -177,20 +206,7 @@ def interpolation_study(models: Mapping[str, torch.nn.Module], shape: Sequence[i
         a = Samples(f[:, :-1].reshape(-1, *shape), torch.arange(len(seed_pairs) * (frames - 1)))
         b = Samples(f[:, 1:].reshape(-1, *shape), a.seeds)
         smooth[name] = paired_similarity(a, b, desc).reshape(len(seed_pairs), frames - 1).mean(0)
-    names = list(models)
-    paths = torch.arange(len(seed_pairs))
-    agreement = []
-    for k in range(frames):
-        sims = torch.stack([paired_similarity(Samples(frames_by_model[x][:, k], paths),
-                                              Samples(frames_by_model[y][:, k], paths), desc)
-                            for i, x in enumerate(names) for y in names[i + 1:]])  # (model pairs, paths)
-        # the model pairs of one path share its noise: the path is the unit of the interval
-        per_path = (sims > rule.threshold).double().mean(0)
-        mean = float(per_path.mean())
-        half = 1.96 * float(per_path.std()) / len(seed_pairs) ** 0.5 if len(seed_pairs) > 1 else 1.0
-        agreement.append(Score("RP", mean, (max(0.0, mean - half), min(1.0, mean + half)), len(seed_pairs),
-                               rule.threshold, rule.rule, desc.name,
-                               f"t = {float(t[k]):.2f}, {len(sims)} model pairs", similarities=sims.reshape(-1)))
+    agreement = _agreement_along(frames_by_model, t, rule, desc)
     return InterpolationStudy(t, list(seed_pairs), frames_by_model, smooth, agreement)
 
 

@@ -30,7 +30,7 @@ HEADLINE_TAG = "nbval-check-output"
 @dataclass(frozen=True)
 class Finding:
     """One row of the landing page's table. ``pattern`` and ``baseline`` are searched in ``chapter``'s
-    headline output; every match is shown (its first group when the pattern has one), whitespace
+    headline output; every match is shown (its first group that matched, if the pattern has groups), whitespace
     collapsed, joined by "; ". ``baseline`` finds the number that the finding must be read against:
     the closed form, control or null that could fake it."""
 
@@ -99,16 +99,16 @@ FINDINGS = [
             r"RP full vs full \(two training seeds\): [^\n]+",
             "not measured (beyond the paper)"),
     Finding("The noise is a code the models share: it fixes the digit", "09_explorer",
-            r"(same digit from the same noise [\d.]+), from different noise [\d.]+",
-            r"same digit from the same noise [\d.]+, (from different noise [\d.]+)",
+            r"(?m)^(same digit from the same noise [\d.]+), from different noise [\d.]+",
+            r"(?m)^same digit from the same noise [\d.]+, (from different noise [\d.]+)",
             "named as an implication (controllable generation), not measured"),
     Finding("A cheap model chooses seeds for an expensive one", "09_explorer",
             r"(proxy [^\n]+?) vs [\d.]+ at random",
-            r"proxy [^\n]+? vs ([\d.]+ at random)",
+            r"proxy [^\n]+? vs ([\d.]+ at random)|proxy (Gaussian denoiser [^\n]+)",
             "not measured (beyond the paper)"),
     Finding("GL as a replication audit: a memorizing model's copies", "09_explorer",
             r"audit [^\n]+N=16:[^\n]+",
-            r"audit [^\n]+N=1500:[^\n]+",
+            r"audit [^\n]+N=1500:[^\n]+|audit held-out real digits:[^\n]+",
             "named as an implication (model privacy), not measured"),
 ]
 
@@ -146,7 +146,10 @@ def cell_png(notebook: str | Path, tag: str) -> bytes:
 def _quote(pattern: str, text: str) -> str:
     """Every match of ``pattern`` in ``text`` (its first group when it has one), whitespace collapsed,
     joined by "; "; empty when nothing matches."""
-    return "; ".join(" ".join(m.group(1 if m.re.groups else 0).split()) for m in re.finditer(pattern, text))
+    def shown(m: re.Match) -> str:
+        return next((g for g in m.groups() if g is not None), m.group(0))
+
+    return "; ".join(" ".join(shown(m).split()) for m in re.finditer(pattern, text))
 
 
 def collect(book_dir: str | Path, findings: list[Finding] = FINDINGS) -> list[dict]:
