@@ -293,8 +293,12 @@ print(mix_sweep.dip(next(iter(mix_sweep.rp))))
 # memorization by the book's GL <= 0.1 rule (the wider MLP is at its edge). They sit close to
 # training points without reproducing them to the precision the rule asks. GL then rises quickly,
 # and again the wider MLP lags. RP shows the U far more sharply than on digits: about 0.7 at
-# N = 16, down to about 0 around N = 256, and 1 from N = 1,024 on (for all three training-seed
-# pairs at N = 16,384).
+# N = 16, down to about 0 at N = 128 and 256, and 1 from N = 1,024 on (for all three training-seed
+# pairs at N = 16,384). The bottom of the U is not in the transition: at N = 128 and 256 both MLPs
+# already generalize by GL (the table labels them so). Chapter 4 shows what the two MLPs do at
+# N = 256: the narrower one has already become the Gaussian approximation of the mixture (a linear
+# map), while the wider one still keeps its samples inside the mixture's low-rank subspaces, so from
+# the same noise they draw different images, both of them new.
 # A value of 1 means the two MLPs became *the same function*. Chapter 4 shows which one: not the
 # true denoiser of the mixture, but its Gaussian approximation, a linear map that any two models
 # fitting the same mean and covariance share.
@@ -304,6 +308,8 @@ print(mix_sweep.dip(next(iter(mix_sweep.rp))))
 # %%
 rows = zip(PAPER_FIGURE2.items(), paper_row(sweep, cfg.memorization_gl, cfg.generalization_gl),
            paper_row(mix_sweep, cfg.memorization_gl, cfg.generalization_gl))
+print(f"regimes, ours: memorization where GL <= {cfg.memorization_gl} for every model, generalization where "
+      f"GL >= {cfg.generalization_gl}; the paper's thresholds are in the row names")
 print(f"{'':34s} {'paper (CIFAR-10)':46s} {'digits (ours)':28s} MoLRG (ours)")
 for (what, theirs), d, m in rows:
     print(f"{what:34s} {theirs:46s} {d:28s} {m}")
@@ -369,8 +375,9 @@ print(f"sanity check, this CPU: {cpu_flops / 1e9:.2f} GFLOP per step in {secs * 
 #   keep the low RP at N = 128 outside the spread of training runs at either end. The Gaussian
 #   denoiser reproduces no network at any N.
 # - MoLRG, with unlimited samples, shows the same U, deeper, up to N = 16,384: RP falls to about 0
-#   just after the transition (0.00 at N = 256) and reaches 1 from N = 1,024, once the MLPs learn
-#   the Gaussian approximation of the mixture (chapter 4).
+#   just after the transition (0.00 at N = 256, where both MLPs generalize but only the narrower
+#   one has become the mixture's Gaussian approximation) and reaches 1 from N = 1,024, once both
+#   MLPs have (chapter 4).
 # - Chapter 4 asks what the models agree *on* in each regime: the optimal denoiser of the training
 #   set, and what generalizing models converge to instead.
 #

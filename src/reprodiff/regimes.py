@@ -186,8 +186,8 @@ class SweepResult:
 #: Zhang et al. 2024, Figure 2 (CIFAR-10, SSCD > 0.6), read off the official figure; rows match
 #: :func:`paper_row`
 PAPER_FIGURE2 = {
-    "memorization (GL ~ 0) up to": "N = 2^10 for every width",
-    "generalization (GL >= 0.97) from": "N = 2^14",
+    "memorization up to (paper: GL ~ 0)": "N = 2^10 for every width",
+    "generalization from (paper: GL >= 0.97)": "N = 2^14",
     "larger model memorizes longer": "GL at 2^12: 0.86 / 0.28 / 0.05 (64 / 128 / 256 ch.)",
     "RP at the smallest N": "~0.6-0.7 (2^6)",
     "RP minimum": "0.02-0.18 near 2^13",
