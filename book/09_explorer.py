@@ -149,9 +149,8 @@ print(f"similarity of consecutive frames (mean over models and paths): min {smoo
 # independent noises is itself distributed (approximately) like a fresh noise, and the models treat
 # it as one. RP moves from one $t$ to the next by no more than its interval (64 paths) allows, with
 # no sign of a collapse between the endpoints. The map from noise to image that the models share is
-# a continuous one. The pooled curve counts the six pairs with the U-ViT, which agrees with none of
-# the UNets (chapter 2); the UNet pairs alone (the second curve) agree more often, and along the path
-# they behave the same way.
+# a continuous one. The pooled curve counts the six pairs with the U-ViT, which reproduces the UNets
+# less often than they reproduce one another (chapter 2); the second curve is the UNet pairs alone.
 #
 # ## The noise decides what is drawn
 #

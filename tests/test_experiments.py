@@ -60,3 +60,29 @@ def test_vae_trains_caches_and_decodes_by_seed():
     a, b = decode_seeds(vae, [3, 1]), decode_seeds(again, [1, 3])
     assert torch.equal(a.by_seed([1, 3]), b.by_seed([1, 3]))
     assert a.images.shape == (2, 1, 8, 8) and a.images.abs().max() <= 1
+
+
+def test_training_progress_follows_a_run_through_its_snapshots():
+    from dataclasses import replace
+
+    import pytest
+
+    from reprodiff.experiments import training_progress
+    from reprodiff.metrics import same_image_rule
+    from reprodiff.sampling import generate
+    from reprodiff.training import TrainConfig, load_or_train, training_data
+
+    cfg = TrainConfig(backbone="unet-xs", steps=6, batch_size=8, n_train=64, holdout=32, snapshots=(2, 4))
+    model = load_or_train(cfg, progress=False)
+    train, held = training_data(cfg)
+    seeds = range(24)
+    own = generate(model, seeds, train.shape, steps=4)
+    rule = same_image_rule(train.images, held.images, "pixel")
+    progress = training_progress(cfg, {"itself": (model, own)}, held.images, seeds, train.shape, rule, steps=4)
+    assert progress.steps == [2, 4, 6] and len(progress.errors) == 3 and all(len(e) == 3 for e in progress.errors)
+    # the finished model is its own reference: RP 1 at the last step, and the same x0 error
+    assert progress.rp["itself"][-1].value == 1.0 and progress.reference_errors["itself"] == progress.errors[-1]
+    assert progress.errors[0] != progress.errors[-1]  # snapshots are other weights
+    assert progress.rp_range(2) == (1.0, 1.0) and "step     6" in progress.table().replace(",", "")
+    with pytest.raises(ValueError, match="saved no snapshots"):
+        training_progress(replace(cfg, snapshots=()), {"itself": (model, own)}, held.images, seeds, train.shape, rule)

@@ -1,5 +1,6 @@
 """The book's policy (one same-image rule, one quality classifier per dataset) and the drivers of the
-studies that need no module of their own: architectures and samplers, inverse problems, guidance.
+studies that need no module of their own: architectures and samplers (and a model along its training),
+inverse problems, guidance.
 
 Drivers exist so chapters narrate instead of looping: the loops over models, samplers and step
 counts live here, tested, and every returned number carries its measurement statement. The regime
@@ -16,14 +17,15 @@ import torch
 
 from .denoisers import Guided
 from .inverse import gaussian_posterior_mean, measure, pseudo_inverse, reconstruct, residual_norm
-from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, get_descriptor, paired_similarity,
-                      psnr, rp_matrix, rp_score, same_image_rule, within_label_similarity)
+from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, Scores, get_descriptor,
+                      paired_similarity, psnr, rp_matrix, rp_score, same_image_rule, within_label_similarity)
 from .profiles import SAME_IMAGE_QUANTILE, reference_split
 from .sampling import Samples, generate, network_calls
 from .training import training_data
 
 __all__ = ["book_rule", "quality_classifier", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control",
-           "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study"]
+           "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study",
+           "TrainingProgress", "training_progress"]
 
 
 def book_rule(dataset: str, descriptor: str | Descriptor = "pixel", profile: str = "cpu") -> SameImageRule:
@@ -322,3 +324,69 @@ def guidance_study(models: Mapping[str, torch.nn.Module], seeds: Sequence[int] |
             out.reference_samples[w] = ref
             out.reference[w] = {n: rp_score(x, ref, desc, threshold=rule) for n, x in s.items()}
     return out
+
+
+# ----------------------------------------------------------------------------- a model along its training (chapter 2)
+@dataclass
+class TrainingProgress:
+    """One model's held-out x0 error and its RP to reference models' samples at each training step it
+    saved (its ``snapshots`` and the finished model), beside the references' own x0 errors.
+
+    ``errors[i]``: x0 error at each of ``sigmas`` at ``steps[i]``; ``rp[name]``: one RP score per
+    step against the reference ``name``'s samples from the same seeds; ``reference_errors[name]``: the
+    reference model's x0 error at ``sigmas``."""
+
+    name: str
+    steps: list[int]
+    sigmas: tuple[float, ...]
+    errors: list[list[float]]
+    rp: dict[str, Scores]
+    reference_errors: dict[str, list[float]]
+
+    def rp_range(self, i: int) -> tuple[float, float]:
+        """The lowest and highest RP to a reference at ``steps[i]``."""
+        values = [scores[i].value for scores in self.rp.values()]
+        return min(values), max(values)
+
+    def table(self) -> str:
+        """Step, x0 error at each sigma and RP to each reference: one row per step, then the references."""
+        sig = " / ".join(f"{s:g}" for s in self.sigmas)
+        lines = [f"{self.name}: x0 error on held-out images at sigma {sig}; RP to " + ", ".join(self.rp)]
+        for i, k in enumerate(self.steps):
+            lo, hi = self.rp_range(i)
+            lines.append(f"  step {k:>5,}: " + " / ".join(f"{e:.3f}" for e in self.errors[i])
+                         + f"; RP {lo:.2f}-{hi:.2f} (" + ", ".join(f"{s[i].value:.2f}" for s in self.rp.values()) + ")")
+        for name, errors in self.reference_errors.items():
+            lines.append(f"  {name}: " + " / ".join(f"{e:.3f}" for e in errors))
+        return "\n".join(lines)
+
+
+def training_progress(config, references: Mapping[str, tuple[torch.nn.Module, Samples]], heldout: torch.Tensor,
+                      seeds: Sequence[int] | range, shape: Sequence[int], rule: SameImageRule, *,
+                      descriptor: str | Descriptor = "pixel", sigmas: Sequence[float] = (0.1, 0.5, 2.0),
+                      sampler: str = "heun", steps: int = 18, batch_size: int = 256,
+                      name: str | None = None) -> TrainingProgress:
+    """Load ``config``'s model at every step it saved (``config.snapshots`` and ``config.steps``), measure
+    its x0 error on ``heldout`` images (:func:`reprodiff.denoisers.x0_error`) and sample it from
+    ``seeds``; score RP against each reference's samples (``references``: name -> (model, samples from
+    the same seeds and sampler)), whose x0 errors are measured beside. Does agreement track how well
+    a model denoises? This puts the two side by side along one training run."""
+    from .denoisers import x0_error
+    from .training import load_model
+
+    if not config.snapshots:
+        raise ValueError(f"{config.name} saved no snapshots: train it with snapshots=(...) to follow its training")
+    if not references:
+        raise ValueError("training_progress needs at least one reference model")
+    desc = get_descriptor(descriptor)
+    name = name or config.name
+    at = [*sorted(config.snapshots), config.steps]
+    errors, rp = [], {r: Scores() for r in references}
+    for k in at:
+        model = load_model(config, step=None if k == config.steps else k)
+        errors.append(x0_error(model, heldout, sigmas))
+        s = generate(model, seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size, name=f"{name} step {k}")
+        for r, (_, ref) in references.items():
+            rp[r].append(rp_score(s, ref, desc, threshold=rule))
+    reference_errors = {r: x0_error(m, heldout, sigmas) for r, (m, _) in references.items()}
+    return TrainingProgress(name, at, tuple(sigmas), errors, rp, reference_errors)
