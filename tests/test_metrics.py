@@ -237,3 +237,37 @@ def test_seed_spread_summarises_training_seed_pairs(digits):
         seed_spread([])
     with pytest.raises(ValueError, match="share"):
         seed_spread([rp_score(a, a, threshold=0.5), rp_score(a, a, threshold=0.6)])
+
+
+def test_score_band_is_values_and_interval_ends_in_order():
+    from reprodiff.metrics import Score, score_band
+
+    scores = [Score("RP", v, (v - 0.1, v + 0.2), 10, 0.9, "", "pixel") for v in (0.5, 0.25, 0.75)]
+    values, lower, upper = score_band(scores)
+    assert values == [0.5, 0.25, 0.75]
+    assert lower == pytest.approx([0.4, 0.15, 0.65]) and upper == pytest.approx([0.7, 0.45, 0.95])
+    assert score_band([]) == ([], [], [])
+
+
+def test_in_classes_is_the_classifier_s_verdict_per_sample(digits):
+    from reprodiff.metrics import QualityClassifier, in_classes
+
+    data = load_dataset("digits")
+    clf = QualityClassifier(data.images[:1000], data.labels[:1000])
+    held, labels = data.images[1000:1100], data.labels[1000:1100]
+    s = _samples(held, list(range(100)), "held-out")
+    mask = in_classes(clf, s, (5, 6, 7, 8, 9))
+    assert mask.dtype == torch.bool and mask.shape == (100,)
+    assert torch.equal(mask, torch.isin(clf.probabilities(held).argmax(1), torch.tensor([5, 6, 7, 8, 9])))
+    # a good classifier: the verdict matches the true label's class group on most held-out digits
+    assert float((mask == (labels >= 5)).double().mean()) > 0.8
+    assert not in_classes(clf, s, ()).any()
+
+
+def test_score_mean_is_the_mean_value():
+    from reprodiff.metrics import Score, score_mean
+
+    scores = [Score("RP", v, (0.0, 1.0), 10, 0.9, "", "pixel") for v in (0.25, 0.5, 1.0)]
+    assert score_mean(scores) == pytest.approx(1.75 / 3)
+    with pytest.raises(ZeroDivisionError):
+        score_mean([])

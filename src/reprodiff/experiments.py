@@ -831,7 +831,8 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
     from tqdm.auto import tqdm
 
     from .denoisers import OptimalDenoiser
-    from .training import load_model, training_data
+    from .snapshots import sample_at_steps
+    from .training import training_data
 
     if not sweep.snapshots:
         raise ValueError(f"sweep {sweep.name!r} saves no snapshots")
@@ -848,23 +849,17 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
         train = training_data(cfg)[0].images
         shape = tuple(train.shape[1:])
         optimal = generate(OptimalDenoiser(train), seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size)
-        gl[n], rp_opt[n] = [], []
-        mine = {}
-        for k in at:
-            s = generate(load_model(cfg, step=k), seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size,
-                         name=f"{size} N={n} step {k}")
-            mine[k] = samples[(n, k)] = s
-            gl[n].append(gl_score(s, train, desc, threshold=rule))
-            rp_opt[n].append(rp_score(s, optimal, desc, threshold=rule))
-            bar.update()
+        kw = dict(sampler=sampler, sampling_steps=steps, batch_size=batch_size)
+        mine = sample_at_steps(cfg, at, seeds, shape, name=f"{size} N={n} step {{step}}", **kw)
+        samples.update({(n, k): s for k, s in zip(at, mine)})
+        gl[n] = [gl_score(s, train, desc, threshold=rule) for s in mine]
+        rp_opt[n] = [rp_score(s, optimal, desc, threshold=rule) for s in mine]
+        bar.update(len(at))
         if n in replicated:
-            other = replicates[(size, n, second_seed)]
-            rp_seeds[n] = []
-            for k in at:
-                s = generate(load_model(other, step=k), seeds, shape, sampler=sampler, steps=steps,
-                             batch_size=batch_size, name=f"{size} N={n} seed {second_seed} step {k}")
-                rp_seeds[n].append(rp_score(mine[k], s, desc, threshold=rule))
-                bar.update()
+            other = sample_at_steps(replicates[(size, n, second_seed)], at, seeds, shape,
+                                    name=f"{size} N={n} seed {second_seed} step {{step}}", **kw)
+            rp_seeds[n] = [rp_score(s, t, desc, threshold=rule) for s, t in zip(mine, other)]
+            bar.update(len(at))
     bar.close()
     return TrainingTimeStudy(at, n_train, gl, rp_opt, rp_seeds, samples)
 

@@ -36,7 +36,7 @@ __all__ = [
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
     "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "real_null_threshold", "resolve_threshold",
     "SameImageRule", "same_image_rule", "wilson_ci", "survival", "SeedSpread", "seed_spread", "QualityClassifier",
-    "psnr", "within_label_similarity",
+    "psnr", "within_label_similarity", "score_band", "score_mean", "in_classes",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -783,3 +783,20 @@ def real_null_threshold(images: torch.Tensor, descriptor: str | Descriptor = "pi
                 f"{100 * quantile:g}th percentile of {vals.numel():,} pairs of distinct held-out real images")
 
     return resolve_threshold(desc, None, calibrate)
+
+
+def score_band(scores: Sequence[Score]) -> tuple[list[float], list[float], list[float]]:
+    """``(values, lower, upper)`` of a run of :class:`Score` (e.g. one per N or per training step),
+    the curve and its 95% band for :func:`reprodiff.plots.curve_with_band`."""
+    return [s.value for s in scores], [s.ci[0] for s in scores], [s.ci[1] for s in scores]
+
+
+def score_mean(scores: Sequence[Score]) -> float:
+    """The mean value of a run of :class:`Score` (e.g. RP over model pairs)."""
+    return sum(s.value for s in scores) / len(scores)
+
+
+def in_classes(classifier: QualityClassifier, samples: Samples, classes: Sequence[int]) -> torch.Tensor:
+    """Whether ``classifier`` puts each sample of ``samples`` (in their stored order) in one of
+    ``classes``: ``(B,)`` bool; its mean is the fraction of samples drawn from those classes."""
+    return torch.isin(classifier.probabilities(samples.images).argmax(1), torch.as_tensor(list(classes)))
