@@ -56,9 +56,7 @@ PROFILE = "cpu"
 # %%
 import time
 
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import torch
 from IPython.display import display
 
 from reprodiff import get_config
@@ -66,9 +64,11 @@ from reprodiff.data import MoLRG
 from reprodiff.configs import short_name
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import book_rule
-from reprodiff.metrics import gl_score, paired_similarity
+from reprodiff.explore import ReferenceExplorer, reference_row
+from reprodiff.low_rank_mixture import mixture_references, mixture_summary, subspace_energies
+from reprodiff.metrics import gl_score
 from reprodiff.notebook import show_source
-from reprodiff.plots import curve_with_band, image_grid
+from reprodiff.plots import curve_with_band, image_grid, trajectory_gap_figure
 from reprodiff.profiles import check_resources
 from reprodiff.regimes import load_sweep, reference_study, regime_sweep, trajectory_gap
 from reprodiff.sampling import generate
@@ -139,10 +139,8 @@ for n in (min(train_sets), n_max):
     print(f"D* at N={n}: {gl}")
     print(f"   nearest-training similarity: median {gl.similarities.median():.4f}, "
           f"min {gl.similarities.min():.4f}")
-dstar_max = s
-nn = torch.cdist(dstar_max.images.flatten(1), train_sets[n_max].flatten(1)).argmin(1)
-fig = image_grid({f"D* samples (N={n_max})": dstar_max.images[:10],
-                  "nearest training image": train_sets[n_max][nn[:10]]},
+fig = image_grid({f"D* samples (N={n_max})": s.images[:10],
+                  "nearest training image": train_sets[n_max][gl.nearest[:10]]},
                  [f"seed {k}" for k in range(10)], scale=0.8)
 
 # %% [markdown]
@@ -220,21 +218,9 @@ print(f"  (N = {', '.join(map(str, digits.n_train))}; same-image threshold {swee
 # %%
 wide = list(digits.sizes)[-1]
 picks = [digits.n_train[0], digits.n_train[len(digits.n_train) // 2], n_max]
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
-for n in picks:
-    sig, gaps = trajectory_gap(models[(wide, n)], {"D*": dstar[n], "Gaussian": gauss[n]},
-                               range(cfg.trajectory_seeds), shape, steps=reg.steps)
-    for ax, ref in zip(axes, ("D*", "Gaussian")):
-        ax.plot(sig, gaps[ref].median(1).values, marker="o", ms=3, label=f"N={n}")
-for ax, ref in zip(axes, ("D*", "Gaussian")):
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("noise level sigma (sampling runs left to right)")
-    ax.set_title(f"{wide} vs {ref}, along the model's trajectory", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-axes[0].set_ylabel("median RMS difference of denoised estimates")
-fig.tight_layout()
+gaps = {n: trajectory_gap(models[(wide, n)], {"D*": dstar[n], "Gaussian": gauss[n]}, range(cfg.trajectory_seeds),
+                         shape, steps=reg.steps) for n in picks}
+fig = trajectory_gap_figure(gaps, wide)
 
 # %% [markdown]
 # At the very highest noise levels every model differs from both references by about 0.2-0.3: there
@@ -267,12 +253,9 @@ mix_models, mix_sets, mix_held = load_sweep(mix)
 mix_rule = book_rule(mix.base.dataset, reg.descriptor_for(mix), profile=PROFILE)
 mix_sweep = regime_sweep(mix_models, mix_sets, mix_held, seeds, mix_rule, **reg.sweep_kwargs(mix), progress=False)
 base = mix.base
-true = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed).denoiser()  # exact
-mix_study = reference_study(
-    mix_sweep, {"D*": {n: OptimalDenoiser(mix_sets[n]) for n in mix.n_train},
-                "true": {n: true for n in mix.n_train},
-                "Gaussian": {n: GaussianDenoiser.from_data(mix_sets[n]) for n in mix.n_train}},
-    sampler=reg.sampler, steps=reg.steps, descriptor="pixel", batch_size=reg.batch_size)
+mixture = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed)
+mix_study = reference_study(mix_sweep, mixture_references(mix_sets, mixture.denoiser()), sampler=reg.sampler,
+                            steps=reg.steps, descriptor="pixel", batch_size=reg.batch_size)
 mix_spans = mix_sweep.spans(reg.memorization_gl, reg.generalization_gl)
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=True)
 for ax, ref in zip(axes, ("D*", "true", "Gaussian")):
@@ -281,23 +264,8 @@ for ax, ref in zip(axes, ("D*", "true", "Gaussian")):
 fig.tight_layout()
 print(f"threshold {mix_sweep.threshold:.3f} ({mix_sweep.threshold_rule})")
 print(mix_study.table())
-print("median similarity of the larger model's samples to each reference, by N:")
-for ref in ("D*", "true", "Gaussian"):
-    meds = [float(sc.similarities.median()) for sc in mix_study.rp[ref][list(mix.sizes)[-1]]]
-    print(f"  {ref:9s}" + "".join(f"{m:7.2f}" for m in meds) + f"   (N = {', '.join(map(str, mix.n_train))})")
-print("and of the analytic references to the true denoiser's samples:")
-for ref in ("D*", "Gaussian"):
-    meds = [float(paired_similarity(mix_study.samples[(ref, n)], mix_study.samples[("true", n)]).median())
-            for n in mix.n_train]
-    print(f"  {ref:9s}" + "".join(f"{m:7.2f}" for m in meds))
-mixture = MoLRG(num_classes=base.molrg_classes, dim=base.molrg_dim, seed=base.molrg_seed)
-print("energy inside one component's subspace (median; 1 for every sample of the mixture), by N:")
-energy = {size: [float(mixture.subspace_energy(mix_sweep.samples[(size, n)].images).median()) for n in mix.n_train]
-          for size in mix.sizes}
-energy.update({ref: [float(mixture.subspace_energy(mix_study.samples[(ref, n)].images).median())
-                     for n in mix.n_train] for ref in ("D*", "Gaussian", "true")})
-for name, values in energy.items():
-    print(f"  {name:16s}" + "".join(f"{v:7.2f}" for v in values))
+energy = subspace_energies(mixture, mix_sweep, mix_study)
+print(mixture_summary(mix_sweep, mix_study, energy))
 
 # %% [markdown]
 # **What the MoLRG models converge to.** RP with $D^*$ falls from 0.74-0.81 at N = 16 to at most
@@ -328,41 +296,16 @@ for name, values in energy.items():
 # to draw new rows, so the book hides them and shows precomputed rows for seed 0 instead.
 
 # %% tags=["remove-output"]
-def explorer_row(seed: int, n: int):
-    """Model / D* / Gaussian / nearest training image for one seed (all from stored samples)."""
-    model_img = sweep.samples[(wide, n)].by_seed([seed])
-    near = torch.cdist(model_img.flatten(1), train_sets[n].flatten(1)).argmin(1)
-    return image_grid({f"seed {seed}, N={n}": torch.cat([model_img, study.samples[("D*", n)].by_seed([seed]),
-                                                        study.samples[("Gaussian", n)].by_seed([seed]),
-                                                        train_sets[n][near]])},
-                      [wide.short, "D*", "Gaussian", "nearest training"], scale=1.3)
-
-
-explorer_seeds = list(range(cfg.explorer_seeds))
-out = widgets.Output()
-
-
-def _update(change=None):
-    with out:
-        out.clear_output(wait=True)
-        fig = explorer_row(seed.value, size.value)
-        display(fig)
-        plt.close(fig)
-
-
-seed = widgets.IntSlider(value=0, min=0, max=explorer_seeds[-1], description="seed")
-size = widgets.SelectionSlider(options=digits.n_train, value=digits.n_train[0], description="N")
-seed.observe(_update, "value")
-size.observe(_update, "value")
-display(widgets.HBox([seed, size]), out)
-_update()
+explorer = ReferenceExplorer(sweep, study, wide, max_seed=cfg.explorer_seeds - 1, name=wide.short)
+display(explorer.widget)
+explorer.update()
 
 # %% [markdown]
 # The precomputed row for the static page, seed 0 at the smallest and largest N:
 
 # %%
 for n in (digits.n_train[0], n_max):
-    fig = explorer_row(0, n)
+    fig = reference_row(sweep, study, wide, 0, n, name=wide.short)
 
 # %% [markdown]
 # ## Summary

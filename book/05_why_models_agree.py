@@ -64,22 +64,17 @@ PROFILE = "cpu"
 import time
 
 import matplotlib.pyplot as plt
-import torch
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.agreement import (calibrate_patch_sizes, choose_smoothing, closest_denoiser, leaderboard,
-                                 training_time_study)
-from reprodiff.denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, OptimalDenoiser,
-                                 SmoothedOptimalDenoiser)
+from reprodiff.agreement import PAIR_KINDS, closed_form_study, dip_study, median_rows, pair_study, training_time_study
+from reprodiff.denoisers import LocalDenoiser
 from reprodiff.estimate import chapter_time_estimate
 from reprodiff.experiments import book_rule
-from reprodiff.metrics import Scores, gl_score, rp_score
 from reprodiff.notebook import show_source
-from reprodiff.plots import curve_with_band, image_grid, survival_curves
+from reprodiff.plots import dip_figure, image_grid, onset_figure, pair_figure, survival_curves
 from reprodiff.profiles import check_resources
-from reprodiff.regimes import gl_crossing, load_sweep, regime_sweep
-from reprodiff.sampling import Samples, generate
-from reprodiff.training import training_data
+from reprodiff.regimes import load_sweep, regime_sweep
+from reprodiff.snapshots import onset_report
 
 cfg = get_config("agreement", PROFILE)
 reg, sweep_cfg = cfg.regimes, cfg.sweep
@@ -125,31 +120,11 @@ print(rule)
 
 # %%
 t0 = time.perf_counter()
-pair_samples = {k: generate(m, seeds, shape, sampler=reg.sampler, steps=reg.steps, batch_size=reg.batch_size,
-                            name=k) for k, m in pairs.items()}
-shared, disjoint, gl_pairs = [], [], {}
-for n in cfg.pair_n:
-    a, b, d = (pair_samples[f"N={n} {k}"] for k in ("shared a", "shared b", "disjoint b"))
-    shared.append(rp_score(a, b, rule.descriptor, threshold=rule))
-    disjoint.append(rp_score(a, d, rule.descriptor, threshold=rule))
-    for k, cfg_k in cfg.pair_configs(n).items():
-        gl_pairs[(n, k)] = gl_score(pair_samples[f"N={n} {k}"], training_data(cfg_k)[0].images, rule.descriptor,
-                                    threshold=rule)
+pair = pair_study(pairs, cfg.pair_n, cfg.pair_configs, seeds, shape, rule, sampler=reg.sampler, steps=reg.steps,
+                  batch_size=reg.batch_size)
 print(f"sampled and scored in {time.perf_counter() - t0:.0f} s")
-print(f"{'N':>6s}  {'RP same data':>20s}  {'RP disjoint data':>20s}  {'GL a':>6s}  {'GL b':>6s}  {'GL b disjoint':>13s}")
-for i, n in enumerate(cfg.pair_n):
-    print(f"{n:6d}  {shared[i].interval():>20s}  {disjoint[i].interval():>20s}  {gl_pairs[(n, 'shared a')].value:6.2f}"
-          f"  {gl_pairs[(n, 'shared b')].value:6.2f}  {gl_pairs[(n, 'disjoint b')].value:13.2f}")
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-curve_with_band(list(cfg.pair_n), {"same training data": Scores(shared).band(),
-                                   "disjoint training data": Scores(disjoint).band()},
-                xlabel="training-set size N (each model)", ylabel="RP score",
-                title="Two UNet-XS from the same noise", ax=axes[0])
-survival_curves({f"N={n} {kind}": s.similarities for n, sh, dj in zip(cfg.pair_n, shared, disjoint)
-                 for kind, s in (("same", sh), ("disjoint", dj)) if n in (cfg.pair_n[0], cfg.pair_n[-1])},
-                threshold=rule.threshold, xlim=(0.5, 1.0), title="Threshold-free: fraction of seeds above t",
-                ax=axes[1])
-fig.tight_layout()
+print(pair.table())
+fig = pair_figure(pair, rule.threshold, title="Two UNet-XS from the same noise")
 
 # %% [markdown]
 # The same seeds at the smallest N: rows a and b share their training digits, "disjoint b" has its
@@ -158,7 +133,7 @@ fig.tight_layout()
 # %%
 n0 = cfg.pair_n[0]
 cols = list(range(8))
-rows = {f"N={n0} {k}": pair_samples[f"N={n0} {k}"].by_seed(cols) for k in ("shared a", "shared b", "disjoint b")}
+rows = {f"N={n0} {k}": pair.samples[f"N={n0} {k}"].by_seed(cols) for k in PAIR_KINDS}
 fig = image_grid(rows, col_titles=[f"seed {s}" for s in cols])
 
 # %% [markdown]
@@ -193,33 +168,10 @@ times = training_time_study(cfg.onset_sweep, seeds, rule, second_seed=cfg.pair_s
 longer = training_time_study(cfg.extended_sweep, seeds, rule, sampler=reg.sampler, steps=reg.steps,
                              batch_size=reg.batch_size, progress=False) if cfg.extend_n else None
 print(f"sweep and snapshots sampled and scored in {time.perf_counter() - t0:.0f} s")
-small, wide = dip_sweep.sizes
-early = min(times.steps, key=lambda k: abs(k - sweep_cfg.base.steps / 3))
-ns = [n for n in times.n_train if n in dip_sweep.n_train]
-early_gl = [times.gl[n][times.steps.index(early)] for n in ns]
-early_rp = [rp_score(times.samples[(n, early)], Samples(dip_sweep.samples[(wide, n)].by_seed(seeds), seeds),
-                     rule.descriptor, threshold=rule) for n in ns]
-
-
-marks = {f"{small.short} (end)": dip_sweep.gl_crossing(small, 0.5),
-         f"{small.short} (step {early})": gl_crossing(ns, Scores(early_gl).values),
-         f"{wide.short} (end)": dip_sweep.gl_crossing(wide, 0.5)}
-for k, v in marks.items():
-    print(f"GL crosses 0.5: {k} at N ~ {v:.0f}" if v else f"GL crosses 0.5: {k} not within N <= {ns[-1]}")
-pair_end = next(iter(dip_sweep.rp))
-curves = {f"{pair_end} (both at the end)": dip_sweep.curves("rp")[pair_end]}
-idx = [dip_sweep.n_train.index(n) for n in ns]
-curves = {k: tuple([v[i] for i in idx] for v in vals) for k, vals in curves.items()}
-curves[f"{small.short} at step {early} vs {wide.short}"] = Scores(early_rp).band()
-fig = curve_with_band(ns, curves, xlabel="training-set size N", ylabel="RP score",
-                      title="RP across the transition, with each model's GL = 0.5 crossing")
-for (k, v), style in zip(marks.items(), (":", "--", "-.")):
-    if v:
-        fig.axes[0].axvline(v, color="0.3", ls=style, lw=1, label=f"GL = 0.5: {k}")
-fig.axes[0].legend(fontsize=7)
-print(f"RP {pair_end}: " + ", ".join(f"N={n}: {dip_sweep.rp[pair_end][i].value:.2f}" for n, i in zip(ns, idx)))
-print(f"RP {small.short} step {early} vs {wide.short}: "
-      + ", ".join(f"N={n}: {s.value:.2f}" for n, s in zip(ns, early_rp)))
+dip = dip_study(dip_sweep, times, seeds, rule, at_step=sweep_cfg.base.steps / 3)
+print(dip.summary())
+fig = dip_figure(dip)
+print(dip.rp_summary())
 
 # %% [markdown]
 # Read the figure with the vertical lines. For the two fully trained widths, RP falls from 0.62 at
@@ -247,67 +199,9 @@ print(f"RP {small.short} step {early} vs {wide.short}: "
 
 # %%
 print(times.table())
-a, b, fitted = times.onset_fit()
-onsets = {n: times.onset(n) for n in times.n_train}
-fig, axes = plt.subplots(2, 2, figsize=(12, 7.6))
-axes = axes.ravel()
-colours = dict(zip(times.n_train, plt.cm.viridis(torch.linspace(0, 0.9, len(times.n_train)).tolist())))
-for n, colour in colours.items():
-    axes[0].plot(times.steps, times.gl[n].values, marker="o", ms=3, color=colour, label=f"N={n}")
-    axes[1].plot(times.steps, times.rp_optimal[n].values, marker="o", ms=3, color=colour, label=f"N={n}")
-for n in longer.n_train if longer else ():
-    for ax, scores in zip(axes, (longer.gl[n], longer.rp_optimal[n])):
-        ax.plot(longer.steps, scores.values, ls="--", lw=1, color=colours.get(n, "k"),
-                label=f"N={n}, {longer.steps[-1]:,} steps")
-for n, rps in times.rp_seeds.items():
-    axes[3].plot(times.steps, rps.values, marker="o", ms=3, color=colours.get(n, "k"), label=f"N={n}")
-    axes[3].fill_between(times.steps, rps.lower, rps.upper, color=colours.get(n, "k"),
-                         alpha=0.15)
-for ax, title in zip(axes[[0, 1, 3]], ("GL along training", "RP(model, D*) along training",
-                                       f"RP between training seeds {cfg.pair_seeds} on the same subset")):
-    ax.set_xlabel("training step")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-axes[0].axhline(0.5, color="0.5", lw=0.8, ls=":")
-axes[1].legend(fontsize=8, ncol=3, loc="upper left")
-axes[3].legend(fontsize=8)
-reached = {n: t for n, t in onsets.items() if t is not None}
-censored = [n for n, t in onsets.items() if t is None]
-axes[2].plot(list(reached), list(reached.values()), "o", color="C0", label="GL falls to 0.5 (fitted)")
-axes[2].plot(censored, [times.steps[-1]] * len(censored), "^", color="C3",
-             label=f"not by step {times.steps[-1]:,} (onset later)")
-tested = {n: longer.onset(n) for n in longer.n_train} if longer else {}
-for n, t in tested.items():
-    axes[2].plot([n], [t if t is not None else longer.steps[-1]], "*", ms=12, color="C2",
-                 label=f"N={n} trained {longer.steps[-1]:,} steps (not fitted)")
-if fitted and b == b:
-    grid = torch.linspace(0, max(times.n_train), 50)
-    axes[2].plot(grid, a + b * grid, color="0.3", lw=1, label=f"fit: {a:.0f} + {b:.1f} N")
-axes[2].set_xlabel("training-set size N")
-axes[2].set_ylabel("training step")
-axes[2].set_title("Memorization onset vs N", fontsize=10)
-axes[2].grid(alpha=0.3)
-axes[2].legend(fontsize=8)
-fig.tight_layout()
-for n, t in onsets.items():
-    print(f"N={n}: memorization onset (GL falls to 0.5) " + (f"at step ~{t:.0f}" if t is not None
-                                                             else f"not within {times.steps[-1]} steps"))
-if fitted and b == b:
-    resid = [t - (a + b * n) for n, t in reached.items()]
-    print(f"linear fit through N = {fitted}: onset ~ {a:.0f} + {b:.1f} x N steps; residuals "
-          + ", ".join(f"{r:+.0f}" for r in resid))
-    print(f"  at batch {sweep_cfg.base.batch_size}, a slope of {b:.1f} steps per image is "
-          f"{b * sweep_cfg.base.batch_size:.0f} passes over the training set before the onset, whatever N")
-    for n in censored:
-        print(f"  N={n}: the line puts the onset at step {a + b * n:.0f}; at the last step, "
-              f"{times.steps[-1]}, GL is still {times.gl[n][-1].value:.2f}")
-    for n, t in tested.items():
-        print(f"test beyond the fit: N={n} trained {longer.steps[-1]:,} steps, line {a + b * n:.0f}, observed "
-              + (f"{t:.0f} ({t - (a + b * n):+.0f} steps)" if t is not None else f"no onset by {longer.steps[-1]}"))
-        print("  GL along that run: " + ", ".join(f"{k}: {s.value:.2f}" for k, s in zip(longer.steps, longer.gl[n])))
-else:
-    print("fewer than two N reach the onset: no fit")
+onset = onset_report(times, longer, batch_size=sweep_cfg.base.batch_size)
+fig = onset_figure(times, onset, longer, cfg.pair_seeds)
+print(onset.summary())
 for n, rps in times.rp_seeds.items():
     print(f"N={n}: RP between training seeds {cfg.pair_seeds} along training: "
           + ", ".join(f"{k}: {s.value:.2f}" for k, s in zip(times.steps, rps)))
@@ -367,50 +261,28 @@ show_source(LocalDenoiser._denoise)
 
 # %%
 t0 = time.perf_counter()
-boards, schedules, chosen = {}, {}, {}
 calib = range(cfg.calibration_start, cfg.calibration_start + cfg.calibration_seeds)
-for n in cfg.leaderboard_n:
-    net, train = models[(cfg.size, n)], train_sets[n]
-    other = replicates.get((cfg.size, n, cfg.pair_seeds[1]))
-    kw = dict(sampler=reg.sampler, steps=reg.steps, batch_size=reg.batch_size)
-    mine = generate(net, seeds, shape, **kw)
-    calib_net = generate(net, calib, shape, **kw)
-    smooth, _ = choose_smoothing(calib_net, train, cfg.smoothing, descriptor=rule.descriptor, **kw)
-    chosen[n] = smooth
-    cands = {"D*": OptimalDenoiser(train), f"smoothed D* (s = {smooth:g})": SmoothedOptimalDenoiser(train, smooth),
-             "Gaussian denoiser": GaussianDenoiser.from_data(train)}
-    for equivariant in ((False, True) if n in cfg.equivariant_n else (False,)):
-        cal = calibrate_patch_sizes(net, train, calib, shape, cfg.patch_sizes, equivariant=equivariant, steps=reg.steps)
-        kind = "equivariant" if equivariant else "position-bound"
-        schedules[(n, kind)] = cal
-        cands[f"local, {kind}, k(sigma)"] = LocalDenoiser(train, cal.schedule, equivariant=equivariant)
-        if equivariant:
-            cands["local, equivariant, 3x3 fixed"] = LocalDenoiser(train, 3, equivariant=True)
-    local, gauss = cands["local, position-bound, k(sigma)"], cands["Gaussian denoiser"]
-    weight, _ = closest_denoiser(calib_net, {w: BlendedDenoiser(local, gauss, w) for w in cfg.blend_weights},
-                                 descriptor=rule.descriptor, **kw)
-    cands[f"blend: {weight:g} local + {1 - weight:g} Gaussian"] = BlendedDenoiser(local, gauss, weight)
-    samples = {k: generate(d, seeds, shape, **kw) for k, d in cands.items()}
-    if other is not None:
-        samples["the other training seed (network)"] = generate(other, seeds, shape, **kw)
-    boards[n] = leaderboard(mine, samples, n, descriptor=rule.descriptor,
-                            ceilings=("the other training seed (network)",) if other is not None else ())
+studies = {n: closed_form_study(models[(cfg.size, n)], train_sets[n], n, seeds, calib, shape, smoothings=cfg.smoothing,
+                                patch_sizes=cfg.patch_sizes, blend_weights=cfg.blend_weights,
+                                equivariant=n in cfg.equivariant_n,
+                                other=replicates.get((cfg.size, n, cfg.pair_seeds[1])), descriptor=rule.descriptor,
+                                sampler=reg.sampler, steps=reg.steps, batch_size=reg.batch_size)
+           for n in cfg.leaderboard_n}
+boards = {n: study.board for n, study in studies.items()}
 print(f"calibrated, sampled and scored in {time.perf_counter() - t0:.0f} s")
 for _n, board in boards.items():
     print(board.table())
 
 # %%
-for (n, kind), cal in schedules.items():
-    sizes = [k for _, k in cal.schedule]
-    print(f"N={n} {kind}: patch size along sigma = {cal.schedule[0][0]:.0f} ... {cal.schedule[-1][0]:.3f}: {sizes}")
+for study in studies.values():
+    print(study.schedule_summary())
 n_last = cfg.leaderboard_n[-1]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 survival_curves(boards[n_last].similarity, threshold=rule.threshold, xlim=(0.0, 1.0),
                 title=f"N = {n_last}: similarity to the network's sample", ax=axes[0])
-rows = {"D*": "D*", "Gaussian denoiser": "Gaussian denoiser", "local, position-bound, k(sigma)": "local, position",
-        "blend (weight chosen per N)": "blend:", "the other network": "the other training seed"}
-meds = {label: [next((float(v.median()) for k, v in boards[n].similarity.items() if k.startswith(prefix)),
-                     float("nan")) for n in cfg.leaderboard_n] for label, prefix in rows.items()}
+meds = median_rows(boards, {"D*": "D*", "Gaussian denoiser": "Gaussian denoiser",
+                            "local, position-bound, k(sigma)": "local, position",
+                            "blend (weight chosen per N)": "blend:", "the other network": "the other training seed"})
 for k, v in meds.items():
     axes[1].plot(cfg.leaderboard_n, v, marker="o", label=k)
 axes[1].set_xscale("log", base=2)
@@ -469,16 +341,8 @@ fig.tight_layout()
 # %% tags=["nbval-check-output"]
 print(rule)
 lo, hi = cfg.pair_n[0], cfg.pair_n[-1]
-print(f"RP same data: {shared[0].interval()} at N={lo}, {shared[-1].interval()} at N={hi}; "
-      f"disjoint data: {disjoint[0].interval()} at N={lo}, {disjoint[-1].interval()} at N={hi}")
-for n, board in boards.items():
-    name, margin = board.winner()
-    ceiling = (f"; the other network {float(board.similarity[board.ceilings[0]].median()):.3f}"
-               if board.ceilings else "")
-    print(f"N={n}: closest closed form {name} (median {float(board.similarity[name].median()):.3f}, "
-          f"margin {margin:.3f}){ceiling}")
-print(f"memorization onset ~ {a:.0f} + {b:.1f} x N steps (from N = {fitted})" if fitted and b == b
-      else f"memorization onset: fewer than two N reach it within {times.steps[-1]} steps")
-for n, t in tested.items():
-    print(f"onset at N={n} trained longer: line {a + b * n:.0f}, observed "
-          + (f"{t:.0f}" if t is not None else f"none by step {longer.steps[-1]}"))
+print(f"RP same data: {pair.shared[0].interval()} at N={lo}, {pair.shared[-1].interval()} at N={hi}; "
+      f"disjoint data: {pair.disjoint[0].interval()} at N={lo}, {pair.disjoint[-1].interval()} at N={hi}")
+for study in studies.values():
+    print(study.headline())
+print(onset.headline())

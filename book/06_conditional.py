@@ -56,12 +56,15 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import get_config, load_or_train_many
+from reprodiff.conditioning import (every_label, pair_table, per_label_rp, reference_table, same_label_other_noise,
+                                    sample_labelled, seed_pair_check, style_table)
 from reprodiff.denoisers import ClassGaussianDenoiser, Guided
 from reprodiff.experiments import book_rule, guidance_study, quality_classifier, sample_models
-from reprodiff.metrics import (Scores, gl_score, get_descriptor, null_similarity, paired_similarity,
-                               rp_matrix, rp_score, survival, within_label_similarity)
+from reprodiff.metrics import (Scores, get_descriptor, null_similarity, paired_similarity,
+                               rp_score, survival, within_label_similarity)
 from reprodiff.notebook import show_source
-from reprodiff.plots import curve_with_band, image_grid, rp_bars, survival_curves
+from reprodiff.plots import (curve_with_band, image_grid, per_label_figure, rp_bars, samples_with_nearest,
+                             survival_curves)
 from reprodiff.profiles import check_resources
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import training_data
@@ -138,9 +141,7 @@ short = {n: n.split()[-1] for n in names}  # "UNet-XS attn" -> "attn", for narro
 rp_cond = study.rp[cfg.guidance]
 rp_uncond = {(a, b): rp_score(uncond[a], uncond[b], desc, threshold=rule) for a, b in pairs}
 print(rule)
-print(f"{'pair':14s}{'conditional, w=' + format(cfg.guidance, 'g'):>22s}{'unconditional':>22s}")
-for a, b in pairs:
-    print(f"{short[a] + ' vs ' + short[b]:14s}{rp_cond[(a, b)].interval():>22s}{rp_uncond[(a, b)].interval():>22s}")
+print(pair_table({f"conditional, w={cfg.guidance:g}": rp_cond, "unconditional": rp_uncond}, pairs, short, (22, 22)))
 fig = rp_bars({f"conditional, w = {cfg.guidance:g}": [rp_cond[p] for p in pairs],
                "unconditional twins": [rp_uncond[p] for p in pairs]},
               [f"{a}\nvs {b}" for a, b in pairs], "Same noise: RP with and without labels (95% intervals)")
@@ -161,18 +162,11 @@ fig = rp_bars({f"conditional, w = {cfg.guidance:g}": [rp_cond[p] for p in pairs]
 
 # %%
 a, b = pairs[0]
-
-
-def shifted(s, by=num_classes):
-    """``s`` re-paired so that seed k holds seed (k + by)'s image: another noise, the same label."""
-    order = [(k + by) % cfg.n_seeds for k in seeds]
-    return Samples(s.by_seed(order), torch.tensor(list(seeds)), name=f"{s.name} (seed + {by})", labels=labels)
-
-
 curves = {
     f"conditional, same noise ({a} vs {b})": paired_similarity(cond[a], cond[b], desc),
     f"unconditional, same noise ({a} vs {b})": paired_similarity(uncond[a], uncond[b], desc),
-    "conditional, other noise, same label (null)": paired_similarity(cond[a], shifted(cond[b]), desc),
+    "conditional, other noise, same label (null)": paired_similarity(cond[a], same_label_other_noise(
+        cond[b], num_classes, labels), desc),
     "unconditional, other noise (null)": null_similarity(uncond[a], uncond[b], desc),
 }
 fig = survival_curves(curves, rule.threshold, xlim=(0.6, 1.0), title="Fraction of pairs more similar than t",
@@ -190,23 +184,10 @@ for label, sims in curves.items():
 # RP per label, for each pair (50 seeds per label, so the intervals are wide):
 
 # %%
-per_label = {}
-for c in range(num_classes):
-    idx = [k for k in seeds if k % num_classes == c]
-    per_label[c] = {p: rp_score(cond[p[0]].select(idx), cond[p[1]].select(idx), desc, threshold=rule) for p in pairs}
-fig, ax = plt.subplots(figsize=(8, 3.4))
-for i, p in enumerate(pairs):
-    x = [c + (i - 1) * 0.22 for c in range(num_classes)]
-    sc = [per_label[c][p] for c in range(num_classes)]
-    ax.errorbar(x, [s.value for s in sc], yerr=[[s.value - s.ci[0] for s in sc], [s.ci[1] - s.value for s in sc]],
-                fmt="o", capsize=2, label=f"{p[0]} vs {p[1]}")
-ax.set_xticks(range(num_classes))
-ax.set(xlabel="label", ylabel="RP (book's rule)", ylim=(0, 1.05), title=f"RP per label at w = {cfg.guidance:g}")
-ax.legend(fontsize=8, loc="lower left")
-fig.tight_layout()
+per_label = per_label_rp(cond, pairs, labels, seeds, desc, rule)
+fig = per_label_figure(per_label, title=f"RP per label at w = {cfg.guidance:g}")
 print("RP per label, mean of the three pairs:")
-for row in (range(0, 5), range(5, 10)):
-    print("  " + ", ".join(f"{c}: {sum(s.value for s in per_label[c].values()) / len(pairs):.2f}" for c in row))
+print(per_label.summary())
 
 # %% [markdown]
 # Agreement depends on the label: some digits come out the same from nearly every seed, others
@@ -222,9 +203,8 @@ for row in (range(0, 5), range(5, 10)):
 # %%
 main = names[0]
 hand_seeds = list(range(min(100, cfg.n_seeds)))  # every label from each of these seeds (measured below); the grid shows 8
-hands = torch.stack([generate(Guided(conditional[main], cfg.guidance), hand_seeds, shape,
-                              labels=torch.full((len(hand_seeds),), c), sampler=cfg.sampler, steps=cfg.steps,
-                              batch_size=cfg.batch_size).images for c in range(num_classes)])  # (10, S, C, H, W)
+hands = every_label(conditional[main], hand_seeds, shape, num_classes, guidance=cfg.guidance, sampler=cfg.sampler,
+                    steps=cfg.steps, batch_size=cfg.batch_size)  # (10, S, C, H, W)
 label_seeds = list(range(8))
 fig = image_grid({f"label {c}": hands[c, label_seeds] for c in range(num_classes)}, [f"seed {k}" for k in label_seeds],
                  scale=0.7, title=f"{main}, w = {cfg.guidance:g}: one seed per column, one label per row")
@@ -237,31 +217,7 @@ fig = image_grid({f"label {c}": hands[c, label_seeds] for c in range(num_classes
 # pairs each seed's digit with the *next* seed's digit of the other label.
 
 # %%
-ink = (hands + 1).mean(dim=(2, 3, 4))  # (10, S)
-cols = torch.arange(shape[2], dtype=torch.float32)
-mass = (hands + 1).sum(dim=(2, 3))  # (10, S, W): ink per column
-centre = (mass * cols).sum(-1) / mass.sum(-1)
-
-
-def cross_label_correlation(feature, shift=0):
-    """Mean Pearson correlation over label pairs of ``feature`` (labels x seeds) across seeds."""
-    values = []
-    for c in range(num_classes):
-        for d in range(num_classes):
-            if c != d:
-                x, y = feature[c], feature[d].roll(shift)
-                values.append(torch.corrcoef(torch.stack([x, y]))[0, 1])
-    return float(torch.stack(values).mean())
-
-
-same_seed_sim = paired_similarity(Samples(hands[3], torch.tensor(hand_seeds)), Samples(hands[8], torch.tensor(hand_seeds)), desc)
-other_seed_sim = paired_similarity(Samples(hands[3], torch.tensor(hand_seeds)),
-                                   Samples(hands[8].roll(1, 0), torch.tensor(hand_seeds)), desc)
-print(f"{'':34s}{'same seed':>10s}{'next seed (control)':>22s}")
-print(f"{'ink, correlation across labels':34s}{cross_label_correlation(ink):>10.2f}{cross_label_correlation(ink, 1):>22.2f}")
-print(f"{'centre, correlation across labels':34s}{cross_label_correlation(centre):>10.2f}"
-      f"{cross_label_correlation(centre, 1):>22.2f}")
-print(f"{'a 3 vs an 8, median similarity':34s}{same_seed_sim.median():>10.2f}{other_seed_sim.median():>22.2f}")
+print(style_table(hands, hand_seeds, desc, pair=(3, 8)))
 
 # %% [markdown]
 # The seed carries the hand across labels: stroke thickness correlates strongly between the digits
@@ -324,10 +280,8 @@ null_label = torch.full((cfg.n_seeds,), num_classes)
 null_mode = {n: generate(m, seeds, shape, labels=null_label, sampler=cfg.sampler, steps=cfg.steps,
                          batch_size=cfg.batch_size, name=f"{n} (null label)") for n, m in conditional.items()}
 rp_null_mode = {(a, b): rp_score(null_mode[a], null_mode[b], desc, threshold=rule) for a, b in pairs}
-print(f"{'pair':14s}{'conditional, w=0':>20s}{'null label':>20s}{'unconditional twins':>22s}")
-for p in pairs:
-    print(f"{short[p[0]] + ' vs ' + short[p[1]]:14s}{study.rp[0.0][p].interval():>20s}"
-          f"{rp_null_mode[p].interval():>20s}{rp_uncond[p].interval():>22s}")
+print(pair_table({"conditional, w=0": study.rp[0.0], "null label": rp_null_mode, "unconditional twins": rp_uncond},
+                 pairs, short, (20, 20, 22)))
 
 # %% [markdown]
 # The networks agree much less on their unconditional mode than on their conditional one, and less
@@ -353,10 +307,7 @@ band = {f"{n} vs linear CFG": Scores(study.reference[w][n] for w in ws).band() f
 band["between the networks (mean of 3 pairs)"] = ([study.mean_rp(w) for w in ws],) * 3
 fig = curve_with_band(ws, band, xlabel="guidance scale w", ylabel="RP (book's rule)", logx=False,
                       title="RP to linear (class-Gaussian) guidance from the same noise and label")
-lin_acc = {w: classifier.accuracy(study.reference_samples[w].images, labels) for w in ws}
-print(f"{'w':>4s}  RP to linear CFG (" + ", ".join(short[n] for n in names) + ")   label accuracy of linear CFG")
-for w in ws:
-    print(f"{w:4g}  " + ", ".join(f"{study.reference[w][n].value:.2f}" for n in names) + f"{lin_acc[w]:>36.2f}")
+print(reference_table(study, classifier, labels, short))
 fig = image_grid({**{f"linear | w = {w:g}": study.reference_samples[w].images[grid] for w in (0.0, cfg.guidance, ws[-1])},
                   **{f"{main} | w = {w:g}": study.samples[w][main].images[grid] for w in (0.0, cfg.guidance, ws[-1])}},
                  [f"seed {k}: {int(labels[k])}" for k in grid], scale=0.8,
@@ -389,34 +340,21 @@ fig = image_grid({**{f"linear | w = {w:g}": study.reference_samples[w].images[gr
 # %%
 regime = {k: models[f"N={cfg.regime_n} {k}"] for k in cfg.regime_models()}
 small_train, _ = training_data(cfg.regime_models()[f"conditional s{cfg.regime_seeds[0]}"])
-regime_samples = {}
-for k, m in regime.items():
-    if k.startswith("conditional"):
-        regime_samples[k] = generate(Guided(m, cfg.guidance), seeds, shape, labels=labels, sampler=cfg.sampler,
-                                     steps=cfg.steps, batch_size=cfg.batch_size, name=k)
-    else:
-        regime_samples[k] = generate(m, seeds, shape, sampler=cfg.sampler, steps=cfg.steps,
-                                     batch_size=cfg.batch_size, name=k)
-regime_gl = {k: gl_score(s, small_train.images, desc, threshold=rule) for k, s in regime_samples.items()}
+regime_samples = sample_labelled(regime, cfg.regime_models(), seeds, shape, labels, guidance=cfg.guidance,
+                                 sampler=cfg.sampler, steps=cfg.steps, batch_size=cfg.batch_size)
 s0, s1 = cfg.regime_seeds
-regime_rp = {kind: rp_score(regime_samples[f"{kind} s{s0}"], regime_samples[f"{kind} s{s1}"], desc, threshold=rule)
-             for kind in ("conditional", "unconditional")}
+check = seed_pair_check(regime_samples, small_train.images, (s0, s1), desc, rule)
+regime_gl, regime_rp = check.gl, check.rp
 per_class = torch.bincount(small_train.labels, minlength=num_classes)
 print(f"N = {len(small_train)} training digits; per class {int(per_class.min())}-{int(per_class.max())}")
-for k, s in regime_gl.items():
-    print(f"GL {k:18s} {s.interval()}")
-for kind, s in regime_rp.items():
-    print(f"RP {kind + ' pair':18s} {s.interval()}")
+print(check.table())
 acc_small = classifier.accuracy(regime_samples[f"conditional s{s0}"].images, labels)
 print(f"label accuracy, conditional s{s0}: {acc_small:.2f}")
 
 # %%
-show = {}
-for k in (f"conditional s{s0}", f"unconditional s{s0}"):
-    show[k] = regime_samples[k].images[grid]
-    show[f"{k} → nearest"] = small_train.images[regime_gl[k].nearest[grid]]  # the neighbour GL found
-fig = image_grid(show, [f"seed {k}" for k in grid], scale=0.8,
-                 title=f"N = {cfg.regime_n}: samples and their nearest training digits")
+shown = (f"conditional s{s0}", f"unconditional s{s0}")
+fig = samples_with_nearest({k: regime_samples[k] for k in shown}, regime_gl, small_train.images, grid,
+                           title=f"N = {cfg.regime_n}: samples and their nearest training digits")
 
 # %% [markdown]
 # At this $N$ most of the unconditional models' samples are new digits (GL 0.82 and 0.77), while
@@ -440,31 +378,18 @@ fig = image_grid(show, [f"seed {k}" for k in grid], scale=0.8,
 # the `gpu` profile only; the unit tests run the same code on a tiny pipeline built locally.
 
 # %%
-from reprodiff.text2image import load_pipeline, same_latent_images
+from reprodiff.text2image import planned_calls, text_study
 
 gpu_cfg = get_config("conditional", "gpu")
 if cfg.text_models:  # the gpu profile (and its toy-scale smoke twin)
-    on_device = dict(device="cuda", dtype=torch.float16) if torch.cuda.is_available() else dict(device="cpu")
-    pipes = {name: load_pipeline(model_id, **on_device) for name, model_id in cfg.text_models.items()}
-    text = same_latent_images(pipes, cfg.prompts, range(cfg.text_seeds), steps=cfg.text_steps,
-                              guidance=cfg.text_guidance, progress=True)
-    text_names = list(text)
-    m = rp_matrix([text[n] for n in text_names], desc, threshold=rule)
+    m, text = text_study(cfg, desc, rule, progress=True)
     print(m)
     fig = image_grid({n: s.images[: 4 * cfg.text_seeds: cfg.text_seeds] for n, s in text.items()},
                      list(cfg.prompts), title="Seed 0, one prompt per column")
 else:
     print("This section needs the gpu profile (a GPU and internet access to the Hugging Face Hub).")
     print("On the cpu profile nothing is downloaded and nothing is scored. The calls it makes:\n")
-    print("on_gpu = dict(device='cuda', dtype=torch.float16)\npipes = {")
-    for n, i in gpu_cfg.text_models.items():
-        print(f"    {n!r}: load_pipeline({i!r}, **on_gpu),")
-    print("}\nprompts = (")
-    for prompt in gpu_cfg.prompts:
-        print(f"    {prompt!r},")
-    print(f")\ntext = same_latent_images(pipes, prompts, range({gpu_cfg.text_seeds}), "
-          f"steps={gpu_cfg.text_steps}, guidance={gpu_cfg.text_guidance:g})")
-    print("rp_matrix([text[n] for n in pipes], 'sscd', threshold=book_rule('cifar10', 'sscd'))")
+    print(planned_calls(gpu_cfg))
 
 # %% [markdown]
 # ## Headline
@@ -474,8 +399,6 @@ else:
 # %% tags=["nbval-check-output"]
 w0, w_max = ws[0], ws[-1]
 acc, ref = study.accuracy, study.reference
-
-
 cond_rp, uncond_rp, null_rp = Scores(rp_cond.values()), Scores(rp_uncond.values()), Scores(rp_null_mode.values())
 print(rule)
 print(f"conditional RP at w = {cfg.guidance:g}: {cond_rp.span()[0]:.2f}-"

@@ -57,15 +57,16 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.denoisers import x0_error
 from reprodiff.experiments import book_rule, quality_classifier
-from reprodiff.metrics import (Scores, get_descriptor, gl_score, null_similarity, paired_similarity, rp_matrix,
+from reprodiff.fine_tuning import drift_summary, lora_table, rp_table, split_by_base, training_table
+from reprodiff.metrics import (get_descriptor, gl_score, in_classes, null_similarity, paired_similarity, rp_matrix,
                                rp_score, survival)
 from reprodiff.notebook import show_source
-from reprodiff.plots import curve_with_band, image_grid, rp_heatmap, survival_curves
+from reprodiff.plots import drift_figure, image_grid, rp_heatmap, survival_curves
 from reprodiff.profiles import check_resources
 from reprodiff.sampling import Samples, generate
-from reprodiff.training import add_lora, load_model, training_data
+from reprodiff.snapshots import rp_along_steps, sample_at_steps
+from reprodiff.training import add_lora, training_data
 
 cfg = get_config("fine_tuning", PROFILE)
 print(cfg.summary())
@@ -91,12 +92,7 @@ target_train, target_held = training_data(cfg.models[scratch])
 shape = target_train.shape
 print(f"fine-tuning set: {len(target_train)} digits of classes {cfg.target}; "
       f"{len(target_held)} held-out digits of those classes")
-print(f"{'model':12s}{'trainable weights':>20s}{'steps':>7s}{'training time':>15s}{'held-out x0 error':>20s}")
-for name, m in models.items():
-    err = x0_error(m, target_held.images, sigmas=(0.5,))[0]
-    info = m.info
-    print(f"{name:12s}{info['trainable_parameters']:>12,} ({info['trainable_parameters'] / info['parameters']:4.0%})"
-          f"{info['steps']:>7,}{info['seconds']:>13.0f} s{err:>20.3f}")
+print(training_table(models, target_held.images, sigma=0.5))
 
 # %% [markdown]
 # The held-out error is the RMS error of each model's clean-image estimate at noise level 0.5 on
@@ -122,14 +118,7 @@ fig = image_grid({name: s.images[:cfg.grid_seeds] for name, s in samples.items()
 
 # %%
 classifier, real_accuracy, _ = quality_classifier(cfg.dataset, profile=PROFILE)
-target = torch.tensor(cfg.target)
-
-
-def predicted(s):
-    return classifier.probabilities(s.images).argmax(1)
-
-
-in_target = {name: float(torch.isin(predicted(s), target).double().mean()) for name, s in samples.items()}
+in_target = {name: float(in_classes(classifier, s, cfg.target).double().mean()) for name, s in samples.items()}
 print(f"digit classifier: accuracy {real_accuracy:.2f} on held-out real digits")
 print("fraction of samples classified as a digit 5-9:")
 for name, v in in_target.items():
@@ -195,10 +184,7 @@ fig.tight_layout()
 fine_tunes = [n for n in names if n not in ("base", scratch, scratch2)]
 rp = {(a, b): rp_score(samples[a], samples[b], desc, threshold=rule)
       for a in [*fine_tunes, scratch] for b in [*fine_tunes, scratch, scratch2, "base"] if a != b}
-columns = (full, other, scratch2, "base")
-print(f"{'RP':11s}" + "".join(f"{b:>17s}" for b in columns))
-for a in [*fine_tunes, scratch]:
-    print(f"{a:11s}" + "".join(f"{'-' if a == b else rp[(a, b)].interval().replace(', ', ','):>17s}" for b in columns))
+print(rp_table(rp, [*fine_tunes, scratch], (full, other, scratch2, "base")))
 
 # %% [markdown]
 # The fine-tunes agree with one another at least as often as the two from-scratch models agree
@@ -218,14 +204,9 @@ for a in [*fine_tunes, scratch]:
 # the class the base drew from each seed:
 
 # %%
-base_in_target = torch.isin(predicted(samples["base"]), target)
-print(f"RP to base (median similarity): on the {int(base_in_target.sum())} seeds where the base drew a 5-9 | "
-      f"on the other {int((~base_in_target).sum())}")
-for name in fine_tunes:
-    sims = paired_similarity(samples[name], samples["base"], desc)
-    kept, moved = sims[base_in_target], sims[~base_in_target]
-    print(f"  {name:9s} {float(survival(kept, [rule.threshold])):.2f} ({kept.median():.2f})"
-          f"{float(survival(moved, [rule.threshold])):>17.2f} ({moved.median():.2f})")
+base_in_target = in_classes(classifier, samples["base"], cfg.target)
+print(split_by_base({name: samples[name] for name in fine_tunes}, samples["base"], base_in_target, desc,
+                    rule.threshold))
 
 # %% [markdown]
 # The base's image survives far more often where it was already a target digit (on 0.36-0.37 of
@@ -246,32 +227,19 @@ for name in fine_tunes:
 curve_seeds = range(min(256, cfg.n_seeds))
 steps = [0, *cfg.snapshots, cfg.steps]
 first = {name: s.select(curve_seeds) for name, s in samples.items()}
-
-
-def at_step(name, step):  # step 0 is the base, the last step the finished model (both sampled above)
-    if step in (0, cfg.steps):
-        return first["base" if step == 0 else name]
-    return generate(load_model(cfg.models[name], step=step), curve_seeds, shape, sampler=cfg.sampler,
-                    steps=cfg.sampling_steps, name=f"{name}@{step}", batch_size=cfg.batch_size)
-
-
-drift = {name: [at_step(name, k) for k in steps] for name in (full, other, lora)}
-curves = {}
-for label, (a, b) in {f"{full} vs base": (drift[full], [first["base"]] * len(steps)),
-                      f"{full} vs {other} (same step)": (drift[full], drift[other]),
-                      f"{full} vs {scratch}": (drift[full], [first[scratch]] * len(steps)),
-                      f"{lora} vs {full} (same step)": (drift[lora], drift[full])}.items():
-    curves[label] = Scores(rp_score(x, y, desc, threshold=rule) for x, y in zip(a, b)).band()
-fractions = {name: [float(torch.isin(predicted(s), target).double().mean()) for s in drift[name]] for name in drift}
-fig = curve_with_band([max(k, 1) for k in steps], curves, xlabel="fine-tuning step (log scale)",
-                      ylabel="RP (book's rule)", title="RP along fine-tuning", logx=True)
-fig.axes[0].set_xticks([max(k, 1) for k in steps], ["base", *map(str, steps[1:])])
-print(f"RP at steps {steps}:")
-for label, (values, _, _) in curves.items():
-    print(f"  {label:31s}" + ", ".join(f"{v:.2f}" for v in values))
-print("fraction of samples in 5-9 at the same steps:")
-for name, values in fractions.items():
-    print(f"  {name:31s}" + ", ".join(f"{v:.2f}" for v in values))
+# step 0 is the base, the last step the finished model (both sampled above)
+drift = {name: sample_at_steps(cfg.models[name], steps, curve_seeds, shape, name=f"{name}@{{step}}",
+                               sampler=cfg.sampler, sampling_steps=cfg.sampling_steps, batch_size=cfg.batch_size,
+                               given={0: first["base"], cfg.steps: first[name]}) for name in (full, other, lora)}
+rp_steps = {label: rp_along_steps(a, b, desc, rule)
+            for label, (a, b) in {f"{full} vs base": (drift[full], first["base"]),
+                                  f"{full} vs {other} (same step)": (drift[full], drift[other]),
+                                  f"{full} vs {scratch}": (drift[full], first[scratch]),
+                                  f"{lora} vs {full} (same step)": (drift[lora], drift[full])}.items()}
+fractions = {name: [float(in_classes(classifier, s, cfg.target).double().mean()) for s in drift[name]]
+             for name in drift}
+fig = drift_figure(steps, rp_steps)
+print(drift_summary(steps, rp_steps, fractions, cfg.target))
 
 # %% [markdown]
 # RP to the base falls fast, most of the way within the first 100 steps. The two full fine-tunes
@@ -292,12 +260,8 @@ for name, values in fractions.items():
 # the fraction of its samples that are a digit 5-9:
 
 # %%
-print(f"{'':10s}{'trainable':>10s}{'RP to ' + full:>18s}{'RP to ' + other:>18s}{'RP to base':>18s}{'in 5-9':>8s}")
-for r in cfg.ranks:
-    name = f"LoRA r{r}"
-    print(f"{name:10s}{models[name].info['trainable_parameters']:>10,}"
-          + "".join(f"{rp[(name, b)].interval().replace(', ', ','):>18s}" for b in (full, other, "base"))
-          + f"{in_target[name]:>8.2f}")
+loras = [f"LoRA r{r}" for r in cfg.ranks]
+print(lora_table(models, rp, in_target, loras, (full, other, "base")))
 
 # %% [markdown]
 # Against `full s1`, which saw other batches and other noise, LoRA of rank 4 or 16 agrees about as
@@ -338,7 +302,6 @@ for name, s in gl.items():
 # The numbers this chapter stands on (checked by the book's regression tests):
 
 # %% tags=["nbval-check-output"]
-loras = [f"LoRA r{r}" for r in cfg.ranks]
 print(rule)
 print(f"RP full vs full (two training seeds): {rp[(full, other)].interval()}")
 print(f"RP full vs LoRA, another training seed ({other}): "

@@ -1,21 +1,28 @@
-"""Chapter 5's machinery: the closed-form local and smoothed denoisers, disjoint training subsets,
-the patch-size calibration, the leaderboard and the training-time study."""
+"""Chapter 5's machinery: the closed-form local and smoothed denoisers, disjoint training subsets and
+the shared/disjoint pair study, the patch-size calibration, the leaderboard and the closed-form study,
+the training-time study and the RP dip across the transition."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
+import matplotlib
 import pytest
 import torch
 
-from reprodiff.agreement import (TrainingTimeStudy, calibrate_patch_sizes, choose_smoothing, closest_denoiser,
-                                 leaderboard)
-from reprodiff.configs import AgreementConfig
+from reprodiff.agreement import (CEILING, PAIR_KINDS, Leaderboard, TrainingTimeStudy, calibrate_patch_sizes,
+                                 choose_smoothing, closed_form_study, closest_denoiser, dip_study, leaderboard,
+                                 median_rows, pair_study)
+from reprodiff.configs import AgreementConfig, SizeLabel
 from reprodiff.data import load_dataset, subset
 from reprodiff.denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, OptimalDenoiser,
                                  SmoothedOptimalDenoiser)
-from reprodiff.metrics import Score, bootstrap_ci
+from reprodiff.metrics import SameImageRule, Score, bootstrap_ci
+from reprodiff.plots import dip_figure, pair_figure
 from reprodiff.profiles import get_config
 from reprodiff.sampling import Samples, generate
 from reprodiff.training import TrainConfig, training_data
+
+matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +201,103 @@ def test_blend_is_a_convex_combination_and_closest_denoiser_picks_the_reference(
     best, medians = closest_denoiser(reference, {w: BlendedDenoiser(d_star, gauss, w) for w in (1.0, 0.5, 0.0)},
                                      steps=6)
     assert best == 0.0 and medians[0.0] == pytest.approx(1.0) and set(medians) == {1.0, 0.5, 0.0}
+
+
+# ----------------------------------------------------------------------------- shared or disjoint training data
+
+
+def test_pair_study_scores_shared_and_disjoint_pairs_and_gl():
+    cfg = get_config("agreement", "cpu")
+    ns = cfg.pair_n[:2]
+    # D* of each training set: the two seeds on one subset are the same closed form (RP 1), the
+    # disjoint subset's D* returns other digits (RP near 0), and every D* sample is a copy (GL 0)
+    models = {f"N={n} {k}": OptimalDenoiser(training_data(c)[0].images)
+              for n in ns for k, c in cfg.pair_configs(n).items()}
+    rule = SameImageRule(0.95, "a test threshold", "pixel")
+    study = pair_study(models, ns, cfg.pair_configs, range(12), (1, 8, 8), rule, steps=6)
+    assert [s.value for s in study.shared] == [1.0, 1.0]
+    assert all(s.value < 0.5 for s in study.disjoint)
+    assert set(study.gl) == {(n, k) for n in ns for k in PAIR_KINDS}
+    assert all(s.value == 0.0 for s in study.gl.values())
+    lines = study.table().splitlines()
+    assert len(lines) == 1 + len(ns) and lines[0].split()[:3] == ["N", "RP", "same"]
+    assert lines[1].split()[:2] == [str(ns[0]), "1.00"] and study.shared[0].interval() in lines[1]
+    fig = pair_figure(study, rule.threshold, title="two D*")
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["same training data", "disjoint training data"]
+    assert list(fig.axes[0].get_lines()[0].get_ydata()) == [1.0, 1.0] and fig.axes[0].get_title() == "two D*"
+    assert len(fig.axes[1].get_lines()) >= 4  # same and disjoint at the smallest and the largest N
+    matplotlib.pyplot.close(fig)
+    with pytest.raises(KeyError):
+        pair_study({}, ns, cfg.pair_configs, range(4), (1, 8, 8), rule, steps=6)
+
+
+# ----------------------------------------------------------------------------- the closed-form study
+
+
+def test_closed_form_study_ranks_the_network_s_own_closed_form_first():
+    train = load_dataset("digits").images[:40]
+    gauss = GaussianDenoiser.from_data(train)
+    # the "network" is the Gaussian denoiser itself: it wins, the blend picks weight 0 (all Gaussian),
+    # and another copy of it as the ceiling agrees on every seed
+    study = closed_form_study(gauss, train, 40, range(6), range(100, 103), (1, 8, 8), smoothings=(1.0,),
+                              patch_sizes=(1, 3), blend_weights=(1.0, 0.0), equivariant=True, other=gauss, steps=4)
+    board = study.board
+    assert study.weight == 0.0 and set(study.schedules) == {"position-bound", "equivariant"}
+    assert list(board.similarity)[:3] == ["D*", f"smoothed D* (s = {study.smoothing:g})", "Gaussian denoiser"]
+    assert {"local, position-bound, k(sigma)", "local, equivariant, k(sigma)", "local, equivariant, 3x3 fixed",
+            "blend: 0 local + 1 Gaussian", CEILING} <= set(board.similarity)
+    assert board.ceilings == (CEILING,) and float(board.similarity[CEILING].median()) == pytest.approx(1.0)
+    name, margin = board.winner()
+    assert name in ("Gaussian denoiser", "blend: 0 local + 1 Gaussian") and margin == pytest.approx(0.0, abs=1e-6)
+    assert study.headline().startswith(f"N=40: closest closed form {name} (median 1.000, margin ")
+    assert study.headline().endswith("; the other network 1.000")
+    lines = study.schedule_summary().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["N=40 position-bound", "N=40 equivariant"]
+    assert all(ln.endswith(str([k for _, k in cal.schedule])) for ln, cal in zip(lines, study.schedules.values()))
+
+
+def test_median_rows_match_rows_by_prefix_and_mark_missing_ones():
+    boards = {16: Leaderboard(16, {"D*": torch.tensor([0.2, 0.4, 0.6]), "blend: 0.5 local": torch.tensor([0.9])}, {}),
+              64: Leaderboard(64, {"D*": torch.tensor([0.1, 0.3])}, {})}
+    rows = median_rows(boards, {"D*": "D*", "blend": "blend:"})
+    assert rows["D*"] == pytest.approx([0.4, 0.1])  # torch's median of an even count is the lower middle
+    assert rows["blend"][0] == pytest.approx(0.9) and rows["blend"][1] != rows["blend"][1]  # nan
+
+
+# ----------------------------------------------------------------------------- the RP dip across the transition
+
+
+def _dip_sc(v: float) -> Score:
+    return Score("X", v, (v - 0.1, v + 0.1), 10, 0.9, "", "pixel")
+
+
+def test_dip_study_takes_the_nearest_snapshot_and_pairs_it_with_the_wide_model():
+    seeds = range(5)
+    imgs = torch.rand(5, 1, 8, 8) * 2 - 1
+    small, wide = SizeLabel("A", "1M"), SizeLabel("B", "2M")
+    wide_samples = {(wide, n): Samples(imgs, torch.arange(5)) for n in (16, 32, 64)}
+    crossings = {small: 40.0, wide: None}
+    sweep = SimpleNamespace(sizes=[small, wide], n_train=[16, 32, 64], samples=wide_samples,
+                            rp={"A vs B": [_dip_sc(0.6), _dip_sc(0.3), _dip_sc(0.4)]},
+                            gl_crossing=lambda size, level: crossings[size])
+    # the snapshot at step 200 copies the wide model at N = 16 and draws its negative at N = 32
+    snap = {(16, 200): Samples(imgs, torch.arange(5)), (32, 200): Samples(-imgs, torch.arange(5))}
+    snap.update({(n, k): Samples(imgs, torch.arange(5)) for n in (16, 32) for k in (100, 300)})
+    gl = {16: [_dip_sc(1.0), _dip_sc(0.0), _dip_sc(0.0)], 32: [_dip_sc(1.0), _dip_sc(1.0), _dip_sc(0.0)]}
+    times = TrainingTimeStudy([100, 200, 300], [16, 32], gl, gl, {}, snap)
+    dip = dip_study(sweep, times, seeds, SameImageRule(0.99, "test", "pixel"), at_step=190)
+    assert dip.early == 200 and dip.n_train == [16, 32] and dip.pair == "A vs B"
+    assert [s.value for s in dip.rp_early] == [1.0, 0.0] and [s.value for s in dip.rp_end] == [0.6, 0.3]
+    # the early GL at N = 16, 32 is 0 and 1: it crosses 0.5 half-way between them in log N
+    assert dip.crossings == {"A (end)": 40.0, "A (step 200)": pytest.approx(2 ** 4.5), "B (end)": None}
+    assert dip.summary().splitlines() == ["GL crosses 0.5: A (end) at N ~ 40", "GL crosses 0.5: A (step 200) at N ~ 23",
+                                          "GL crosses 0.5: B (end) not within N <= 32"]
+    assert dip.rp_summary().splitlines() == ["RP A vs B: N=16: 0.60, N=32: 0.30",
+                                             "RP A step 200 vs B: N=16: 1.00, N=32: 0.00"]
+    curves = dip.curves()
+    assert list(curves) == ["A vs B (both at the end)", "A at step 200 vs B"]
+    assert curves["A vs B (both at the end)"][1] == pytest.approx([0.5, 0.2])
+    fig = dip_figure(dip)
+    assert sorted(ln.get_xdata()[0] for ln in fig.axes[0].get_lines() if ln.get_label().startswith("GL = 0.5")) \
+        == [pytest.approx(2 ** 4.5), 40.0]
+    matplotlib.pyplot.close(fig)

@@ -230,3 +230,40 @@ def test_score_interval_and_rp_bars():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["pair 1", "pair 2"]
     with pytest.raises(ValueError, match="has 1 scores for 2 labels"):
         rp_bars({"conditional": [a]}, ["pair 1", "pair 2"])
+
+
+def test_planned_text_to_image_calls_are_python_that_names_the_real_arguments():
+    import ast
+    import inspect
+
+    from reprodiff.profiles import get_config
+    from reprodiff.text2image import load_pipeline, planned_calls, same_latent_images
+
+    cfg = get_config("conditional", "gpu")
+    code = planned_calls(cfg)
+    tree = ast.parse(code)  # it must be Python a reader can paste
+    calls = {n.func.id: n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    for fn in (load_pipeline, same_latent_images):
+        params = inspect.signature(fn).parameters
+        assert {k.arg for k in calls[fn.__name__].keywords if k.arg} <= set(params)
+    assert all(repr(i) in code for i in cfg.text_models.values()) and all(repr(p) in code for p in cfg.prompts)
+    assert f"range({cfg.text_seeds})" in code and f"steps={cfg.text_steps}," in code
+    assert code.endswith(f"threshold=book_rule({cfg.dataset!r}, {cfg.descriptor!r}))")
+
+
+def test_text_study_scores_every_pipeline_pair_from_the_same_latents(tiny_pipelines):
+    from types import SimpleNamespace
+
+    from reprodiff.metrics import SameImageRule
+    from reprodiff.text2image import text_study
+
+    cfg = SimpleNamespace(text_models={k: str(v) for k, v in tiny_pipelines.items()}, prompts=("a red cat", "a dog"),
+                          text_seeds=2, text_steps=3, text_guidance=3.0)
+    m, text = text_study(cfg, "pixel", SameImageRule(0.99, "test", "pixel"))
+    assert list(text) == ["v1", "v2"] and text["v1"].images.shape == (4, 3, 16, 16)
+    assert m.values.shape == (2, 2) and torch.all(m.values.diagonal() == 1)
+    # a pipeline against itself reproduces every image, against another checkpoint not all of them
+    same, _ = text_study(SimpleNamespace(**{**vars(cfg), "text_models": {"a": cfg.text_models["v1"],
+                                                                           "b": cfg.text_models["v1"]}}),
+                         "pixel", SameImageRule(0.99, "test", "pixel"))
+    assert float(same.values[0, 1]) == 1.0 and float(m.values[0, 1]) < 1.0

@@ -145,3 +145,54 @@ def test_label_agreement_proxy_and_audit(digits, models, rule, sampling_runs):
     assert audit.gl.value < 0.1 and len(audit.flagged) == audit.copies.shape[0] > 40  # D* copies its training set
     first = samples["D*"].by_seed(audit.flagged[:1])
     assert torch.nn.functional.cosine_similarity(first.flatten(1), audit.copies[:1].flatten(1)).item() > 0.99
+
+
+def _stored_study():
+    from types import SimpleNamespace
+
+    from reprodiff.sampling import Samples
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(5, *SHAPE, generator=g) * 2 - 1
+    model = Samples(torch.rand(3, *SHAPE, generator=g) * 2 - 1, torch.tensor([2, 0, 1]))  # stored out of seed order
+    sweep = SimpleNamespace(samples={("A (1M)", 8): model}, nearest={("A (1M)", 8): torch.tensor([4, 1, 3])},
+                            train_sets={8: train}, n_train=[8])
+    refs = {(r, 8): Samples(torch.rand(3, *SHAPE, generator=g) * 2 - 1, torch.tensor([0, 1, 2])) for r in ("D*", "G")}
+    return sweep, SimpleNamespace(samples=refs), model, train
+
+
+def _shown(fig):
+    return [torch.as_tensor(ax.images[0].get_array().data) for ax in fig.axes if ax.images]
+
+
+def test_reference_row_pairs_model_references_and_neighbour_by_seed():
+    import matplotlib
+
+    from reprodiff.explore import reference_row
+
+    matplotlib.use("Agg")
+    sweep, study, model, train = _stored_study()
+    fig = reference_row(sweep, study, "A (1M)", 0, 8, references=("D*", "G"), name="A")
+    shown = _shown(fig)
+    expected = [model.images[1], study.samples[("D*", 8)].images[0], study.samples[("G", 8)].images[0], train[1]]
+    assert len(shown) == 4
+    for img, want in zip(shown, expected):  # seed 0 is stored second; its nearest training image is 1
+        assert torch.allclose(img.double(), ((want[0] + 1) / 2).double(), atol=1e-6)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["A", "D*", "G", "nearest training"]
+    matplotlib.pyplot.close(fig)
+
+
+def test_reference_explorer_redraws_on_every_slider_change(monkeypatch):
+    import matplotlib
+
+    import reprodiff.explore as explore
+
+    matplotlib.use("Agg")
+    sweep, study, _, _ = _stored_study()
+    drawn = []
+    monkeypatch.setattr(explore, "reference_row", lambda sw, st, size, seed, n, **kw: drawn.append((seed, n)) or
+                        matplotlib.pyplot.figure())
+    ex = explore.ReferenceExplorer(sweep, study, "A (1M)", max_seed=2, references=("D*", "G"))
+    ex.update()
+    ex.seed.value = 2  # the slider calls update() itself
+    assert drawn == [(0, 8), (2, 8)] and ex.seed.max == 2 and list(ex.n.options) == [8]

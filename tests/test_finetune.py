@@ -128,3 +128,67 @@ def test_an_interrupted_lora_fine_tune_resumes_to_the_same_adapters_and_snapshot
     assert resumed_adapters.keys() == again.keys()
     assert all(torch.equal(resumed_adapters[k], again[k]) for k in again)
     assert all(torch.equal(first_snapshot[k], v) for k, v in load_model(cfg, step=1, merge=False).state_dict().items())
+
+
+def test_training_table_reads_the_checkpoint_info_and_scores_held_out_images():
+    from reprodiff.denoisers import GaussianDenoiser, x0_error
+    from reprodiff.fine_tuning import training_table
+
+    data, held = training_data(BASE)
+    gauss = GaussianDenoiser.from_data(data.images)
+    gauss.info = {"trainable_parameters": 1_234, "parameters": 4_936, "steps": 1_200, "seconds": 12.4}
+    lines = training_table({"gauss": gauss}, held.images, sigma=0.5).splitlines()
+    assert lines[0].split() == ["model", "trainable", "weights", "steps", "training", "time", "held-out", "x0", "error"]
+    err = x0_error(gauss, held.images, sigmas=(0.5,))[0]
+    assert lines[1].split() == ["gauss", "1,234", "(", "25%)", "1,200", "12", "s", f"{err:.3f}"]
+
+
+def test_drift_summary_and_figure():
+    import matplotlib
+
+    from reprodiff.fine_tuning import drift_summary
+    from reprodiff.metrics import Score
+    from reprodiff.plots import drift_figure
+
+    matplotlib.use("Agg")
+    steps = [0, 25, 400]
+    rp = {"a vs base": [Score("RP", v, (v - 0.05, v + 0.05), 8, 0.9, "", "pixel") for v in (1.0, 0.5, 0.25)]}
+    text = drift_summary(steps, rp, {"a": [0.1, 0.55, 0.9]}, (5, 6, 7, 8, 9)).splitlines()
+    assert text == ["RP at steps [0, 25, 400]:", f"  {'a vs base':31s}1.00, 0.50, 0.25",
+                    "fraction of samples in 5-9 at the same steps:", f"  {'a':31s}0.10, 0.55, 0.90"]
+    fig = drift_figure(steps, rp)
+    ax = fig.axes[0]
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [1, 25, 400] and list(line.get_ydata()) == [1.0, 0.5, 0.25]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["base", "25", "400"]
+    matplotlib.pyplot.close(fig)
+
+
+def test_rp_table_and_split_by_base():
+    from reprodiff.fine_tuning import rp_table, split_by_base
+    from reprodiff.metrics import Score
+    from reprodiff.sampling import Samples
+
+    rp = {("a", "b"): Score("RP", 0.5, (0.25, 0.75), 8, 0.9, "", "pixel")}
+    assert rp_table(rp, ["a"], ["a", "b"], width=14).splitlines() == [
+        f"{'RP':11s}{'a':>14s}{'b':>14s}", f"{'a':11s}{'-':>14s}{'0.50 [0.25,0.75]':>14s}"]
+    g = torch.Generator().manual_seed(0)
+    base = Samples(torch.rand(4, 1, 8, 8, generator=g) * 2 - 1, torch.arange(4))
+    # the tune keeps the base's image on seeds 0 and 1 (the mask) and draws its negative on 2 and 3
+    tune = Samples(torch.cat([base.images[:2], -base.images[2:]]), torch.arange(4))
+    lines = split_by_base({"tune": tune}, base, torch.tensor([True, True, False, False]), "pixel", 0.9).splitlines()
+    assert lines[0] == "RP to base (median similarity): on the 2 seeds where the base drew a 5-9 | on the other 2"
+    assert lines[1].split() == ["tune", "1.00", "(1.00)", "0.00", "(-1.00)"]
+
+
+def test_lora_table_rows():
+    from types import SimpleNamespace
+
+    from reprodiff.fine_tuning import lora_table
+    from reprodiff.metrics import Score
+
+    models = {"LoRA r1": SimpleNamespace(info={"trainable_parameters": 5_600})}
+    rp = {("LoRA r1", b): Score("RP", v, (v - 0.1, v + 0.1), 8, 0.9, "", "pixel") for b, v in (("f", 0.5), ("base", 0.2))}
+    lines = lora_table(models, rp, {"LoRA r1": 0.875}, ["LoRA r1"], ("f", "base")).splitlines()
+    assert lines[0] == f"{'':10s}{'trainable':>10s}{'RP to f':>18s}{'RP to base':>18s}{'in 5-9':>8s}"
+    assert lines[1] == f"{'LoRA r1':10s}{'5,600':>10s}{'0.50 [0.40,0.60]':>18s}{'0.20 [0.10,0.30]':>18s}{'0.88':>8s}"

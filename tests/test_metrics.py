@@ -248,3 +248,19 @@ def test_seed_spread_summarises_training_seed_pairs(digits):
         seed_spread([])
     with pytest.raises(ValueError, match="share"):
         seed_spread([rp_score(a, a, threshold=0.5), rp_score(a, a, threshold=0.6)])
+
+
+def test_in_classes_is_the_classifier_s_verdict_per_sample(digits):
+    from reprodiff.metrics import QualityClassifier, in_classes
+
+    data = load_dataset("digits")
+    clf = QualityClassifier(data.images[:1000], data.labels[:1000])
+    held, labels = data.images[1000:1100], data.labels[1000:1100]
+    s = _samples(held, list(range(100)), "held-out")
+    mask = in_classes(clf, s, (5, 6, 7, 8, 9))
+    assert mask.dtype == torch.bool and mask.shape == (100,)
+    assert torch.equal(mask, torch.isin(clf.probabilities(held).argmax(1), torch.tensor([5, 6, 7, 8, 9])))
+    # a good classifier: the verdict matches the true label's class group on most held-out digits
+    assert float((mask == (labels >= 5)).double().mean()) > 0.8
+    assert not in_classes(clf, s, ()).any()
+

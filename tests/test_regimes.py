@@ -304,3 +304,21 @@ def test_paper_row_answers_every_row_of_the_papers_figure(small_sweep):
     assert len(row) == len(PAPER_FIGURE2)
     assert row[0] == "N = 64" and row[1] == "not reached"  # D* memorizes at every N
     assert row[3] == "1.00 (N=8)" and row[5] == "1.00 (N=64)"
+
+
+def test_trajectory_gap_figure_draws_the_median_gap_per_n_and_reference():
+    import matplotlib
+
+    from reprodiff.plots import trajectory_gap_figure
+
+    matplotlib.use("Agg")
+    sig = [10.0, 1.0, 0.1]
+    gaps = {n: (sig, {"D*": torch.full((3, 4), float(n)), "Gaussian": torch.arange(12.0).reshape(3, 4)})
+            for n in (8, 64)}
+    fig = trajectory_gap_figure(gaps, "UNet-S")
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "UNet-S vs Gaussian, along the model's trajectory"
+    assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["N=8", "N=64"]
+    assert list(fig.axes[0].get_lines()[1].get_ydata()) == [64.0] * 3
+    assert list(fig.axes[1].get_lines()[0].get_ydata()) == [1.0, 5.0, 9.0]  # torch's median: the lower middle
+    assert fig.axes[0].xaxis_inverted() and fig.axes[0].get_xscale() == "log"
+    matplotlib.pyplot.close(fig)

@@ -1,26 +1,90 @@
 """Why two models agree: the data they share, the denoiser they approximate, and when (chapter 5).
 
-Patch-size calibration of local denoisers against a network (:func:`calibrate_patch_sizes`), the
-closest analytic denoiser to a network's samples (:func:`closest_denoiser`, :func:`leaderboard`),
-and GL and RP along training from a sweep's snapshots (:func:`training_time_study`).
+* :func:`pair_study`: two networks on the same or on disjoint training data, from the same noise.
+* Patch-size calibration of local denoisers against a network (:func:`calibrate_patch_sizes`), the
+  closest analytic denoiser to a network's samples (:func:`closest_denoiser`, :func:`leaderboard`),
+  and :func:`closed_form_study`, which chooses every closed form's free parameters on calibration
+  seeds and ranks them all against one network (:func:`median_rows`: a line per closed form across N).
+* GL and RP along training from a sweep's snapshots (:func:`training_time_study`), and
+  :func:`dip_study`: where the RP dip across the memorization-generalization transition comes from.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .denoisers import LocalDenoiser, OptimalDenoiser, SmoothedOptimalDenoiser
-from .metrics import (Descriptor, SameImageRule, Scores, bootstrap_ci, get_descriptor, gl_score,
+from .configs import short_name
+from .denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, OptimalDenoiser,
+                        SmoothedOptimalDenoiser)
+from .metrics import (Descriptor, SameImageRule, Score, Scores, bootstrap_ci, get_descriptor, gl_score,
                       paired_similarity, rp_score)
+from .regimes import gl_crossing
 from .sampling import Samples, generate, record_trajectory
-from .training import load_model, training_data
+from .snapshots import sample_at_steps
+from .training import training_data
 
-__all__ = ["PatchCalibration", "calibrate_patch_sizes", "closest_denoiser", "choose_smoothing", "Leaderboard",
-           "leaderboard", "TrainingTimeStudy", "training_time_study"]
+__all__ = ["PAIR_KINDS", "PairStudy", "pair_study", "PatchCalibration", "calibrate_patch_sizes", "closest_denoiser",
+           "choose_smoothing", "Leaderboard", "leaderboard", "CEILING", "ClosedFormStudy", "closed_form_study",
+           "median_rows", "TrainingTimeStudy", "training_time_study", "DipStudy", "dip_study"]
+
+
+# ----------------------------------------------------------------------------- shared or disjoint training data
+
+#: the three models at each N: two training seeds on one subset, and the second seed on another subset
+PAIR_KINDS = ("shared a", "shared b", "disjoint b")
+
+
+@dataclass
+class PairStudy:
+    """RP of two networks on shared and on disjoint training data, per N.
+
+    ``shared[i]`` and ``disjoint[i]``: RP at ``pair_n[i]`` of ``"shared a"`` with ``"shared b"`` and
+    with ``"disjoint b"``; ``gl[(N, kind)]``: GL of each model against its own training set;
+    ``samples["N={N} {kind}"]``: the samples.
+    """
+
+    pair_n: list[int]
+    shared: Scores
+    disjoint: Scores
+    gl: dict[tuple[int, str], Score]
+    samples: dict[str, Samples]
+
+    def table(self) -> str:
+        """RP of both pairs with their intervals and the three models' GL, one row per N."""
+        lines = [f"{'N':>6s}  {'RP same data':>20s}  {'RP disjoint data':>20s}  {'GL a':>6s}  {'GL b':>6s}  "
+                 f"{'GL b disjoint':>13s}"]
+        for n, sh, dj in zip(self.pair_n, self.shared, self.disjoint):
+            lines.append(f"{n:6d}  {sh.interval():>20s}  {dj.interval():>20s}  {self.gl[(n, 'shared a')].value:6.2f}"
+                         f"  {self.gl[(n, 'shared b')].value:6.2f}  {self.gl[(n, 'disjoint b')].value:13.2f}")
+        return "\n".join(lines)
+
+
+def pair_study(models: Mapping[str, torch.nn.Module], pair_n: Sequence[int],
+               configs: Callable[[int], Mapping[str, object]], seeds: Sequence[int] | range,
+               shape: Sequence[int], rule: SameImageRule, *, sampler: str = "heun", steps: int = 18,
+               batch_size: int = 256) -> PairStudy:
+    """Sample every model of ``models`` (keyed ``"N={N} {kind}"`` for each N of ``pair_n`` and kind of
+    :data:`PAIR_KINDS`) from ``seeds`` and score the shared and disjoint pairs at each N under the
+    same-image ``rule``; ``configs(N)`` maps each kind to its :class:`reprodiff.training.TrainConfig`
+    (e.g. :meth:`reprodiff.configs.AgreementConfig.pair_configs`), whose training set GL compares with."""
+    samples = {k: generate(m, seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size, name=k)
+               for k, m in models.items()}
+    shared, disjoint, gl = Scores(), Scores(), {}
+    for n in pair_n:
+        a, b, d = (samples[f"N={n} {k}"] for k in PAIR_KINDS)
+        shared.append(rp_score(a, b, rule.descriptor, threshold=rule))
+        disjoint.append(rp_score(a, d, rule.descriptor, threshold=rule))
+        for k, cfg in configs(n).items():
+            gl[(n, k)] = gl_score(samples[f"N={n} {k}"], training_data(cfg)[0].images, rule.descriptor,
+                                  threshold=rule)
+    return PairStudy(list(pair_n), shared, disjoint, gl, samples)
+
+
+# ----------------------------------------------------------------------------- the closed forms a network is near
 
 
 @dataclass
@@ -144,6 +208,95 @@ def leaderboard(network: Samples, candidates: Mapping[str, Samples], n: int, *,
     return Leaderboard(n, sims, r2, tuple(ceilings))
 
 
+#: the leaderboard row of the other training seed's network: a ceiling, shown, never ranked
+CEILING = "the other training seed (network)"
+
+
+@dataclass
+class ClosedFormStudy:
+    """One training set's leaderboard with the parameters chosen for it.
+
+    ``board``: the :class:`Leaderboard`; ``smoothing``: the chosen smoothing of D*; ``weight``: the
+    chosen weight of the local denoiser in the blend; ``schedules[kind]``: the
+    :class:`PatchCalibration` of the ``"position-bound"`` (and ``"equivariant"``) local denoiser.
+    """
+
+    board: Leaderboard
+    smoothing: float
+    weight: float
+    schedules: dict[str, PatchCalibration]
+
+    def schedule_summary(self) -> str:
+        """One line per local denoiser: its patch size at each noise level, largest sigma first."""
+        return "\n".join(f"N={self.board.n} {kind}: patch size along sigma = {cal.schedule[0][0]:.0f} ... "
+                         f"{cal.schedule[-1][0]:.3f}: {[k for _, k in cal.schedule]}"
+                         for kind, cal in self.schedules.items())
+
+    def headline(self) -> str:
+        """The closest closed form, its median similarity and margin, and the ceiling's median."""
+        board = self.board
+        name, margin = board.winner()
+        ceiling = (f"; the other network {float(board.similarity[board.ceilings[0]].median()):.3f}"
+                   if board.ceilings else "")
+        return (f"N={board.n}: closest closed form {name} (median {float(board.similarity[name].median()):.3f}, "
+                f"margin {margin:.3f}){ceiling}")
+
+
+def closed_form_study(network: torch.nn.Module, train_images: torch.Tensor, n: int, seeds: Sequence[int] | range,
+                      calibration_seeds: Sequence[int] | range, shape: Sequence[int], *,
+                      smoothings: Sequence[float], patch_sizes: Sequence[int], blend_weights: Sequence[float],
+                      equivariant: bool = False, other: torch.nn.Module | None = None, descriptor="pixel",
+                      sampler: str = "heun", steps: int = 18, batch_size: int = 256) -> ClosedFormStudy:
+    """Rank closed-form denoisers of ``train_images`` (``(N, C, H, W)`` in [-1, 1], the network's
+    training set of size ``n``) by how close their samples from ``seeds`` are to ``network``'s
+    (:func:`leaderboard`).
+
+    Candidates, in this order: D*, smoothed D* (smoothing chosen among ``smoothings`` and 0), the
+    Gaussian denoiser, the position-bound local denoiser with a patch size per noise level (chosen
+    among ``patch_sizes`` along the network's trajectories), with ``equivariant`` also the
+    equivariant one and a fixed 3x3 equivariant one, and a blend ``w local + (1 - w) Gaussian``
+    (``w`` chosen among ``blend_weights``). All choices use ``calibration_seeds``, which the
+    comparison does not. ``other`` (another training seed's network), when given, is the ceiling row.
+    """
+    kw = dict(sampler=sampler, steps=steps, batch_size=batch_size)
+    mine = generate(network, seeds, shape, **kw)
+    calib_net = generate(network, calibration_seeds, shape, **kw)
+    smooth, _ = choose_smoothing(calib_net, train_images, smoothings, descriptor=descriptor, **kw)
+    cands = {"D*": OptimalDenoiser(train_images),
+             f"smoothed D* (s = {smooth:g})": SmoothedOptimalDenoiser(train_images, smooth),
+             "Gaussian denoiser": GaussianDenoiser.from_data(train_images)}
+    schedules = {}
+    for eq in ((False, True) if equivariant else (False,)):
+        cal = calibrate_patch_sizes(network, train_images, calibration_seeds, shape, patch_sizes, equivariant=eq,
+                                    steps=steps)
+        kind = "equivariant" if eq else "position-bound"
+        schedules[kind] = cal
+        cands[f"local, {kind}, k(sigma)"] = LocalDenoiser(train_images, cal.schedule, equivariant=eq)
+        if eq:
+            cands["local, equivariant, 3x3 fixed"] = LocalDenoiser(train_images, 3, equivariant=True)
+    local, gauss = cands["local, position-bound, k(sigma)"], cands["Gaussian denoiser"]
+    weight, _ = closest_denoiser(calib_net, {w: BlendedDenoiser(local, gauss, w) for w in blend_weights},
+                                 descriptor=descriptor, **kw)
+    cands[f"blend: {weight:g} local + {1 - weight:g} Gaussian"] = BlendedDenoiser(local, gauss, weight)
+    samples = {k: generate(d, seeds, shape, **kw) for k, d in cands.items()}
+    if other is not None:
+        samples[CEILING] = generate(other, seeds, shape, **kw)
+    board = leaderboard(mine, samples, n, descriptor=descriptor, ceilings=(CEILING,) if other is not None else ())
+    return ClosedFormStudy(board, smooth, weight, schedules)
+
+
+def median_rows(boards: Mapping[int, Leaderboard], prefixes: Mapping[str, str]) -> dict[str, list[float]]:
+    """``{label: [median similarity at each board's N]}`` for the first row of each board whose name
+    starts with ``prefixes[label]`` (names carry chosen parameters, e.g. the blend's weight); ``nan``
+    where a board has no such row."""
+    return {label: [next((float(v.median()) for k, v in board.similarity.items() if k.startswith(prefix)),
+                         float("nan")) for board in boards.values()]
+            for label, prefix in prefixes.items()}
+
+
+# ----------------------------------------------------------------------------- along training
+
+
 @dataclass
 class TrainingTimeStudy:
     """GL and RP of one sweep's models along training, from the snapshots they saved.
@@ -216,22 +369,86 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
         train = training_data(cfg)[0].images
         shape = tuple(train.shape[1:])
         optimal = generate(OptimalDenoiser(train), seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size)
-        gl[n], rp_opt[n] = Scores(), Scores()
-        mine = {}
-        for k in at:
-            s = generate(load_model(cfg, step=k), seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size,
-                         name=f"{size} N={n} step {k}")
-            mine[k] = samples[(n, k)] = s
-            gl[n].append(gl_score(s, train, desc, threshold=rule))
-            rp_opt[n].append(rp_score(s, optimal, desc, threshold=rule))
-            bar.update()
+        kw = dict(sampler=sampler, sampling_steps=steps, batch_size=batch_size)
+        mine = sample_at_steps(cfg, at, seeds, shape, name=f"{size} N={n} step {{step}}", **kw)
+        samples.update({(n, k): s for k, s in zip(at, mine)})
+        gl[n] = Scores(gl_score(s, train, desc, threshold=rule) for s in mine)
+        rp_opt[n] = Scores(rp_score(s, optimal, desc, threshold=rule) for s in mine)
+        bar.update(len(at))
         if n in replicated:
-            other = replicates[(size, n, second_seed)]
-            rp_seeds[n] = Scores()
-            for k in at:
-                s = generate(load_model(other, step=k), seeds, shape, sampler=sampler, steps=steps,
-                             batch_size=batch_size, name=f"{size} N={n} seed {second_seed} step {k}")
-                rp_seeds[n].append(rp_score(mine[k], s, desc, threshold=rule))
-                bar.update()
+            other = sample_at_steps(replicates[(size, n, second_seed)], at, seeds, shape,
+                                    name=f"{size} N={n} seed {second_seed} step {{step}}", **kw)
+            rp_seeds[n] = Scores(rp_score(s, t, desc, threshold=rule) for s, t in zip(mine, other))
+            bar.update(len(at))
     bar.close()
     return TrainingTimeStudy(at, n_train, gl, rp_opt, rp_seeds, samples)
+
+
+# ----------------------------------------------------------------------------- the RP dip across the transition
+
+
+@dataclass
+class DipStudy:
+    """RP against N for the two finished widths and for the early snapshot against the wide model.
+
+    Zhang et al. explain the dip in RP between two widths by the two models leaving memorization at
+    different N; this study marks where each model's GL crosses 0.5 and adds a pair whose crossings
+    lie further apart: the small model stopped early (a training snapshot) against the wider model at
+    the end of training.
+
+    ``n_train``: the N with snapshots that the sweep also has; ``pair``: the sweep's RP pair of the
+    two finished widths and ``rp_end`` its RP at ``n_train``; ``rp_early``: RP of the small model at
+    step ``early`` with the wide finished model; ``crossings[label]``: N where each model's GL
+    crosses 0.5 (``None``: not within ``n_train``); ``small`` and ``wide``: short model names.
+    """
+
+    n_train: list[int]
+    early: int
+    small: str
+    wide: str
+    pair: str
+    rp_end: Scores
+    rp_early: Scores
+    crossings: dict[str, float | None]
+
+    @property
+    def early_label(self) -> str:
+        return f"{self.small} at step {self.early} vs {self.wide}"
+
+    def curves(self) -> dict[str, tuple[list[float], list[float], list[float]]]:
+        """``{label: (values, lower, upper)}`` of both pairs, for :func:`reprodiff.plots.curve_with_band`."""
+        return {f"{self.pair} (both at the end)": self.rp_end.band(), self.early_label: self.rp_early.band()}
+
+    def summary(self) -> str:
+        """Where each GL crosses 0.5."""
+        return "\n".join(f"GL crosses 0.5: {k} at N ~ {v:.0f}" if v else
+                         f"GL crosses 0.5: {k} not within N <= {self.n_train[-1]}" for k, v in self.crossings.items())
+
+    def rp_summary(self) -> str:
+        """Both pairs' RP at each N, in two decimals."""
+        return "\n".join([f"RP {self.pair}: "
+                          + ", ".join(f"N={n}: {s.value:.2f}" for n, s in zip(self.n_train, self.rp_end)),
+                          f"RP {self.small} step {self.early} vs {self.wide}: "
+                          + ", ".join(f"N={n}: {s.value:.2f}" for n, s in zip(self.n_train, self.rp_early))])
+
+
+def dip_study(sweep, times: TrainingTimeStudy, seeds: Sequence[int] | range, rule: SameImageRule, *,
+              at_step: float) -> DipStudy:
+    """From a two-width :class:`reprodiff.regimes.SweepResult` ``sweep`` and the small width's
+    :class:`TrainingTimeStudy` ``times``: the snapshot step nearest ``at_step``, RP of that
+    snapshot's samples with the wide model's finished ones from the same ``seeds`` at every N both
+    have, and the GL = 0.5 crossings of the small model (finished and early) and of the wide one.
+    Models are named by their short names (:attr:`reprodiff.configs.SizeLabel.short`)."""
+    small, wide = sweep.sizes
+    s_small, s_wide = short_name(small), short_name(wide)
+    early = min(times.steps, key=lambda k: abs(k - at_step))
+    ns = [n for n in times.n_train if n in sweep.n_train]
+    early_gl = Scores(times.gl[n][times.steps.index(early)] for n in ns)
+    early_rp = Scores(rp_score(times.samples[(n, early)], Samples(sweep.samples[(wide, n)].by_seed(seeds), seeds),
+                               rule.descriptor, threshold=rule) for n in ns)
+    crossings = {f"{s_small} (end)": sweep.gl_crossing(small, 0.5),
+                 f"{s_small} (step {early})": gl_crossing(ns, early_gl.values),
+                 f"{s_wide} (end)": sweep.gl_crossing(wide, 0.5)}
+    pair = next(iter(sweep.rp))
+    rp_end = Scores(sweep.rp[pair][sweep.n_train.index(n)] for n in ns)
+    return DipStudy(ns, early, s_small, s_wide, pair, rp_end, early_rp, crossings)

@@ -12,6 +12,9 @@
   model, generate only those with the expensive one; how often it pays, and what it saves.
 * :func:`replication_audit`: GL as a privacy check: the samples of a model that are copies of a
   training image by the book's same-image rule, each with the training image it copies.
+* :func:`reference_row` and :class:`ReferenceExplorer` (chapter 4): a sweep model's stored sample
+  beside its closed-form references' from the same seed and its nearest training image, one seed
+  and N at a time.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .metrics import SameImageRule, Score, get_descriptor, gl_score, paired_simi
 from .sampling import SAMPLERS, Samples, backbone_classes, generate, generate_from_noise, noise_for_seeds
 
 __all__ = ["slerp", "NoiseExplorer", "InterpolationStudy", "interpolation_study", "label_agreement",
-           "ProxyStudy", "proxy_study", "Audit", "replication_audit"]
+           "ProxyStudy", "proxy_study", "Audit", "replication_audit", "reference_row", "ReferenceExplorer"]
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -127,18 +130,26 @@ class NoiseExplorer:
 
     def update(self, change=None) -> None:
         """Redraw (the widgets call this on every change)."""
-        import matplotlib.pyplot as plt
-        from IPython.display import display
-
-        with self.out:
-            self.out.clear_output(wait=True)
-            if not self.chosen.value:
-                self.last = {}
+        if not self.chosen.value:
+            self.last = {}
+            with self.out:
+                self.out.clear_output(wait=True)
                 print(self.EMPTY)
-                return
-            fig = self.figure()
-            display(fig)
-            plt.close(fig)
+            return
+        _redraw(self.out, self.figure)
+
+
+def _redraw(out, figure) -> None:
+    """Show the figure ``figure()`` draws in the ipywidgets ``Output`` ``out``, in place of what it
+    showed (every explorer's widget callback)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    with out:
+        out.clear_output(wait=True)
+        fig = figure()
+        display(fig)
+        plt.close(fig)
 
 
 @dataclass
@@ -299,3 +310,47 @@ def replication_audit(samples: Samples, train_images: torch.Tensor, *, rule: Sam
     order = torch.argsort(score.similarities, descending=True)
     flagged = order[score.similarities[order] > rule.threshold]
     return Audit(samples, score, samples.seeds[flagged], train_images[score.nearest[flagged]])
+
+
+def reference_row(sweep, study, size: str, seed: int, n: int, *, references: Sequence[str] = ("D*", "Gaussian"),
+                  name: str | None = None):
+    """One row of images from stored samples: model ``size`` of ``sweep`` (a
+    :class:`reprodiff.regimes.SweepResult`) at N = ``n`` from ``seed``, each reference's sample
+    from the same seed (:func:`reprodiff.regimes.reference_study`'s ``study``), and the model
+    sample's nearest training image by the sweep's same-image descriptor (GL's neighbour).
+    ``name`` titles the model's column (default: ``size``)."""
+    from .plots import image_grid
+
+    model = sweep.samples[(size, n)]
+    near = sweep.nearest[(size, n)][[int(i) for i, s in enumerate(model.seeds) if int(s) == seed]]
+    return image_grid({f"seed {seed}, N={n}": torch.cat([model.by_seed([seed]),
+                                                         *(study.samples[(r, n)].by_seed([seed]) for r in references),
+                                                         sweep.train_sets[n][near]])},
+                      [name or size, *references, "nearest training"], scale=1.3)
+
+
+class ReferenceExplorer:
+    """Stored samples explored by seed and N: :func:`reference_row` for the ``seed`` (IntSlider up
+    to ``max_seed``) and ``n`` (SelectionSlider over the sweep's N) chosen; :attr:`widget` is the box
+    to display, :meth:`update` redraws it in ``out`` (the sliders call it)."""
+
+    def __init__(self, sweep, study, size: str, *, max_seed: int, references: Sequence[str] = ("D*", "Gaussian"),
+                 name: str | None = None) -> None:
+        import ipywidgets as widgets
+
+        self.sweep, self.study, self.size, self.references, self.name = sweep, study, size, tuple(references), name
+        self.seed = widgets.IntSlider(value=0, min=0, max=max_seed, description="seed")
+        self.n = widgets.SelectionSlider(options=list(sweep.n_train), value=sweep.n_train[0], description="N")
+        self.out = widgets.Output()
+        for w in (self.seed, self.n):
+            w.observe(self.update, "value")
+        self.widget = widgets.VBox([widgets.HBox([self.seed, self.n]), self.out])
+
+    def figure(self):
+        """The row of the current seed and N."""
+        return reference_row(self.sweep, self.study, self.size, self.seed.value, self.n.value,
+                             references=self.references, name=self.name)
+
+    def update(self, change=None) -> None:
+        """Redraw (the sliders call this on every change)."""
+        _redraw(self.out, self.figure)

@@ -36,7 +36,7 @@ __all__ = [
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
     "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "resolve_threshold",
     "SameImageRule", "same_image_rule", "wilson_ci", "survival", "SeedSpread", "seed_spread", "QualityClassifier",
-    "psnr", "within_label_similarity",
+    "psnr", "within_label_similarity", "in_classes",
 ]
 
 #: the paper's threshold on SSCD cosine similarity, for both RP and GL
@@ -776,3 +776,9 @@ def error_matrix(samples: Sequence[Samples], kind: str = "mae") -> torch.Tensor:
         for j in range(i + 1, m):
             mat[i, j] = mat[j, i] = paired_error(samples[i], samples[j], kind).median()
     return mat
+
+
+def in_classes(classifier: QualityClassifier, samples: Samples, classes: Sequence[int]) -> torch.Tensor:
+    """Whether ``classifier`` puts each sample of ``samples`` (in their stored order) in one of
+    ``classes``: ``(B,)`` bool; its mean is the fraction of samples drawn from those classes."""
+    return torch.isin(classifier.probabilities(samples.images).argmax(1), torch.as_tensor(list(classes)))

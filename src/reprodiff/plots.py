@@ -13,7 +13,9 @@ import torch
 from .sampling import Samples
 
 __all__ = ["same_noise_grid", "image_grid", "rp_heatmap", "curve_with_band", "nearest_grid",
-           "survival_curves", "rp_bars", "inverse_grid", "sensitivity_curves", "REGIME_COLORS", "LINE_COLORS"]
+           "survival_curves", "rp_bars", "inverse_grid", "sensitivity_curves", "REGIME_COLORS", "LINE_COLORS",
+           "onset_figure", "pair_figure", "dip_figure", "per_label_figure", "trajectory_gap_figure",
+           "drift_figure", "samples_with_nearest"]
 
 #: light fills for regime shading, kept apart from the line colours of models
 REGIME_COLORS = {"memorization": "#9ecae1", "transition": "#fdd0a2", "generalization": "#c7e9c0"}
@@ -259,3 +261,161 @@ def sensitivity_curves(result: Mapping[tuple[float, int], dict], title: str | No
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def onset_figure(times, report, longer=None, pair_seeds: Sequence[int] = ()):
+    """Four panels of memorization along training, from a
+    :class:`reprodiff.agreement.TrainingTimeStudy` ``times`` and its
+    :class:`reprodiff.snapshots.OnsetReport` ``report``: GL and RP with D* against the training step
+    (one line per N, dashed for ``longer``, the runs trained longer), the onset step against N with
+    the fitted line (triangles: no onset by the last step; stars: the longer runs, not fitted), and
+    RP between the two training seeds ``pair_seeds`` with its 95% band."""
+    import matplotlib.pyplot as plt
+
+    from .metrics import Scores
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.6))
+    axes = axes.ravel()
+    colours = dict(zip(times.n_train, plt.cm.viridis(torch.linspace(0, 0.9, len(times.n_train)).tolist())))
+    for n, colour in colours.items():
+        axes[0].plot(times.steps, Scores(times.gl[n]).values, marker="o", ms=3, color=colour, label=f"N={n}")
+        axes[1].plot(times.steps, Scores(times.rp_optimal[n]).values, marker="o", ms=3, color=colour, label=f"N={n}")
+    for n in longer.n_train if longer else ():
+        for ax, scores in zip(axes, (longer.gl[n], longer.rp_optimal[n])):
+            ax.plot(longer.steps, Scores(scores).values, ls="--", lw=1, color=colours.get(n, "k"),
+                    label=f"N={n}, {longer.steps[-1]:,} steps")
+    for n, rps in times.rp_seeds.items():
+        rps = Scores(rps)
+        axes[3].plot(times.steps, rps.values, marker="o", ms=3, color=colours.get(n, "k"), label=f"N={n}")
+        axes[3].fill_between(times.steps, rps.lower, rps.upper, color=colours.get(n, "k"), alpha=0.15)
+    for ax, title in zip(axes[[0, 1, 3]], ("GL along training", "RP(model, D*) along training",
+                                           f"RP between training seeds {pair_seeds} on the same subset")):
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].axhline(0.5, color="0.5", lw=0.8, ls=":")
+    axes[1].legend(fontsize=8, ncol=3, loc="upper left")
+    axes[3].legend(fontsize=8)
+    reached, censored = report.reached, report.censored
+    axes[2].plot(list(reached), list(reached.values()), "o", color="C0", label="GL falls to 0.5 (fitted)")
+    axes[2].plot(censored, [report.last_step] * len(censored), "^", color="C3",
+                 label=f"not by step {report.last_step:,} (onset later)")
+    last = report.tested_steps[-1] if report.tested_steps else None
+    for n, t in report.tested.items():
+        axes[2].plot([n], [t if t is not None else last], "*", ms=12, color="C2",
+                     label=f"N={n} trained {last:,} steps (not fitted)")
+    if report.has_fit:
+        grid = torch.linspace(0, max(times.n_train), 50)
+        axes[2].plot(grid, report.a + report.b * grid, color="0.3", lw=1,
+                     label=f"fit: {report.a:.0f} + {report.b:.1f} N")
+    axes[2].set_xlabel("training-set size N")
+    axes[2].set_ylabel("training step")
+    axes[2].set_title("Memorization onset vs N", fontsize=10)
+    axes[2].grid(alpha=0.3)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pair_figure(study, threshold: float, title: str = "Two networks from the same noise"):
+    """Two panels from :func:`reprodiff.agreement.pair_study`: RP of the shared and the disjoint
+    pair against N with their 95% bands, and the survival curves of both pairs' similarities at the
+    smallest and the largest N."""
+    import matplotlib.pyplot as plt
+
+    from .metrics import Scores
+
+    n = study.pair_n
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    curve_with_band(list(n), {"same training data": Scores(study.shared).band(),
+                              "disjoint training data": Scores(study.disjoint).band()},
+                    xlabel="training-set size N (each model)", ylabel="RP score", title=title, ax=axes[0])
+    survival_curves({f"N={k} {kind}": s.similarities for k, sh, dj in zip(n, study.shared, study.disjoint)
+                     for kind, s in (("same", sh), ("disjoint", dj)) if k in (n[0], n[-1])},
+                    threshold=threshold, xlim=(0.5, 1.0), title="Threshold-free: fraction of seeds above t",
+                    ax=axes[1])
+    fig.tight_layout()
+    return fig
+
+
+def dip_figure(study):
+    """RP against N across the memorization-generalization transition from
+    :func:`reprodiff.agreement.dip_study`, with each model's GL = 0.5 crossing as a vertical line."""
+    fig = curve_with_band(study.n_train, study.curves(), xlabel="training-set size N", ylabel="RP score",
+                          title="RP across the transition, with each model's GL = 0.5 crossing")
+    for (k, v), style in zip(study.crossings.items(), (":", "--", "-.")):
+        if v:
+            fig.axes[0].axvline(v, color="0.3", ls=style, lw=1, label=f"GL = 0.5: {k}")
+    fig.axes[0].legend(fontsize=7)
+    return fig
+
+
+def per_label_figure(per_label, title: str | None = None):
+    """RP per label with 95% intervals, one offset series of points per model pair, from
+    :func:`reprodiff.conditioning.per_label_rp`."""
+    import matplotlib.pyplot as plt
+
+    classes = list(per_label.scores)
+    pairs = list(next(iter(per_label.scores.values())))
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    for i, p in enumerate(pairs):
+        x = [c + (i - 1) * 0.22 for c in classes]
+        sc = [per_label.scores[c][p] for c in classes]
+        ax.errorbar(x, [s.value for s in sc], yerr=[[s.value - s.ci[0] for s in sc], [s.ci[1] - s.value for s in sc]],
+                    fmt="o", capsize=2, label=f"{p[0]} vs {p[1]}")
+    ax.set_xticks(classes)
+    ax.set(xlabel="label", ylabel="RP (book's rule)", ylim=(0, 1.05), title=title)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_gap_figure(gaps: Mapping[int, tuple[Sequence[float], Mapping[str, torch.Tensor]]], model: str):
+    """One panel per reference: the median (over seeds) RMS difference between ``model``'s denoised
+    estimate and the reference's along the model's own sampling trajectory, against sigma, one line
+    per N; ``gaps[N]`` is :func:`reprodiff.regimes.trajectory_gap`'s ``(sigmas, {reference:
+    (n_sigmas, n_seeds)})``."""
+    import matplotlib.pyplot as plt
+
+    refs = list(next(iter(gaps.values()))[1])
+    fig, axes = plt.subplots(1, len(refs), figsize=(6 * len(refs), 3.6), sharey=True)
+    for n, (sig, by_ref) in gaps.items():
+        for ax, ref in zip(axes, refs):
+            ax.plot(sig, by_ref[ref].median(1).values, marker="o", ms=3, label=f"N={n}")
+    for ax, ref in zip(axes, refs):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("noise level sigma (sampling runs left to right)")
+        ax.set_title(f"{model} vs {ref}, along the model's trajectory", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("median RMS difference of denoised estimates")
+    fig.tight_layout()
+    return fig
+
+
+def drift_figure(steps: Sequence[int], rp: Mapping[str, Sequence]):
+    """RP along fine-tuning with 95% bands, one line per labelled pair (one
+    :class:`reprodiff.metrics.Score` per step of ``steps``; step 0, the base, is drawn at 1 on the
+    log axis and labelled "base")."""
+    from .metrics import Scores
+
+    x = [max(k, 1) for k in steps]
+    fig = curve_with_band(x, {k: Scores(v).band() for k, v in rp.items()}, xlabel="fine-tuning step (log scale)",
+                          ylabel="RP (book's rule)", title="RP along fine-tuning", logx=True)
+    fig.axes[0].set_xticks(x, ["base", *map(str, steps[1:])])
+    return fig
+
+
+def samples_with_nearest(samples: Mapping[str, Samples], gl: Mapping[str, object], train_images: torch.Tensor,
+                         seeds: Sequence[int], title: str | None = None):
+    """For each named sample set: a row of its samples for ``seeds`` and, below it, each sample's
+    nearest training image in ``train_images`` (the neighbour its GL score found, ``gl[name].nearest``,
+    which follows the samples' stored order)."""
+    rows: dict[str, torch.Tensor] = {}
+    for name, s in samples.items():
+        position = {int(k): i for i, k in enumerate(s.seeds)}
+        rows[name] = s.by_seed(seeds)
+        rows[f"{name} → nearest"] = train_images[gl[name].nearest[torch.tensor([position[int(k)] for k in seeds])]]
+    return image_grid(rows, [f"seed {k}" for k in seeds], scale=0.8, title=title)

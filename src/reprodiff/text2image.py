@@ -18,7 +18,7 @@ import torch
 
 from .sampling import Samples, noise_for_seeds
 
-__all__ = ["load_pipeline", "latent_shape", "same_latent_images", "pipeline_call"]
+__all__ = ["load_pipeline", "latent_shape", "same_latent_images", "pipeline_call", "text_study", "planned_calls"]
 
 
 def load_pipeline(model_id: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
@@ -99,3 +99,34 @@ def same_latent_images(pipes: dict[str, object], prompts: Sequence[str], seeds: 
                 images.append(pipeline_call(pipe, prompt, noise, steps, guidance, h, w))
         out[name] = Samples(torch.cat(images), ids, name=name, labels=labels, sampler=f"ddim-{steps}")
     return out
+
+
+def text_study(cfg, descriptor, rule, *, progress: bool = False):
+    """The text-to-image comparison of a conditional chapter config ``cfg``: every pipeline of
+    ``cfg.text_models`` (on the GPU in float16 when there is one) draws every prompt of
+    ``cfg.prompts`` from seeds ``range(cfg.text_seeds)`` (:func:`same_latent_images`), and RP
+    between the pipelines under the same-image ``rule`` with ``descriptor``. Returns the
+    :class:`reprodiff.metrics.RPMatrix` and the samples by pipeline name."""
+    from .metrics import rp_matrix
+
+    on_device = dict(device="cuda", dtype=torch.float16) if torch.cuda.is_available() else dict(device="cpu")
+    pipes = {name: load_pipeline(model_id, **on_device) for name, model_id in cfg.text_models.items()}
+    text = same_latent_images(pipes, cfg.prompts, range(cfg.text_seeds), steps=cfg.text_steps,
+                              guidance=cfg.text_guidance, progress=progress)
+    return rp_matrix([text[n] for n in text], descriptor, threshold=rule), text
+
+
+def planned_calls(cfg) -> str:
+    """The calls :func:`text_study` makes, as Python source to print where it cannot run
+    (no GPU, no Hub): the pipelines of ``cfg.text_models``, :func:`same_latent_images` on
+    ``cfg.prompts`` and ``cfg.text_seeds`` seeds, and RP between the pipelines under the book's
+    same-image rule for ``cfg.descriptor`` on ``cfg.dataset`` (``cfg``: a conditional chapter
+    config, e.g. its ``gpu`` profile)."""
+    lines = ["on_gpu = dict(device='cuda', dtype=torch.float16)", "pipes = {",
+             *(f"    {n!r}: load_pipeline({i!r}, **on_gpu)," for n, i in cfg.text_models.items()),
+             "}", "prompts = (", *(f"    {p!r}," for p in cfg.prompts), ")",
+             f"text = same_latent_images(pipes, prompts, range({cfg.text_seeds}), "
+             f"steps={cfg.text_steps}, guidance={cfg.text_guidance:g})",
+             f"rp_matrix([text[n] for n in pipes], {cfg.descriptor!r}, "
+             f"threshold=book_rule({cfg.dataset!r}, {cfg.descriptor!r}))"]
+    return "\n".join(lines)
