@@ -96,7 +96,8 @@ FINDINGS = [
             "shown in figures (Sec. 4); no number we could verify"),
     Finding("Fine-tuned models agree: full and LoRA fine-tunes of one base", "08_fine_tuning",
             r"RP full vs (?:full|LoRA, another)[^\n]+",
-            r"null \(different seeds\) median similarity [\d.]+; RP of the null pairs [\d.]+",
+            r"null \(different seeds\) median similarity [\d.]+; RP of the null pairs [\d.]+"
+            r"|RP to the closed forms of the digits 5-9, at most: [^\n]+",
             "reported in Sec. 4 (figures); no number we could verify"),
     Finding("Fine-tuning moves the noise-to-image map away from the base", "08_fine_tuning",
             r"RP to the base: [^\n]+",
