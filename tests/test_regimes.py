@@ -322,3 +322,31 @@ def test_trajectory_gap_figure_draws_the_median_gap_per_n_and_reference():
     assert list(fig.axes[1].get_lines()[0].get_ydata()) == [1.0, 5.0, 9.0]  # torch's median: the lower middle
     assert fig.axes[0].xaxis_inverted() and fig.axes[0].get_xscale() == "log"
     matplotlib.pyplot.close(fig)
+
+
+def test_reference_study_medians_and_seed_spread_against_the_same_reference():
+    import torch
+
+    from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
+    from reprodiff.metrics import Score, Scores, same_image_rule
+    from reprodiff.regimes import ReferenceStudy
+    from reprodiff.sampling import generate
+
+    from reprodiff.data import load_dataset
+
+    digits = load_dataset("digits").images
+    train = digits[:12]
+    rule = same_image_rule(train, digits[1500:1600], "pixel")
+    dstar = OptimalDenoiser(train)
+    ref = generate(dstar, range(6), (1, 8, 8), steps=4)
+    sims = torch.tensor([0.1, 0.5, 0.9])
+    score = lambda v, s: Score("RP", v, (v, v), 6, rule.threshold, rule.rule, "pixel", similarities=s)  # noqa: E731
+    study = ReferenceStudy([16, 64], {"D*": {"XS": Scores([score(0.5, sims), score(0.0, sims / 2)])}},
+                           {("D*", 16): ref, ("D*", 64): ref})
+    assert study.medians("D*") == {"XS": [0.5, 0.25]}
+    # an extra training seed that *is* the reference reproduces it on every seed; the Gaussian denoiser does not
+    spread = study.seed_spread("D*", {("XS", 16, 2): dstar, ("XS", 16, 4): GaussianDenoiser.from_data(train)}, rule,
+                               steps=4)
+    assert list(spread) == [("XS", 16)]
+    assert spread[("XS", 16)].values[:2] == [0.5, 1.0]  # the study's own model first, then the seeds
+    assert spread[("XS", 16)].values[2] < 1.0 and len(spread[("XS", 16)]) == 3

@@ -300,6 +300,30 @@ class ReferenceStudy:
     def curves(self, reference: str) -> dict[str, tuple[list[float], list[float], list[float]]]:
         return {size: Scores(v).band() for size, v in self.rp[reference].items()}
 
+    def medians(self, reference: str) -> dict[str, list[float]]:
+        """The threshold-free view: per size, the median similarity of the model's samples to the
+        reference's from the same seeds, one value per N."""
+        return {size: [float(sc.similarities.median()) for sc in v] for size, v in self.rp[reference].items()}
+
+    def seed_spread(self, reference: str, replicates: Mapping[tuple[str, int, int], torch.nn.Module],
+                    rule: SameImageRule, *, sampler: str = "heun", steps: int = 18,
+                    batch_size: int = 256) -> dict[tuple[str, int], Scores]:
+        """RP(model, ``reference``) over training seeds: for each (size, N) with extra training seeds
+        (``replicates``: ``{(size, N, seed): model}``, as :func:`load_sweep` returns them), the study's
+        own model's score first, then each extra seed's, sampled from the same seeds."""
+        any_samples = next(iter(self.samples.values()))
+        seeds, shape = any_samples.seeds, tuple(any_samples.images.shape[1:])
+        desc = get_descriptor(rule.descriptor)
+        out: dict[tuple[str, int], Scores] = {}
+        for (size, n, seed), model in replicates.items():
+            ref = self.samples[(reference, n)]
+            if (size, n) not in out:
+                out[(size, n)] = Scores([self.rp[reference][size][self.n_train.index(n)]])
+            s = generate(model, seeds, shape, sampler=sampler, steps=steps, batch_size=batch_size,
+                         name=f"{size} N={n} seed {seed}")
+            out[(size, n)].append(rp_score(s, ref, desc, threshold=rule))
+        return out
+
     def table(self) -> str:
         refs = list(self.rp)
         sizes = list(next(iter(self.rp.values())))
