@@ -199,10 +199,9 @@ print(f"cost per image of class {proxy.target}, proxy / {expensive} alone: {prox
 gaussian = GaussianDenoiser.from_data(train.images)  # fitted, not trained: the free proxy
 free = proxy_study(gaussian, models[expensive], shape, seeds, classifier=classifier, target=cfg.proxy_target,
                    rule=rule, descriptor=cfg.descriptor, sampler=cfg.sampler, steps=cfg.steps,
-                   batch_size=cfg.batch_size)
-print(f"the Gaussian denoiser as the proxy: chose {len(free.chosen)} seeds, {expensive} draws class "
-      f"{free.target} on {free.precision.interval()} of them; time on every seed {free.cheap_seconds:.1f} s; "
-      f"cost ratio {free.cost_ratio:.2f}")
+                   batch_size=cfg.batch_size, allow_empty=True)
+print(f"{free.summary('Gaussian denoiser', expensive)}; it chose {len(free.chosen)} of {free.n_seeds} seeds, "
+      f"in {free.cheap_seconds:.1f} s")
 
 # %% [markdown]
 # The seeds the cheap model chooses give the expensive model's class several times as often as
@@ -274,8 +273,7 @@ print(f"  UNet pairs only: same digit from the same noise {agree_unets['same noi
       f"from different noise {agree_unets['other noise']:.2f}")
 print(f"proxy {cheap} -> {expensive}, class {proxy.target}: precision {p.interval()} "
       f"vs {proxy.base_rate:.2f} at random; cost ratio {proxy.cost_ratio:.2f}")
-print(f"proxy Gaussian denoiser -> {expensive}, class {free.target}: precision {free.precision.interval()}; "
-      f"cost ratio {free.cost_ratio:.2f}")
+print(free.summary("Gaussian denoiser", expensive))
 for name, a in audits.items():
     print(f"audit {name}: {len(a.flagged)} of {len(a.samples)} flagged, GL {a.gl.value:.2f}")
 print(f"audit held-out real digits: {len(ceiling.flagged)} of {len(heldout)} flagged, GL {ceiling.gl.value:.2f}")

@@ -161,6 +161,12 @@ def test_leaderboard_ranks_closed_forms_and_keeps_ceilings_out(digits):
     assert lb.ranking() == sorted(["D*", "mean"], key=lambda k: -float(lb.similarity[k].median()))
     name, margin = lb.winner()
     assert name == lb.ranking()[0] and margin >= 0
+    lo, hi = lb.margin_interval()
+    assert lo <= margin <= hi
+    # a clear winner is named with its interval; the same rows with the runner-up copied are a tie
+    assert lo > 0 and lb.verdict().startswith(f"closest closed form {name} (median ")  # D* vs the mean image
+    tied = leaderboard(net, {**cands, "twin": Samples(cands[name].images.clone(), net.seeds)}, 30, ceilings=("copy",))
+    assert tied.margin_interval() == (0.0, 0.0) and tied.verdict().startswith("closest closed forms tied: ")
     assert lb.table().splitlines()[2].strip().startswith("copy")
     best, medians = choose_smoothing(net, train, (0.5,), steps=6)
     assert set(medians) == {0.0, 0.5} and best in medians
@@ -249,7 +255,7 @@ def test_closed_form_study_ranks_the_network_s_own_closed_form_first():
     assert board.ceilings == (CEILING,) and float(board.similarity[CEILING].median()) == pytest.approx(1.0)
     name, margin = board.winner()
     assert name in ("Gaussian denoiser", "blend: 0 local + 1 Gaussian") and margin == pytest.approx(0.0, abs=1e-6)
-    assert study.headline().startswith(f"N=40: closest closed form {name} (median 1.000, margin ")
+    assert study.headline().startswith("N=40: closest closed forms tied: ")  # the blend at weight 0 is the Gaussian
     assert study.headline().endswith("; the other network 1.000")
     lines = study.schedule_summary().splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["N=40 position-bound", "N=40 equivariant"]

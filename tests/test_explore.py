@@ -196,3 +196,18 @@ def test_reference_explorer_redraws_on_every_slider_change(monkeypatch):
     ex.update()
     ex.seed.value = 2  # the slider calls update() itself
     assert drawn == [(0, 8), (2, 8)] and ex.seed.max == 2 and list(ex.n.options) == [8]
+
+
+def test_a_proxy_that_chooses_nothing_is_an_error_or_says_so(models, rule):
+    class Never:  # a classifier that never sees the target class
+        def probabilities(self, images):
+            p = torch.zeros(len(images), 10)
+            p[:, 0] = 1
+            return p
+
+    kw = dict(classifier=Never(), target=3, rule=rule, steps=4)
+    with pytest.raises(ValueError, match="drew no image of class 3"):
+        proxy_study(models["Gaussian"], models["D*"], SHAPE, range(4), **kw)
+    empty = proxy_study(models["Gaussian"], models["D*"], SHAPE, range(4), allow_empty=True, **kw)
+    assert empty.precision is None and len(empty.chosen) == 0
+    assert empty.summary("Gaussian", "D*") == "proxy Gaussian -> D*, class 3: chose no seed of the class among 4"

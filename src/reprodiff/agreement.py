@@ -54,13 +54,23 @@ class PairStudy:
     samples: dict[str, Samples]
 
     def table(self) -> str:
-        """RP of both pairs with their intervals and the three models' GL, one row per N."""
+        """RP of both pairs with their intervals and the three models' GL, one row per N; then the
+        threshold-free view, each pair's median similarity with a bootstrap interval."""
         lines = [f"{'N':>6s}  {'RP same data':>20s}  {'RP disjoint data':>20s}  {'GL a':>6s}  {'GL b':>6s}  "
                  f"{'GL b disjoint':>13s}"]
         for n, sh, dj in zip(self.pair_n, self.shared, self.disjoint):
             lines.append(f"{n:6d}  {sh.interval():>20s}  {dj.interval():>20s}  {self.gl[(n, 'shared a')].value:6.2f}"
                          f"  {self.gl[(n, 'shared b')].value:6.2f}  {self.gl[(n, 'disjoint b')].value:13.2f}")
+        lines.append(f"{'N':>6s}  {'median same data':>22s}  {'median disjoint data':>22s}")
+        for n, sh, dj in zip(self.pair_n, self.shared, self.disjoint):
+            lines.append(f"{n:6d}  " + "  ".join(f"{_median_interval(s):>22s}" for s in (sh, dj)))
         return "\n".join(lines)
+
+
+def _median_interval(score: Score) -> str:
+    """A score's median paired similarity with its bootstrap 95% interval: ``0.912 [0.900, 0.925]``."""
+    lo, hi = bootstrap_ci(score.similarities, statistic="median")
+    return f"{float(score.similarities.median()):.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def pair_study(models: Mapping[str, torch.nn.Module], pair_n: Sequence[int],
@@ -184,6 +194,28 @@ class Leaderboard:
         med = {k: float(self.similarity[k].median()) for k in rank}
         return rank[0], (med[rank[0]] - med[rank[1]]) if len(rank) > 1 else math.nan
 
+    def margin_interval(self, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+        """Paired percentile-bootstrap interval of the winner's margin over the runner-up: the seeds are
+        resampled together for both rows (each seed's two similarities come from the same noise)."""
+        first, second = self.ranking()[:2]
+        a, b = self.similarity[first].double(), self.similarity[second].double()
+        idx = torch.randint(len(a), (n_boot, len(a)), generator=torch.Generator().manual_seed(seed))
+        diff = a[idx].median(1).values - b[idx].median(1).values
+        q = torch.quantile(diff, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+        return float(q[0]), float(q[1])
+
+    def verdict(self) -> str:
+        """The closest closed form when its margin's interval excludes zero; otherwise a tie of the first
+        two (a winner inside the noise is a tie)."""
+        rank = self.ranking()
+        name, margin = self.winner()
+        lo, hi = self.margin_interval()
+        med = float(self.similarity[name].median())
+        if lo > 0:
+            return f"closest closed form {name} (median {med:.3f}, margin {margin:.3f} [{lo:.3f}, {hi:.3f}])"
+        return (f"closest closed forms tied: {name} and {rank[1]} (median {med:.3f}, margin {margin:.3f} "
+                f"[{lo:.3f}, {hi:.3f}])")
+
     def table(self) -> str:
         med = self.medians()
         order = [*self.ceilings, *self.ranking()]
@@ -233,13 +265,11 @@ class ClosedFormStudy:
                          for kind, cal in self.schedules.items())
 
     def headline(self) -> str:
-        """The closest closed form, its median similarity and margin, and the ceiling's median."""
+        """The closest closed form (or a tie, :meth:`Leaderboard.verdict`) and the ceiling's median."""
         board = self.board
-        name, margin = board.winner()
         ceiling = (f"; the other network {float(board.similarity[board.ceilings[0]].median()):.3f}"
                    if board.ceilings else "")
-        return (f"N={board.n}: closest closed form {name} (median {float(board.similarity[name].median()):.3f}, "
-                f"margin {margin:.3f}){ceiling}")
+        return f"N={board.n}: {board.verdict()}{ceiling}"
 
 
 def closed_form_study(network: torch.nn.Module, train_images: torch.Tensor, n: int, seeds: Sequence[int] | range,

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -245,26 +246,37 @@ class ProxyStudy:
     at random gives). ``rp``: RP between the two models on the chosen seeds. Times are wall-clock
     seconds measured in this run; ``cost_ratio`` = seconds per target image via the proxy (cheap
     model on every seed + expensive model on the chosen ones) / seconds per target image by
-    generating every seed with the expensive model and keeping its targets."""
+    generating every seed with the expensive model and keeping its targets. When the cheap model
+    chose no seed (``proxy_study(..., allow_empty=True)``), ``precision`` and ``rp`` are None and the
+    expensive model was not run."""
 
     target: int
     n_seeds: int
     chosen: torch.Tensor
-    precision: Score
+    precision: Score | None
     base_rate: float
-    rp: Score
+    rp: Score | None
     cheap_seconds: float
     expensive_seconds: float
     chosen_seconds: float
     cost_ratio: float
 
+    def summary(self, cheap: str, expensive: str) -> str:
+        """One line: the proxy's precision for the target class and its cost ratio, or that it chose nothing."""
+        head = f"proxy {cheap} -> {expensive}, class {self.target}: "
+        if self.precision is None:
+            return head + f"chose no seed of the class among {self.n_seeds}"
+        return head + f"precision {self.precision.interval()}; cost ratio {self.cost_ratio:.2f}"
+
 
 def proxy_study(cheap: torch.nn.Module, expensive: torch.nn.Module, shape: Sequence[int], seeds: Sequence[int], *,
                 classifier, target: int, rule: SameImageRule, descriptor="pixel", sampler: str = "heun",
-                steps: int = 18, batch_size: int = 256) -> ProxyStudy:
+                steps: int = 18, batch_size: int = 256, allow_empty: bool = False) -> ProxyStudy:
     """Choose seeds whose cheap sample the classifier calls ``target``; generate them with the
     expensive model; compare with generating every seed expensively (both timed here, so these samples
-    bypass the sample cache: an earlier cell that drew the same seeds must not make them look free)."""
+    bypass the sample cache: an earlier cell that drew the same seeds must not make them look free).
+    A cheap model that draws the class on no seed is a ValueError, or with ``allow_empty`` a result
+    that says so (a weak proxy, such as a closed form, may choose nothing)."""
     kw = dict(sampler=sampler, steps=steps, batch_size=batch_size, cache_samples=False)
     seeds = torch.as_tensor(list(seeds))
     start = time.perf_counter()
@@ -272,6 +284,8 @@ def proxy_study(cheap: torch.nn.Module, expensive: torch.nn.Module, shape: Seque
     cheap_seconds = time.perf_counter() - start
     chosen = seeds[classifier.probabilities(cheap_all.images).argmax(1) == target]
     if len(chosen) == 0:
+        if allow_empty:
+            return ProxyStudy(target, len(seeds), chosen, None, math.nan, None, cheap_seconds, math.nan, 0.0, math.nan)
         raise ValueError(f"the cheap model drew no image of class {target} in {len(seeds)} seeds")
     start = time.perf_counter()
     exp_chosen = generate(expensive, chosen, shape, name="expensive, chosen seeds", **kw)
