@@ -56,7 +56,7 @@ PROFILE = "cpu"
 import matplotlib.pyplot as plt
 import torch
 
-from reprodiff import generate, get_config, load_or_train_many
+from reprodiff import get_config, load_or_train_many
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser
 from reprodiff.experiments import book_rule, quality_classifier
 from reprodiff.fine_tuning import drift_summary, lora_table, rp_table, split_by_base, training_table

@@ -226,8 +226,12 @@ def test_pair_study_scores_shared_and_disjoint_pairs_and_gl():
     assert set(study.gl) == {(n, k) for n in ns for k in PAIR_KINDS}
     assert all(s.value == 0.0 for s in study.gl.values())
     lines = study.table().splitlines()
-    assert len(lines) == 1 + len(ns) and lines[0].split()[:3] == ["N", "RP", "same"]
+    assert len(lines) == 2 * (1 + len(ns)) and lines[0].split()[:3] == ["N", "RP", "same"]
     assert lines[1].split()[:2] == [str(ns[0]), "1.00"] and study.shared[0].interval() in lines[1]
+    # the threshold-free half: identical closed forms have median similarity 1 with a [1, 1] interval
+    assert lines[1 + len(ns)].split()[:3] == ["N", "median", "same"]
+    assert lines[2 + len(ns)].split()[:4] == [str(ns[0]), "1.000", "[1.000,", "1.000]"]
+    assert float(lines[2 + len(ns)].split()[4]) == pytest.approx(float(study.disjoint[0].similarities.median()), abs=5e-4)
     fig = pair_figure(study, rule.threshold, title="two D*")
     assert [ln.get_label() for ln in fig.axes[0].get_lines()] == ["same training data", "disjoint training data"]
     assert list(fig.axes[0].get_lines()[0].get_ydata()) == [1.0, 1.0] and fig.axes[0].get_title() == "two D*"
