@@ -5,12 +5,13 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from reprodiff.configs import Sampling
 from reprodiff.profiles import EXPERIMENTS, get_config, profile_models, reference_split
 from reprodiff.smoke import prepare, write_sscd_standin
 from reprodiff.training import training_data
@@ -51,6 +52,24 @@ def test_smoke_keeps_the_sweeps_nested_and_distinct():
     assert reference_split("cifar10", "smoke").n_train == max(smoke.n_train)
     with pytest.raises(ValueError, match="unknown profile"):
         reference_split("cifar10", "colab")
+
+
+def test_every_chapter_measures_through_one_sampling_config():
+    # sampler, steps, seeds, descriptor and batch size live in one Sampling per chapter; the config reads
+    # them as its own and its summary prints them (chapters 4 and 5 sample as chapter 3, on their own seeds)
+    for experiment in EXPERIMENTS:
+        for profile in ("cpu", "gpu", "paper", "smoke"):
+            cfg = get_config(experiment, profile)
+            s = cfg.sampling
+            assert isinstance(s, Sampling) and cfg.n_seeds == s.n_seeds
+            assert s.seeds in cfg.summary(), (experiment, profile)
+            if hasattr(cfg, "regimes"):
+                assert s == replace(cfg.regimes.sampling, n_seeds=cfg.n_seeds)
+            else:
+                assert (cfg.sampler, cfg.descriptor, cfg.batch_size) == (s.sampler, s.descriptor, s.batch_size)
+    tune, smoke = get_config("fine_tuning"), get_config("fine_tuning", "smoke")
+    assert tune.sampling_steps == tune.sampling.steps == 18 and tune.steps == 400  # sampler vs training steps
+    assert (smoke.sampling.steps, smoke.sampling.batch_size, smoke.n_seeds, smoke.steps) == (3, 8, 12, 6)
 
 
 def test_smoke_stand_ins_load_through_the_real_loaders(tmp_path, monkeypatch):

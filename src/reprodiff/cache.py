@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "entry_dir", "entry_lock", "is_cached",
+__all__ = ["CACHE_FORMAT", "CheckpointError", "cache_root", "config_hash", "entry_dir", "entry_lock", "is_cached",
            "clean_temporaries", "sweep_cache", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors",
            "read_json", "write_model", "read_model", "read_meta", "write_state", "read_state",
            "MODEL_JSON", "MODEL_WEIGHTS", "STATE_FILE", "raw_bytes", "sample_cache_enabled", "samples_path",
@@ -71,6 +71,13 @@ def cache_root() -> Path:
     if not value.strip():
         raise ValueError("REPRODIFF_CACHE is set but empty: unset it (default ~/.cache/reprodiff) or name a folder")
     return Path(value).expanduser()
+
+
+def config_hash(fields: dict[str, Any]) -> str:
+    """12 hex digits naming a config's cache entry: a SHA-256 of its JSON ``fields`` (keys sorted) and
+    :data:`CACHE_FORMAT`, stable across runs and machines."""
+    payload = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def entry_dir(kind: str, name: str, digest: str) -> Path:

@@ -230,21 +230,30 @@ def _config(args):
     return cfg, data
 
 
+def _sampler(args, deterministic: bool = False):
+    """The :class:`~reprodiff.sampling.SamplerSpec` that ``--sampler`` names, with ``--sampler-steps``
+    checked; ``deterministic``: refuse a sampler that injects noise."""
+    from .sampling import SAMPLERS
+
+    if args.sampler not in SAMPLERS:
+        raise UserError(f"--sampler: unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    spec = SAMPLERS[args.sampler]
+    if deterministic and spec.stochastic:
+        raise UserError(f"--sampler {args.sampler} injects fresh noise: compare runs one deterministic sampler")
+    if args.sampler_steps < 1:
+        raise UserError(f"--sampler-steps must be >= 1, got {args.sampler_steps}")
+    return spec
+
+
 def _sample_plan(args, cfg, data) -> dict:
     """Everything ``sample`` needs, checked before the model is trained or loaded (the output's folder is
     created, as before any work)."""
     import torch
 
-    from .sampling import SAMPLERS
-
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"--sampler: unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if args.sampler_steps < 1:
-        raise UserError(f"--sampler-steps must be >= 1, got {args.sampler_steps}")
+    stochastic = _sampler(args).stochastic
     seeds = parse_seeds(args.seeds)
     num_classes, shape = data.num_classes, tuple(data.shape)
     _check_memory(len(seeds), shape, copies=3)  # the samples, the file's bytes, the sample cache's digest
-    stochastic = getattr(SAMPLERS[args.sampler], "stochastic", args.sampler == "euler-ancestral")
     if stochastic and args.step_noise_stream is None:
         raise UserError(f"--sampler {args.sampler} injects noise at every step: give --step-noise-stream K "
                         "(models sampled with the same K see the same injected noise)")
@@ -364,16 +373,10 @@ def _compare_plan(args) -> dict:
     import torch
 
     from .metrics import get_descriptor
-    from .sampling import SAMPLERS
 
     if len(args.models) < 2:
         raise UserError(f"compare needs at least two models, got {len(args.models)}")
-    if args.sampler not in SAMPLERS:
-        raise UserError(f"--sampler: unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if SAMPLERS[args.sampler].stochastic:
-        raise UserError(f"--sampler {args.sampler} injects fresh noise: compare runs one deterministic sampler")
-    if args.sampler_steps < 1:
-        raise UserError(f"--sampler-steps must be >= 1, got {args.sampler_steps}")
+    _sampler(args, deterministic=True)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     seeds = parse_seeds(args.seeds)

@@ -1,7 +1,8 @@
 """The schema of the book's experiments: one frozen config class per chapter's experiment.
 
 Each class names what its chapter trains (:class:`reprodiff.training.TrainConfig` recipes, sweeps over
-training-set size, VAE controls) and how it measures (sampler and steps, seeds, descriptor). The
+training-set size, VAE controls) and how it measures: one :class:`Sampling` (sampler and steps, seeds,
+descriptor, batch size), whose fields read as the config's own (``cfg.n_seeds``). The
 values of every profile (``cpu``, ``gpu``, ``paper``, ``smoke``) live in :mod:`reprodiff.profiles`;
 ``get_config`` there picks one.
 """
@@ -13,12 +14,90 @@ from dataclasses import dataclass, replace
 from .controls import VAEConfig
 from .training import TrainConfig
 
-__all__ = ["SameNoiseConfig", "ZooConfig", "SizeLabel", "short_name", "SweepConfig", "RegimesConfig", "TheoryConfig",
-           "AgreementConfig", "InverseTask", "InverseConfig", "ExplorerConfig", "FineTuneConfig", "ConditionalConfig"]
+__all__ = ["Sampling", "SameNoiseConfig", "ZooConfig", "SizeLabel", "short_name", "SweepConfig", "RegimesConfig",
+           "TheoryConfig", "AgreementConfig", "InverseTask", "InverseConfig", "ExplorerConfig", "FineTuneConfig", "ConditionalConfig"]
 
 
 @dataclass(frozen=True)
-class SameNoiseConfig:
+class Sampling:
+    """How a chapter samples and scores: ``n_seeds`` seeds (0 to ``n_seeds - 1``) through ``sampler`` with
+    ``steps`` steps, ``batch_size`` samples at a time, compared under ``descriptor``."""
+
+    n_seeds: int
+    sampler: str = "heun"
+    steps: int = 18
+    descriptor: str = "pixel"
+    batch_size: int = 256
+
+    @property
+    def label(self) -> str:
+        """``"heun-18"``."""
+        return f"{self.sampler}-{self.steps}"
+
+    @property
+    def seeds(self) -> str:
+        """``"seeds 0-511"``."""
+        return f"seeds 0-{self.n_seeds - 1}"
+
+    def summary(self, sep: str = ", ") -> str:
+        """``"sampling: heun-18, seeds 0-511"`` (``sep`` between the two): a chapter summary's sampling line."""
+        return f"sampling: {self.label}{sep}{self.seeds}"
+
+    @property
+    def scored(self) -> str:
+        """``"pixel descriptor, the book's same-image rule"``: how samples are compared."""
+        return f"{self.descriptor} descriptor, the book's same-image rule"
+
+    @property
+    def similarity(self) -> str:
+        """The summary line saying how samples are compared."""
+        return f"similarity: {self.scored}"
+
+
+class _Chapter:
+    """A chapter's config: it runs under a ``profile`` (with its ``notes``), the first line of its ``summary()``."""
+
+    profile: str
+    notes: str
+
+    @property
+    def profile_line(self) -> str:
+        """``"profile: cpu  (8x8 digits, offline)"``."""
+        return f"profile: {self.profile}  ({self.notes})"
+
+
+def _of_sampling(name: str) -> property:
+    return property(lambda self: getattr(self.sampling, name), doc=f"``sampling.{name}``")
+
+
+class _Measured(_Chapter):
+    """A chapter config that samples and scores with its own :class:`Sampling` (``sampling``), whose
+    fields read as the config's own: ``cfg.n_seeds``, ``cfg.sampler``, ``cfg.descriptor``, ``cfg.batch_size``."""
+
+    sampling: Sampling
+    n_seeds, sampler = _of_sampling("n_seeds"), _of_sampling("sampler")
+    descriptor, batch_size = _of_sampling("descriptor"), _of_sampling("batch_size")
+
+
+class _Sampled(_Measured):
+    """:class:`_Measured` with ``cfg.steps``, the sampler's steps (a fine-tune's ``steps`` are its training steps)."""
+
+    steps = _of_sampling("steps")
+
+
+class _OnRegimes(_Chapter):
+    """A chapter on chapter 3's models (``regimes``): it samples them as chapter 3 does, on its own ``n_seeds``."""
+
+    regimes: RegimesConfig
+    n_seeds: int
+
+    @property
+    def sampling(self) -> Sampling:
+        return replace(self.regimes.sampling, n_seeds=self.n_seeds)
+
+
+@dataclass(frozen=True)
+class SameNoiseConfig(_Sampled):
     """Chapter 1: pairs of different models, sampled from the same seeds with a deterministic sampler.
 
     ``pairs`` are independently trained (architecture A, architecture B) pairs: the first is the
@@ -30,12 +109,8 @@ class SameNoiseConfig:
     models: dict[str, TrainConfig]
     pairs: tuple[tuple[str, str], ...]
     same_arch: tuple[str, str]
-    n_seeds: int
+    sampling: Sampling
     grid_seeds: int = 10
-    sampler: str = "heun"
-    steps: int = 18
-    descriptor: str = "pixel"
-    batch_size: int = 256
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -48,28 +123,25 @@ class SameNoiseConfig:
         return next(iter(self.models.values())).dataset
 
     def summary(self) -> str:
-        lines = [f"profile: {self.profile}  ({self.notes})"]
+        lines = [self.profile_line]
         for name, m in self.models.items():
             n = "all" if m.n_train is None else m.n_train
             lines.append(f"  model {name!r}: {m.backbone} / {m.objective} objective, {m.dataset} (N={n}), "
                          f"{m.steps:,} steps x batch {m.batch_size}, seed {m.seed}")
         lines.append("pairs: " + "; ".join(f"{a} vs {b}" for a, b in self.pairs)
                      + f"; same architecture: {self.same_arch[0]} vs {self.same_arch[1]}")
-        lines.append(f"sampling: {self.sampler}, {self.steps} steps, seeds 0-{self.n_seeds - 1}")
-        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        lines.append(f"sampling: {self.sampler}, {self.steps} steps, {self.sampling.seeds}")
+        lines.append(self.sampling.similarity)
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class ZooConfig:
+class ZooConfig(_Sampled):
     """Chapter 2: a model zoo differing in architecture and objective, samplers, and two controls."""
 
     profile: str
     models: dict[str, TrainConfig]
-    n_seeds: int
-    sampler: str = "heun"
-    steps: int = 18
-    descriptor: str = "pixel"
+    sampling: Sampling
     sampler_model: str = ""
     samplers: tuple[str, ...] = ("euler", "ddim", "heun", "dpmpp-2m")
     step_counts: tuple[int, ...] = (2, 3, 5, 8, 12, 18, 30)
@@ -77,15 +149,14 @@ class ZooConfig:
     vaes: dict[str, VAEConfig] | None = None
     pretrained: dict[str, str] | None = None  # name -> Hub id (or folder) of a public DDPM checkpoint
     grid_seeds: int = 8
-    batch_size: int = 256
     notes: str = ""
 
     def summary(self) -> str:
-        lines = [f"profile: {self.profile}  ({self.notes})", f"{len(self.models)} diffusion models:"]
+        lines = [self.profile_line, f"{len(self.models)} diffusion models:"]
         for name, m in self.models.items():
             lines.append(f"  {name:16s} {m.backbone:13s} {m.objective:4s} objective, {m.steps:,} steps x "
                          f"batch {m.batch_size}, seed {m.seed}")
-        lines.append(f"sampling: {self.sampler}-{self.steps}, seeds 0-{self.n_seeds - 1}; sampler study on "
+        lines.append(f"{self.sampling.summary()}; sampler study on "
                      f"{self.sampler_model!r}: {', '.join(self.samplers)} at {self.step_counts} steps vs "
                      f"heun-{self.reference_steps} reference")
         if self.vaes:
@@ -93,7 +164,7 @@ class ZooConfig:
                                                                for k, v in self.vaes.items()))
         if self.pretrained:
             lines.append("public checkpoints, not trained here: " + ", ".join(f"{k} ({v})" for k, v in self.pretrained.items()))
-        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        lines.append(self.sampling.similarity)
         return "\n".join(lines)
 
 
@@ -173,7 +244,7 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
-class RegimesConfig:
+class RegimesConfig(_Sampled):
     """Chapter 3: RP and GL against training-set size, on real data and on MoLRG.
 
     RP and GL use one same-image rule per dataset (:func:`reprodiff.experiments.book_rule`),
@@ -185,14 +256,10 @@ class RegimesConfig:
 
     profile: str
     sweeps: tuple[SweepConfig, ...]
-    n_seeds: int = 256
-    sampler: str = "heun"
-    steps: int = 18
-    descriptor: str = "pixel"
+    sampling: Sampling = Sampling(n_seeds=256)
     memorization_gl: float = 0.1
     generalization_gl: float = 0.8
     grid_seeds: int = 6
-    batch_size: int = 256
     notes: str = ""
 
     def sweep(self, name: str) -> SweepConfig:
@@ -213,9 +280,9 @@ class RegimesConfig:
         return [c for s in self.sweeps for c in (*s.model_configs().values(), *s.replicate_configs().values())]
 
     def summary(self) -> str:
-        lines = [f"profile: {self.profile}  ({self.notes})"]
+        lines = [self.profile_line]
         lines += [s.summary() for s in self.sweeps]
-        lines.append(f"sampling: {self.sampler}-{self.steps}, seeds 0-{self.n_seeds - 1}")
+        lines.append(self.sampling.summary())
         lines.append(f"similarity: {self.descriptor} descriptor (MoLRG: pixel); RP and GL share the book's "
                      "same-image rule, one threshold per dataset")
         lines.append(f"regimes: memorization where GL <= {self.memorization_gl} for every model, generalization where "
@@ -224,7 +291,7 @@ class RegimesConfig:
 
 
 @dataclass(frozen=True)
-class TheoryConfig:
+class TheoryConfig(_OnRegimes):
     """Chapter 4: trained models against the analytic denoisers, on chapter 3's models."""
 
     profile: str
@@ -236,15 +303,15 @@ class TheoryConfig:
 
     def summary(self) -> str:
         r = self.regimes
-        return "\n".join([f"profile: {self.profile}  ({self.notes})", "models: chapter 3's sweeps (cached when it ran)",
+        return "\n".join([self.profile_line, "models: chapter 3's sweeps (cached when it ran)",
                           *[s.summary() for s in r.sweeps],
-                          f"sampling: {r.sampler}-{r.steps}, seeds 0-{self.n_seeds - 1}; trajectories for "
+                          f"{self.sampling.summary()}; trajectories for "
                           f"{self.trajectory_seeds} seeds; explorer over seeds 0-{self.explorer_seeds - 1}",
                           f"similarity: {r.descriptor} descriptor (MoLRG: pixel), the book's same-image rule"])
 
 
 @dataclass(frozen=True)
-class AgreementConfig:
+class AgreementConfig(_OnRegimes):
     """Chapter 5: what makes two networks agree, on chapter 3's sweep (its first, real-image sweep).
 
     ``pair_n``: training-set sizes at which two models of ``size`` (seeds ``pair_seeds``) train on the
@@ -354,7 +421,7 @@ class AgreementConfig:
     def summary(self) -> str:
         s = self.sweep
         return "\n".join([
-            f"profile: {self.profile}  ({self.notes})",
+            self.profile_line,
             f"models: chapter 3's {s.name} sweep (cached when it ran); {self.size} snapshots at steps "
             f"{', '.join(map(str, s.snapshots))} of {s.base.steps:,}",
             f"pairs: {self.size}, seeds {self.pair_seeds}, on the same and on disjoint subsets at N = "
@@ -366,11 +433,10 @@ class AgreementConfig:
             f"closed forms vs the trained model at N = {', '.join(map(str, self.leaderboard_n))} (equivariant local "
             f"denoiser at N = {', '.join(map(str, self.equivariant_n)) or 'none'}); parameters chosen on "
             f"{self.calibration_seeds} seeds from {self.calibration_start}",
-            f"sampling: {self.regimes.sampler}-{self.regimes.steps}, seeds 0-{self.n_seeds - 1}; "
-            f"{self.regimes.descriptor} descriptor, the book's same-image rule"])
+            f"{self.sampling.summary()}; {self.sampling.scored}"])
 
 
-class _ZooChapter:
+class _ZooChapter(_Chapter):
     """What chapters 7 and 9 share: they run chapter 2's models (``models``) under a ``profile``."""
 
     @property
@@ -378,7 +444,7 @@ class _ZooChapter:
         return next(iter(self.models.values())).dataset
 
     def _header(self) -> list[str]:
-        lines = [f"profile: {self.profile}  ({self.notes})", "models (chapter 2's, from the cache when it ran):"]
+        lines = [self.profile_line, "models (chapter 2's, from the cache when it ran):"]
         return lines + [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
 
 
@@ -393,7 +459,7 @@ class InverseTask:
 
 
 @dataclass(frozen=True)
-class InverseConfig(_ZooChapter):
+class InverseConfig(_ZooChapter, _Sampled):
     """Chapter 7: the same inverse problems solved by several models from the same noise (chapter 2's
     models, through the cache), with closed-form baselines, a stochastic control and a sensitivity
     study of the DPS step scale and the number of steps on ``sensitivity_models``."""
@@ -401,17 +467,14 @@ class InverseConfig(_ZooChapter):
     profile: str
     models: dict[str, TrainConfig]
     tasks: dict[str, InverseTask]
-    n_seeds: int
+    sampling: Sampling  # the DPS solver's: DPM-Solver++(2M) with a measurement step
     noise_std: float = 0.05
-    steps: int = 20
     zetas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
     step_counts: tuple[int, ...] = (5, 10, 20, 40)
     sensitivity_task: str = "box inpainting"
     sensitivity_models: tuple[str, str] = ("", "")
     sensitivity_seeds: int = 128
     grid_seeds: int = 8
-    descriptor: str = "pixel"
-    batch_size: int = 256
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -425,15 +488,15 @@ class InverseConfig(_ZooChapter):
         lines.append(f"tasks (measurement noise sigma_y = {self.noise_std:g}):")
         lines += [f"  {name:20s} DPS step scale zeta = {t.zeta:g}" for name, t in self.tasks.items()]
         lines.append(f"solver: deterministic DPS with DPM-Solver++(2M), {self.steps} steps")
-        lines.append(f"seeds 0-{self.n_seeds - 1}: seed k reconstructs held-out image k")
+        lines.append(f"{self.sampling.seeds}: seed k reconstructs held-out image k")
         lines.append(f"sensitivity on {self.sensitivity_task}, {' vs '.join(self.sensitivity_models)}:")
         lines.append(f"  zeta in {self.zetas} x steps in {self.step_counts}, {self.sensitivity_seeds} seeds")
-        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        lines.append(self.sampling.similarity)
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class ExplorerConfig(_ZooChapter):
+class ExplorerConfig(_ZooChapter, _Sampled):
     """Chapter 9: the noise space explored with chapter 2's models (``models``), a cheap model as a
     proxy for an expensive one, and a replication audit of chapter 3's models at the smallest and
     largest training sets (``audit``: label -> model)."""
@@ -443,14 +506,10 @@ class ExplorerConfig(_ZooChapter):
     audit: dict[str, TrainConfig]
     proxy: tuple[str, str]  # (cheap, expensive), names in ``models``
     proxy_target: int = 3
-    n_seeds: int = 512
+    sampling: Sampling = Sampling(n_seeds=512)
     gallery_seeds: int = 10
     interpolation_pairs: int = 64
     frames: int = 9
-    sampler: str = "heun"
-    steps: int = 18
-    descriptor: str = "pixel"
-    batch_size: int = 256
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -465,15 +524,15 @@ class ExplorerConfig(_ZooChapter):
         lines = self._header()
         lines.append("replication audit (chapter 3's models):")
         lines += [f"  {name:16s} {m.backbone}, seed {m.seed}" for name, m in self.audit.items()]
-        lines.append(f"sampling: {self.sampler}-{self.steps}; seeds 0-{self.n_seeds - 1}; "
+        lines.append(f"{self.sampling.summary('; ')}; "
                      f"{self.interpolation_pairs} interpolation paths of {self.frames} frames")
         lines.append(f"proxy: {self.proxy[0]} chooses seeds of class {self.proxy_target} for {self.proxy[1]}")
-        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        lines.append(self.sampling.similarity)
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class FineTuneConfig:
+class FineTuneConfig(_Measured):
     """Chapter 8: one ``base`` model fine-tuned to the classes ``target``, fully (two seeds) and with
     LoRA at several ``ranks``, against two models trained from scratch on the target classes.
 
@@ -494,12 +553,8 @@ class FineTuneConfig:
     warmup: int = 50
     seeds: tuple[int, int] = (0, 1)
     scratch_seeds: tuple[int, int] = (7, 8)
-    n_seeds: int = 512
+    sampling: Sampling = Sampling(n_seeds=512)
     grid_seeds: int = 10
-    sampler: str = "heun"
-    sampling_steps: int = 18
-    descriptor: str = "pixel"
-    batch_size: int = 256
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -512,6 +567,11 @@ class FineTuneConfig:
     @property
     def dataset(self) -> str:
         return self.base.dataset
+
+    @property
+    def sampling_steps(self) -> int:
+        """The sampler's steps (``steps`` are the fine-tune's training steps)."""
+        return self.sampling.steps
 
     def fine_tune(self, rank: int = 0, seed: int | None = None) -> TrainConfig:
         """The fine-tune of the base: full (``rank`` 0) or LoRA of that rank."""
@@ -531,7 +591,7 @@ class FineTuneConfig:
 
     def summary(self) -> str:
         b = self.base
-        lines = [f"profile: {self.profile}  ({self.notes})",
+        lines = [self.profile_line,
                  f"base: {b.backbone} / {b.objective}, seed {b.seed}: {b.steps:,} steps on {b.n_train or 'all'} "
                  f"{b.dataset} images, every class",
                  f"target: classes {', '.join(map(str, self.target))} (every training image of them)",
@@ -540,13 +600,12 @@ class FineTuneConfig:
                  f"snapshots at steps {', '.join(map(str, self.snapshots))}",
                  f"from scratch on the target: the base's recipe ({b.steps:,} steps), seeds "
                  f"{self.scratch_seeds[0]} and {self.scratch_seeds[1]}",
-                 f"sampling: {self.sampler}-{self.sampling_steps}; seeds 0-{self.n_seeds - 1}",
-                 f"similarity: {self.descriptor} descriptor, the book's same-image rule"]
+                 self.sampling.summary("; "), self.sampling.similarity]
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class ConditionalConfig:
+class ConditionalConfig(_Sampled):
     """Chapter 6: class-conditional models (label dropout, classifier-free guidance) from the same noise.
 
     ``models`` are the conditional models, each the conditional twin of the ``unconditional`` model
@@ -565,12 +624,8 @@ class ConditionalConfig:
     regime_seeds: tuple[int, int] = (0, 2)  # the cpu sweep has both at N = 128 (point and replicate)
     guidance: float = 1.0
     guidance_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
-    n_seeds: int = 500
+    sampling: Sampling = Sampling(n_seeds=500, batch_size=250)
     grid_seeds: int = 10
-    sampler: str = "heun"
-    steps: int = 18
-    descriptor: str = "pixel"
-    batch_size: int = 250
     text_models: dict[str, str] | None = None
     prompts: tuple[str, ...] = ()
     text_seeds: int = 0
@@ -615,17 +670,17 @@ class ConditionalConfig:
 
     def summary(self) -> str:
         dropout = next(iter(self.models.values())).label_dropout
-        lines = [f"profile: {self.profile}  ({self.notes})",
+        lines = [self.profile_line,
                  f"class-conditional models, label dropout {dropout:g} (the null label trains the unconditional mode):"]
         lines += [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
         lines.append("  each with an unconditional twin of the same name: the same config without labels")
         lines.append(f"regimes: N = {self.regime_n}, seeds {self.regime_seeds}, with and without labels "
                      f"(chapter 3's {self.regime_sweep.name} sweep point)")
-        lines.append(f"sampling: {self.sampler}-{self.steps}; seeds 0-{self.n_seeds - 1}, seed k draws class k % 10")
+        lines.append(f"{self.sampling.summary('; ')}, seed k draws class k % 10")
         lines.append(f"guidance: w in {', '.join(f'{w:g}' for w in self.guidance_scales)}; default w = {self.guidance:g}")
         if self.text_models:
             lines.append("text-to-image: " + ", ".join(f"{k} ({v})" for k, v in self.text_models.items())
                          + f"; {len(self.prompts)} prompts x {self.text_seeds} seeds, DDIM-{self.text_steps}, "
                          f"guidance {self.text_guidance:g}")
-        lines.append(f"similarity: {self.descriptor} descriptor, the book's same-image rule")
+        lines.append(self.sampling.similarity)
         return "\n".join(lines)

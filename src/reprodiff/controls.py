@@ -10,8 +10,6 @@ the denoiser it integrates.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 
@@ -39,10 +37,10 @@ class VAEConfig:
 
     @property
     def hash(self) -> str:
-        from .cache import CACHE_FORMAT
+        """12 hex digits naming this VAE's cache entry."""
+        from .cache import config_hash
 
-        payload = {"kind": "vae", "format": CACHE_FORMAT, **asdict(self)}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+        return config_hash({"kind": "vae", **asdict(self)})
 
     @property
     def name(self) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +38,9 @@ __all__ = [
     "x0_error",
     "MoLRGDenoiser",
     "Guided",
+    "wrapped",
+    "backbone_classes",
+    "class_count",
     "as_sigma",
     "draw_noise",
     "denoising_loss",
@@ -599,12 +602,30 @@ class ClassGaussianDenoiser(nn.Module):
         return out
 
 
-def _num_classes(denoiser: nn.Module) -> int | None:
-    """The class count of a conditional denoiser (its backbone's, or its own), None if unconditional."""
-    backbone = getattr(denoiser, "backbone", None)
-    if backbone is not None and hasattr(backbone, "num_classes"):
-        return backbone.num_classes
-    return getattr(denoiser, "num_classes", None)
+def wrapped(denoiser) -> Iterator:
+    """``denoiser`` and the models it wraps through ``.denoiser`` (guidance, call recorders), outermost first."""
+    seen = set()
+    while denoiser is not None and id(denoiser) not in seen:
+        seen.add(id(denoiser))
+        yield denoiser
+        denoiser = getattr(denoiser, "denoiser", None)
+
+
+def backbone_classes(denoiser) -> tuple[bool, int | None]:
+    """``(known, num_classes)`` of the trained backbone behind ``denoiser`` (through its wrappers);
+    ``known`` is False for analytic denoisers, which have no backbone and check their ``cond`` themselves."""
+    for d in wrapped(denoiser):
+        backbone = getattr(d, "backbone", None)
+        if backbone is not None and hasattr(backbone, "num_classes"):
+            return True, backbone.num_classes
+    return False, None
+
+
+def class_count(denoiser) -> int | None:
+    """The number of classes of a class-conditional denoiser, None for an unconditional one: its trained
+    backbone's (:func:`backbone_classes`), else its own ``num_classes`` (:class:`ClassGaussianDenoiser`)."""
+    known, num_classes = backbone_classes(denoiser)
+    return num_classes if known else getattr(denoiser, "num_classes", None)
 
 
 class Guided(nn.Module):
@@ -618,7 +639,7 @@ class Guided(nn.Module):
 
     def __init__(self, denoiser: nn.Module, guidance: float, null_label: int | None = None) -> None:
         super().__init__()
-        num_classes = _num_classes(denoiser)
+        num_classes = class_count(denoiser)
         if num_classes is None:
             raise ValueError("classifier-free guidance needs a class-conditional model (trained with "
                              "conditional=True and label dropout); this one is unconditional")

@@ -168,13 +168,12 @@ def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s:
     """
     cfg = get_config(experiment, profile)
     models = {m.hash: m for name, m in profile_models(profile).items() if name.startswith(f"{experiment}: ")}
-    reg = getattr(cfg, "regimes", cfg)
-    n_seeds = cfg.n_seeds
+    sampling = cfg.sampling
+    n_seeds = sampling.n_seeds
     if experiment == "inverse":  # DPS: one DPM-Solver++(2M) step per call, with a gradient, on every task
-        calls = 3 * getattr(cfg, "steps", 18) * len(cfg.tasks)
+        calls = 3 * sampling.steps * len(cfg.tasks)
     else:
-        steps = getattr(cfg, "sampling_steps", getattr(reg, "steps", 18))
-        calls = network_calls(getattr(reg, "sampler", "heun"), steps)
+        calls = network_calls(sampling.sampler, sampling.steps)
     train_s = sample_s = per_image_s = 0.0
     for m in models.values():
         flops, ops = _step_cost(m.backbone, m.objective, m.conditional, m.batch_size, _SHAPES[m.dataset])
@@ -183,10 +182,9 @@ def chapter_time_estimate(experiment: str, profile: str = "gpu", *, flops_per_s:
         sample_s += one * n_seeds * calls
         per_image_s += one / max(len(models), 1)
     n_conditional = sum(m.conditional for m in models.values())
-    sides = SIDE_STUDIES[experiment](cfg, getattr(reg, "steps", 18), calls, n_conditional) \
-        if experiment in SIDE_STUDIES else []
+    sides = SIDE_STUDIES[experiment](cfg, sampling.steps, calls, n_conditional) if experiment in SIDE_STUDIES else []
     side_s = sum(passes for _, passes, _ in sides) * per_image_s
-    sscd = getattr(reg, "descriptor", "pixel") == "sscd"
+    sscd = sampling.descriptor == "sscd"
     imaged = [m for m in models.values() if m.dataset != "molrg"]  # MoLRG is scored in pixel space
     train_sets = sorted({m.n_train or 0 for m in imaged})
     # the held-out images are GL's ceiling in the regime sweeps (chapters 3, 4 and 5)

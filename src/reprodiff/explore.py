@@ -26,9 +26,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .denoisers import Guided
+from .denoisers import Guided, class_count
 from .metrics import SameImageRule, Score, get_descriptor, gl_score, paired_similarity, rp_score, wilson_ci
-from .sampling import SAMPLERS, Samples, backbone_classes, generate, generate_from_noise, noise_for_seeds
+from .sampling import SAMPLERS, Samples, generate, generate_from_noise, noise_for_seeds
 
 __all__ = ["slerp", "NoiseExplorer", "InterpolationStudy", "interpolation_study", "label_agreement",
            "ProxyStudy", "proxy_study", "Audit", "replication_audit", "reference_row", "ReferenceExplorer"]
@@ -54,12 +54,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: Sequence[float] | torch.Tensor) -
     return out.to(a.dtype)
 
 
-def _conditional(model: torch.nn.Module) -> int | None:
-    """The number of classes of a class-conditional model, else None."""
-    known, num_classes = backbone_classes(model)
-    return num_classes if known else None
-
-
 class NoiseExplorer:
     """Same noise, every model, side by side: an ipywidgets explorer.
 
@@ -81,7 +75,7 @@ class NoiseExplorer:
             raise ValueError("the explorer needs at least one model")
         self.models = dict(models)
         self.shape = tuple(shape)
-        self.classes = {name: _conditional(m) for name, m in self.models.items()}
+        self.classes = {name: class_count(m) for name, m in self.models.items()}
         deterministic = [name for name, spec in SAMPLERS.items() if not spec.stochastic]
         self.seed = widgets.IntSlider(value=0, min=0, max=max_seed, description="seed")
         self.chosen = widgets.SelectMultiple(options=list(self.models), value=tuple(self.models),

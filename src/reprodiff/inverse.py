@@ -30,9 +30,8 @@ import torch
 from . import checks
 from .denoisers import Denoiser, GaussianDenoiser
 from .runtime import derive_seed
-from .sampling import (Samples, call_denoiser, check_labels, check_positive, check_seeds, check_shape,
-                       ancestral_step, dpmpp_2m_step, initial_state, karras_sigmas, run_sampler,
-                       seed_noise)
+from .sampling import (Samples, call_denoiser, check_request, check_seeds, ancestral_step, dpmpp_2m_step,
+                       initial_state, karras_sigmas, run_sampler, seed_noise, step_noise)
 
 __all__ = [
     "LinearOperator", "Inpainting", "Downsampling", "GaussianBlur", "box_mask", "random_mask", "OPERATORS",
@@ -367,15 +366,12 @@ def reconstruct(denoiser: Denoiser, op: LinearOperator, y: torch.Tensor, seeds: 
     so large that the measurement step diverges raises :class:`~reprodiff.checks.NonFiniteError`.
     """
     seeds = check_seeds(seeds)
-    steps = check_positive(steps, "steps")
-    batch_size = check_positive(batch_size, "batch_size")
-    shape = check_shape(shape, denoiser)
+    steps, batch_size, shape, labels = check_request(denoiser, shape, len(seeds), steps, batch_size, labels)
     op.check_images(torch.zeros(1, *shape))
     op.check_measurement(y, shape, len(seeds))
     zeta = checks.finite_number("zeta", zeta, low=0)
-    labels = check_labels(labels, len(seeds), denoiser)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
-    step_noise_for = None if step_noise_stream is None else seed_noise(seeds, shape, 1 + step_noise_stream, steps)
+    step_noise_for = step_noise(seeds, shape, step_noise_stream, steps)
     images = run_sampler(dps_sample, denoiser, seed_noise(seeds, shape, noise_stream), sigmas, n=len(seeds),
                          labels=labels, batch_size=batch_size, step_noise_for=step_noise_for, per_sample={"y": y},
                          op=op, zeta=zeta, seeds=seeds,

@@ -74,16 +74,32 @@ def same_noise_grid(samples: Sequence[Samples], seeds: Sequence[int], title: str
     return image_grid(rows, [f"seed {k}" for k in seeds], title=title)
 
 
+def _axes(ax, figsize: tuple[float, float]):
+    """``(fig, ax)``: a new figure of ``figsize`` when ``ax`` is None, else ``ax`` and its figure."""
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize) if ax is None else (ax.figure, ax)
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str | None, **legend):
+    """Axis labels, a light grid, the legend (``legend``: its keyword arguments), the title when there
+    is one, and a tight layout: the finished ``fig``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def rp_heatmap(matrix: torch.Tensor, labels: Sequence[str], title: str = "RP score", ax=None, fmt: str = ".2f",
                vmin: float = 0.0, vmax: float = 1.0):
     """Seaborn heatmap of a symmetric score matrix with annotated cells."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(0.75 * len(labels) + 2.2, 0.6 * len(labels) + 1.4))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (0.75 * len(labels) + 2.2, 0.6 * len(labels) + 1.4))
     sns.heatmap(matrix.numpy(), annot=True, fmt=fmt, xticklabels=labels, yticklabels=labels, vmin=vmin,
                 vmax=vmax, cmap="viridis", square=True, cbar_kws={"shrink": 0.8}, ax=ax, annot_kws={"size": 8})
     ax.set_title(title, fontsize=10)
@@ -95,12 +111,7 @@ def curve_with_band(x: Sequence[float], curves: Mapping[str, tuple[Sequence[floa
                     xlabel: str, ylabel: str, logx: bool = True, title: str | None = None, ax=None,
                     shade: Sequence[tuple[float, float, str]] = ()):
     """Lines with confidence bands: ``curves[name] = (values, lower, upper)``; ``shade`` = (x0, x1, label) spans."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (6, 3.4))
     for x0, x1, label in shade:
         ax.axvspan(x0, x1, alpha=0.45, color=REGIME_COLORS.get(label, "0.9"), label=label, lw=0)
     for k, (name, (v, lo, hi)) in enumerate(curves.items()):
@@ -109,15 +120,8 @@ def curve_with_band(x: Sequence[float], curves: Mapping[str, tuple[Sequence[floa
         ax.fill_between(x, lo, hi, alpha=0.15, color=color, lw=0)
     if logx:
         ax.set_xscale("log", base=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, xlabel, ylabel, title, fontsize=8)
 
 
 def nearest_grid(sweep, size: str, seeds: Sequence[int], n_train: Sequence[int] | None = None,
@@ -137,12 +141,7 @@ def nearest_grid(sweep, size: str, seeds: Sequence[int], n_train: Sequence[int] 
 def rp_bars(groups: Mapping[str, Sequence], labels: Sequence[str], title: str | None = None, ax=None):
     """Grouped bars of scores with their 95% intervals: one group per entry of ``labels`` (e.g. a pair
     of models), one bar per entry of ``groups`` (``{name: [Score per label]}``)."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (7.5, 3.6))
     width = 0.8 / len(groups)
     for i, (name, scores) in enumerate(groups.items()):
         if len(scores) != len(labels):
@@ -165,14 +164,9 @@ def survival_curves(curves: Mapping[str, torch.Tensor], threshold: float | None 
     Every RP score is one point of such a curve (at the book's threshold, marked); a curve that
     stays high further to the right means pairs that agree more tightly.
     """
-    import matplotlib.pyplot as plt
-
     from .metrics import survival
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 3.4 + 0.2 * len(curves)))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (7, 3.4 + 0.2 * len(curves)))
     if xlim is None:
         lo = min(float(torch.quantile(v.double(), 0.02)) for v in curves.values())
         xlim = (max(-1.0, lo), 1.0)
@@ -184,26 +178,15 @@ def survival_curves(curves: Mapping[str, torch.Tensor], threshold: float | None 
         ax.axvline(threshold, color="tab:blue", ls="--", lw=1.2, label=f"same-image threshold {threshold:.3f}")
     ax.set_xlim(*xlim)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("fraction of pairs above t")
-    ax.grid(alpha=0.3)
-    # below the axes: the curves fill the whole panel
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    # the legend below the axes: the curves fill the whole panel
+    return _finish(fig, ax, xlabel, "fraction of pairs above t", title, fontsize=8, loc="upper center",
+                   bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
 
 
 def nearest_similarity_bands(sweep, title: str | None = None, ax=None):
     """Along a sweep: where held-out real images' similarity to their nearest training image falls
     (5-95% band and median), each model's median, and the one same-image threshold."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    else:
-        fig = ax.figure
+    fig, ax = _axes(ax, (6.5, 3.4))
     q = torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64)
     band = torch.stack([s.similarities.double().quantile(q) for s in sweep.gl_ceiling]).numpy()
     ax.fill_between(sweep.n_train, band[:, 0], band[:, 2], color="0.75", alpha=0.5, lw=0,
@@ -214,14 +197,7 @@ def nearest_similarity_bands(sweep, title: str | None = None, ax=None):
         ax.plot(sweep.n_train, [float(s.similarities.median()) for s in scores], marker="o", ms=3,
                 color=LINE_COLORS[k % len(LINE_COLORS)], label=f"{size} samples, median")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("training-set size N")
-    ax.set_ylabel("similarity to nearest training image")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "training-set size N", "similarity to nearest training image", title, fontsize=7)
 
 
 def inverse_grid(study, op, seeds: Sequence[int], title: str | None = None):

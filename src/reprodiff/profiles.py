@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass, replace
 
 from .configs import (AgreementConfig, ConditionalConfig, ExplorerConfig, FineTuneConfig, InverseConfig, InverseTask,
-                      RegimesConfig, SameNoiseConfig, SizeLabel, SweepConfig, TheoryConfig, ZooConfig)
+                      RegimesConfig, SameNoiseConfig, Sampling, SizeLabel, SweepConfig, TheoryConfig, ZooConfig)
 from .controls import VAEConfig
 from .data import ResourceUnavailableError
 from .metrics import get_descriptor
@@ -146,15 +146,27 @@ _PROMPTS = ("a photograph of an astronaut riding a horse", "a red bicycle leanin
             "a bowl of fruit on a wooden table, oil painting", "a lighthouse on a cliff at sunset")
 
 
+def _sscd(n_seeds: int, **kw) -> Sampling:
+    """The gpu and paper profiles' measurement: SSCD features."""
+    return Sampling(n_seeds, descriptor="sscd", **kw)
+
+
+def _twins(zoo: dict[str, TrainConfig], names: tuple[str, ...]) -> dict[str, dict[str, TrainConfig]]:
+    """A conditional study's ``models`` and ``unconditional``: the zoo's ``names`` with labels, and as they are."""
+    return dict(models={k: replace(zoo[k], conditional=True) for k in names}, unconditional={k: zoo[k] for k in names})
+
+
+_DPS = "dpmpp-2m"  # the DPS solver: DPM-Solver++(2M) steps, each followed by a measurement step
+
 _GPU_NOTES = "CIFAR-10 and SSCD; needs a GPU and internet; sized for a free Colab T4"
 _PAPER_NOTES = "CIFAR-10 and SSCD at the paper's scale; several GPUs (accelerate launch)"
 
 _REGIMES_CPU = RegimesConfig(profile="cpu", sweeps=(_DIGIT_SWEEP, _MOLRG_SWEEP),
                              notes="8x8 digits and MoLRG, offline")
-_REGIMES_GPU = RegimesConfig(profile="gpu", sweeps=(_CIFAR_SWEEP, _MOLRG_SWEEP), n_seeds=500, descriptor="sscd",
-                             batch_size=500, notes="CIFAR-10 and SSCD; needs a GPU and internet")
-_REGIMES_PAPER = RegimesConfig(profile="paper", sweeps=(_PAPER_CIFAR_SWEEP, _MOLRG_SWEEP), n_seeds=1000,
-                               descriptor="sscd", batch_size=500, notes=_PAPER_NOTES)
+_REGIMES_GPU = RegimesConfig(profile="gpu", sweeps=(_CIFAR_SWEEP, _MOLRG_SWEEP), sampling=_sscd(500, batch_size=500),
+                             notes="CIFAR-10 and SSCD; needs a GPU and internet")
+_REGIMES_PAPER = RegimesConfig(profile="paper", sweeps=(_PAPER_CIFAR_SWEEP, _MOLRG_SWEEP),
+                               sampling=_sscd(1000, batch_size=500), notes=_PAPER_NOTES)
 
 
 _CIFAR_TASKS = {"box inpainting": InverseTask("box-inpainting", dict(top=8, left=8, height=16, width=16), 0.5),
@@ -171,40 +183,40 @@ _CONFIGS = {
                     "UNet-XS s4": digits_model("unet-xs", seed=4), "UNet-S s5": digits_model("unet-s", seed=5)},
             pairs=(("UNet-XS s0", "UNet-S s1"), ("UNet-XS s2", "UNet-S s3"), ("UNet-XS s4", "UNet-S s5")),
             same_arch=("UNet-XS s0", "UNet-XS s2"),
-            n_seeds=512, notes="8x8 digits, offline",
+            sampling=Sampling(512), notes="8x8 digits, offline",
         ),
         "gpu": SameNoiseConfig(
             profile="gpu",
             models={"UNet-XS s0": cifar_model("unet-xs"), "UNet-S s1": cifar_model("unet-s", seed=1),
                     "UNet-XS s2": cifar_model("unet-xs", seed=2)},
             pairs=(("UNet-XS s0", "UNet-S s1"),), same_arch=("UNet-XS s0", "UNet-XS s2"),
-            n_seeds=2000, descriptor="sscd", batch_size=500, notes=_GPU_NOTES,
+            sampling=_sscd(2000, batch_size=500), notes=_GPU_NOTES,
         ),
         "paper": SameNoiseConfig(
             profile="paper",
             models={"UNet-M s0": paper_model("unet-m"), "UNet-L s1": paper_model("unet-l", seed=1),
                     "UNet-M s2": paper_model("unet-m", seed=2)},
             pairs=(("UNet-M s0", "UNet-L s1"),), same_arch=("UNet-M s0", "UNet-M s2"),
-            n_seeds=10_000, descriptor="sscd", batch_size=500, notes=_PAPER_NOTES,
+            sampling=_sscd(10_000, batch_size=500), notes=_PAPER_NOTES,
         ),
     },
     "architectures": {
         "cpu": ZooConfig(
-            profile="cpu", models=_CPU_ZOO, n_seeds=512, sampler_model="UNet-XS edm",
+            profile="cpu", models=_CPU_ZOO, sampling=Sampling(512), sampler_model="UNet-XS edm",
             vaes={"VAE-256": VAEConfig(hidden=256, seed=0, steps=2000), "VAE-512": VAEConfig(hidden=512, seed=1, steps=2000)},
             notes="8x8 digits, offline",
         ),
         "gpu": ZooConfig(
-            profile="gpu", models=_GPU_ZOO, n_seeds=1000, descriptor="sscd", sampler_model="UNet-XS edm",
+            profile="gpu", models=_GPU_ZOO, sampling=_sscd(1000, batch_size=500), sampler_model="UNet-XS edm",
             vaes={"VAE-A": VAEConfig(dataset="cifar10", hidden=1024, latent=64, steps=4000, seed=0),
                   "VAE-B": VAEConfig(dataset="cifar10", hidden=2048, latent=64, steps=4000, seed=1)},
-            pretrained=_PUBLIC_CIFAR10, batch_size=500, notes=_GPU_NOTES,
+            pretrained=_PUBLIC_CIFAR10, notes=_GPU_NOTES,
         ),
         "paper": ZooConfig(
-            profile="paper", models=_PAPER_ZOO, n_seeds=10_000, descriptor="sscd", sampler_model="UNet-M edm",
+            profile="paper", models=_PAPER_ZOO, sampling=_sscd(10_000, batch_size=500), sampler_model="UNet-M edm",
             vaes={"VAE-A": VAEConfig(dataset="cifar10", hidden=1024, latent=64, steps=20_000, seed=0),
                   "VAE-B": VAEConfig(dataset="cifar10", hidden=2048, latent=64, steps=20_000, seed=1)},
-            pretrained=_PUBLIC_CIFAR10, batch_size=500, notes=_PAPER_NOTES,
+            pretrained=_PUBLIC_CIFAR10, notes=_PAPER_NOTES,
         ),
     },
     "regimes": {"cpu": _REGIMES_CPU, "gpu": _REGIMES_GPU, "paper": _REGIMES_PAPER},
@@ -215,17 +227,18 @@ _CONFIGS = {
                    "random inpainting": InverseTask("random-inpainting", dict(observed=0.3), 1.0),
                    "2x super-resolution": InverseTask("super-resolution", dict(factor=2), 1.0),
                    "deblurring": InverseTask("deblurring", dict(size=5, width=1.0), 1.0)},
-            n_seeds=256, sensitivity_models=("UNet-XS edm", "UNet-XS attn"), notes="8x8 digits, offline",
+            sampling=Sampling(256, sampler=_DPS, steps=20), sensitivity_models=("UNet-XS edm", "UNet-XS attn"),
+            notes="8x8 digits, offline",
         ),
         "gpu": InverseConfig(
             profile="gpu", models={k: _GPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v")},
-            tasks=_CIFAR_TASKS, n_seeds=500, steps=50, sensitivity_models=("UNet-XS edm", "UNet-XS attn"),
-            sensitivity_seeds=128, descriptor="sscd", batch_size=100, notes=_GPU_NOTES,
+            tasks=_CIFAR_TASKS, sampling=_sscd(500, sampler=_DPS, steps=50, batch_size=100),
+            sensitivity_models=("UNet-XS edm", "UNet-XS attn"), sensitivity_seeds=128, notes=_GPU_NOTES,
         ),
         "paper": InverseConfig(
             profile="paper", models={k: _PAPER_ZOO[k] for k in ("UNet-M edm", "UNet-L edm", "UNet-M eps", "UNet-M v")},
-            tasks=_CIFAR_TASKS, n_seeds=1000, steps=50, sensitivity_models=("UNet-M edm", "UNet-M eps"),
-            sensitivity_seeds=256, descriptor="sscd", batch_size=100, notes=_PAPER_NOTES,
+            tasks=_CIFAR_TASKS, sampling=_sscd(1000, sampler=_DPS, steps=50, batch_size=100),
+            sensitivity_models=("UNet-M edm", "UNet-M eps"), sensitivity_seeds=256, notes=_PAPER_NOTES,
         ),
     },
     "explorer": {
@@ -237,12 +250,12 @@ _CONFIGS = {
         "gpu": ExplorerConfig(
             profile="gpu", models=dict(_GPU_ZOO),
             audit={f"UNet-XS N={n}": _CIFAR_SWEEP.model_configs()[("UNet-XS (0.16M)", n)] for n in (64, 49000)},
-            proxy=("UNet-XS edm", "UNet-S edm"), n_seeds=1000, descriptor="sscd", batch_size=250, notes=_GPU_NOTES,
+            proxy=("UNet-XS edm", "UNet-S edm"), sampling=_sscd(1000, batch_size=250), notes=_GPU_NOTES,
         ),
         "paper": ExplorerConfig(
             profile="paper", models=dict(_PAPER_ZOO),
             audit={f"UNet-XS N={n}": _PAPER_CIFAR_SWEEP.model_configs()[("UNet-XS (0.16M)", n)] for n in (64, 49000)},
-            proxy=("UNet-M edm", "UNet-L edm"), n_seeds=2000, descriptor="sscd", batch_size=250, notes=_PAPER_NOTES,
+            proxy=("UNet-M edm", "UNet-L edm"), sampling=_sscd(2000, batch_size=250), notes=_PAPER_NOTES,
         ),
     },
     "fine_tuning": {
@@ -250,32 +263,29 @@ _CONFIGS = {
                               lr=1e-3, lora_lr=3e-3, ranks=(1, 4, 16), snapshots=(25, 50, 100, 200),
                               notes="8x8 digits, offline"),
         "gpu": FineTuneConfig(profile="gpu", base=_GPU_ZOO["UNet-XS edm"], target=(3, 5), steps=1000, lr=2e-4,
-                              lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(50, 100, 250, 500), n_seeds=1000,
-                              descriptor="sscd", batch_size=250, notes="CIFAR-10 cats and dogs; " + _GPU_NOTES),
+                              lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(50, 100, 250, 500),
+                              sampling=_sscd(1000, batch_size=250), notes="CIFAR-10 cats and dogs; " + _GPU_NOTES),
         "paper": FineTuneConfig(profile="paper", base=_PAPER_ZOO["UNet-M edm"], target=(3, 5), steps=4000, lr=2e-4,
-                                lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(250, 500, 1000, 2000), n_seeds=1000,
-                                descriptor="sscd", batch_size=250, notes="CIFAR-10 cats and dogs; " + _PAPER_NOTES),
+                                lora_lr=1e-3, ranks=(4, 16, 64), snapshots=(250, 500, 1000, 2000),
+                                sampling=_sscd(1000, batch_size=250), notes="CIFAR-10 cats and dogs; " + _PAPER_NOTES),
     },
     "conditional": {
         "cpu": ConditionalConfig(
             profile="cpu",
-            models={k: replace(_CPU_ZOO[k], conditional=True) for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
-            unconditional={k: _CPU_ZOO[k] for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
+            **_twins(_CPU_ZOO, ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")),
             regime_sweep=_DIGIT_SWEEP, regime_n=64, notes="8x8 digits, offline",
         ),
         "gpu": ConditionalConfig(
             profile="gpu",
-            models={k: replace(_GPU_ZOO[k], conditional=True) for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
-            unconditional={k: _GPU_ZOO[k] for k in ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")},
-            regime_sweep=_CIFAR_SWEEP, regime_n=512, n_seeds=1000, descriptor="sscd", batch_size=500,
+            **_twins(_GPU_ZOO, ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")),
+            regime_sweep=_CIFAR_SWEEP, regime_n=512, sampling=_sscd(1000, batch_size=500),
             text_models=_TEXT_MODELS, prompts=_PROMPTS, text_seeds=10,
             notes="Stable Diffusion (text-to-image) too; " + _GPU_NOTES,
         ),
         "paper": ConditionalConfig(
             profile="paper",
-            models={k: replace(_PAPER_ZOO[k], conditional=True) for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
-            unconditional={k: _PAPER_ZOO[k] for k in ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")},
-            regime_sweep=_PAPER_CIFAR_SWEEP, regime_n=1024, n_seeds=2000, descriptor="sscd", batch_size=500,
+            **_twins(_PAPER_ZOO, ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")),
+            regime_sweep=_PAPER_CIFAR_SWEEP, regime_n=1024, sampling=_sscd(2000, batch_size=500),
             text_models=_TEXT_MODELS, prompts=_PROMPTS, text_seeds=50,
             notes="Stable Diffusion (text-to-image) too; " + _PAPER_NOTES,
         ),
@@ -318,11 +328,11 @@ _SMOKE_FIELDS = {  # field name -> its smoke value (a function of the gpu value)
     "checkpoint_every": lambda v: 2, "hidden": lambda v: 64, "n_seeds": lambda v: 12, "grid_seeds": lambda v: min(v, 4),
     "gallery_seeds": lambda v: min(v, 4), "sensitivity_seeds": lambda v: 8, "trajectory_seeds": lambda v: 4,
     "explorer_seeds": lambda v: 4, "interpolation_pairs": lambda v: 2, "frames": lambda v: 3,
-    "reference_steps": lambda v: 6, "step_counts": lambda v: v[:2], "sampling_steps": lambda v: 3, "text_seeds": lambda v: 2, "text_steps": lambda v: 3,
+    "reference_steps": lambda v: 6, "step_counts": lambda v: v[:2], "text_seeds": lambda v: 2, "text_steps": lambda v: 3,
     "snapshots": lambda v: tuple(range(1, min(len(v), 5) + 1)), "patch_sizes": lambda v: v[:3],
     "smoothing": lambda v: v[:2], "calibration_seeds": lambda v: 4,
 }
-_SMOKE_SAMPLING = {"batch_size": 8, "steps": 3}  # book-level configs: 12 seeds in two batches, 3 sampler steps
+_SMOKE_SAMPLING = {"batch_size": 8, "steps": 3}  # a chapter's Sampling: 12 seeds in two batches, 3 sampler steps
 
 
 def _smoke_n(n: int | None, dataset: str) -> int | None:
@@ -356,7 +366,7 @@ def _smoke(value, dataset: str = ""):
             changes[f.name] = tuple((_smoke_n(n, value.base.dataset), label, seed) for n, label, seed in v)
         elif f.name == "steps" and isinstance(value, (TrainConfig, VAEConfig, FineTuneConfig)):
             changes[f.name] = 6  # training steps
-        elif f.name in _SMOKE_SAMPLING and not isinstance(value, (TrainConfig, VAEConfig, FineTuneConfig, SweepConfig)):
+        elif isinstance(value, Sampling) and f.name in _SMOKE_SAMPLING:
             changes[f.name] = _SMOKE_SAMPLING[f.name]
         elif f.name in _SMOKE_FIELDS and v is not None:
             changes[f.name] = _SMOKE_FIELDS[f.name](v)

@@ -77,7 +77,7 @@ def eval_mode(denoiser) -> Iterator[object]:
 
 #: every random stream derived from a user-facing seed: purpose -> (multiplier, offset, index stride).
 #: ``derive_seed(base, purpose, index) = base * multiplier + offset + index * stride``. The numbers
-#: are the ones the package has always used (changing one would change trained weights or data);
+#: are part of what a config trains into (changing one changes trained weights or data);
 #: the test suite checks that, within one purpose, the streams of small seeds never collide (the
 #: injected noise of seed k is never the initial noise of another seed, and so on).
 SEED_PURPOSES: dict[str, tuple[int, int, int]] = {

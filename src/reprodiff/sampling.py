@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from . import cache, checks
-from .denoisers import Denoiser, Precond
+from .denoisers import Denoiser, Precond, backbone_classes, wrapped
 from .runtime import derive_seed, eval_mode, flush_denormal
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
     "generate_from_noise",
     "record_trajectory",
     "resolve_device",
-    "backbone_classes",
     "call_denoiser",
     "initial_state",
     "dpmpp_2m_step",
@@ -75,6 +74,8 @@ __all__ = [
     "check_positive",
     "check_shape",
     "check_labels",
+    "check_request",
+    "step_noise",
 ]
 
 
@@ -391,22 +392,13 @@ def record_calls(denoiser: Denoiser) -> CallRecorder:
 # ----------------------------------------------------------------------------- generate and its checks
 
 
-def _wrapped(denoiser) -> Iterable:
-    """``denoiser`` and the models it wraps through ``.denoiser`` (guidance, call recorders)."""
-    seen = set()
-    while denoiser is not None and id(denoiser) not in seen:
-        seen.add(id(denoiser))
-        yield denoiser
-        denoiser = getattr(denoiser, "denoiser", None)
-
-
 def resolve_device(denoiser, device: str | torch.device | None = None) -> torch.device:
     """The device to sample on: ``device`` when given, else the device of the first parameter or
-    buffer of ``denoiser`` or of a model it wraps (:func:`_wrapped`), else CPU (a parameter-free
+    buffer of ``denoiser`` or of a model it wraps (:func:`~reprodiff.denoisers.wrapped`), else CPU (a parameter-free
     denoiser, e.g. a function)."""
     if device is not None:
         return torch.device(device)
-    for d in _wrapped(denoiser):
+    for d in wrapped(denoiser):
         if isinstance(d, torch.nn.Module):
             for t in itertools.chain(d.parameters(), d.buffers()):
                 return t.device
@@ -424,7 +416,7 @@ def _as_shape(value) -> tuple[int, ...] | None:
 def _declared_shape(denoiser) -> tuple[int, ...] | None:
     """The ``(C, H, W)`` a model says it works on: its own ``.shape`` (analytic MoLRG denoiser), its
     backbone's (U-ViT, MLP) or the ``info`` a loaded checkpoint carries; None when it declares none."""
-    for d in _wrapped(denoiser):
+    for d in wrapped(denoiser):
         info = getattr(d, "info", None)
         for value in (getattr(d, "shape", None), getattr(getattr(d, "backbone", None), "shape", None),
                       info.get("shape") if isinstance(info, dict) else None):
@@ -472,19 +464,9 @@ def check_positive(value, what: str) -> int:
     return operator.index(value)
 
 
-def backbone_classes(denoiser) -> tuple[bool, int | None]:
-    """``(known, num_classes)`` of the trained backbone behind ``denoiser``; ``known`` is False for
-    analytic denoisers, which have no backbone and check their ``cond`` themselves."""
-    for d in _wrapped(denoiser):
-        backbone = getattr(d, "backbone", None)
-        if backbone is not None and hasattr(backbone, "num_classes"):
-            return True, backbone.num_classes
-    return False, None
-
-
 def check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
     """``labels`` for ``n`` samples as an int64 tensor (or None), checked against the classes of the
-    backbone behind ``denoiser`` (:func:`backbone_classes`); raises ValueError on a mismatch."""
+    backbone behind ``denoiser`` (:func:`~reprodiff.denoisers.backbone_classes`); raises ValueError on a mismatch."""
     known, num_classes = backbone_classes(denoiser)
     if labels is None:
         if known and num_classes is not None:
@@ -503,6 +485,23 @@ def check_labels(labels, n: int, denoiser) -> torch.Tensor | None:
         raise ValueError(f"labels must lie in [0, {num_classes}] ({num_classes} is the null label of "
                          f"classifier-free guidance); got values from {int(labels.min())} to {int(labels.max())}")
     return labels
+
+
+def check_request(denoiser, shape: Sequence[int], n: int, steps, batch_size, labels):
+    """The checks every sampler entry point makes before any work: ``(steps, batch_size, shape, labels)``,
+    checked (:func:`check_positive`, :func:`check_shape`, :func:`check_labels` for ``n`` samples)."""
+    steps = check_positive(steps, "steps")
+    batch_size = check_positive(batch_size, "batch_size")
+    shape = check_shape(shape, denoiser)
+    return steps, batch_size, shape, check_labels(labels, n, denoiser)
+
+
+def step_noise(seeds: torch.Tensor, shape: Sequence[int], stream: int | None,
+               steps: int) -> Callable[[int, int], torch.Tensor] | None:
+    """``step_noise_for`` of :func:`run_sampler`: the noise a stochastic sampler injects over ``steps`` steps,
+    drawn per seed from that seed's ``1 + stream`` (stream 0 is its initial noise, so the two never
+    coincide); None when ``stream`` is None (a deterministic sampler)."""
+    return None if stream is None else seed_noise(seeds, shape, 1 + stream, steps)
 
 
 def seed_noise(seeds: torch.Tensor, shape: Sequence[int], stream: int = 0,
@@ -621,10 +620,7 @@ def generate_from_noise(denoiser: Denoiser, noise: torch.Tensor, *, sampler: str
     if noise.dim() != 4:
         raise ValueError(f"noise must be shaped (B, C, H, W), got {tuple(noise.shape)}")
     checks.finite_images("noise", noise)
-    steps = check_positive(steps, "steps")
-    batch_size = check_positive(batch_size, "batch_size")
-    check_shape(noise.shape[1:], denoiser)
-    labels = check_labels(labels, len(noise), denoiser)
+    steps, batch_size, _, labels = check_request(denoiser, noise.shape[1:], len(noise), steps, batch_size, labels)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max)
     images = run_sampler(spec.fn, denoiser, lambda a, b: noise[a:b].float(), sigmas, n=len(noise), labels=labels,
                          batch_size=batch_size, desc=f"sampling {name or sampler}",
@@ -665,10 +661,7 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     if spec.stochastic and step_noise_stream is None:
         raise ValueError("the stochastic sampler needs step_noise_stream (its injected noise is explicit)")
     seeds = check_seeds(seeds)
-    steps = check_positive(steps, "steps")
-    batch_size = check_positive(batch_size, "batch_size")
-    shape = check_shape(shape, denoiser)
-    labels = check_labels(labels, len(seeds), denoiser)
+    steps, batch_size, shape, labels = check_request(denoiser, shape, len(seeds), steps, batch_size, labels)
     device = resolve_device(denoiser, device)
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).to(device)
     key = None if spec.stochastic or not cache_samples else \
@@ -676,7 +669,7 @@ def generate(denoiser: Denoiser, seeds: Sequence[int] | torch.Tensor, shape: Seq
     if key is not None and (images := cache.read_samples(key, (len(seeds), *shape))) is not None:
         return Samples(images, seeds, name=name, labels=labels, sampler=f"{sampler}-{steps}")
 
-    step_noise_for = seed_noise(seeds, shape, 1 + step_noise_stream, steps) if spec.stochastic else None
+    step_noise_for = step_noise(seeds, shape, step_noise_stream if spec.stochastic else None, steps)
     images = run_sampler(spec.fn, denoiser, seed_noise(seeds, shape, noise_stream), sigmas, n=len(seeds),
                          labels=labels, batch_size=batch_size, device=device, step_noise_for=step_noise_for,
                          desc=f"sampling {name or sampler}", progress=progress,

@@ -24,8 +24,6 @@ files; a Ctrl-C reaching one process stops them all at the same step.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import operator
 import os
@@ -43,7 +41,7 @@ import torch
 
 from . import __version__
 from .backbones import BACKBONES, build_backbone, count_parameters, flops_per_image
-from .cache import (CACHE_FORMAT, CheckpointError, clean_temporaries, entry_dir, entry_lock, is_cached,
+from .cache import (CheckpointError, clean_temporaries, config_hash, entry_dir, entry_lock, is_cached,
                     STATE_FILE, read_meta, read_model, read_state, write_model, write_state)
 from .data import DATASETS, ImageData, MoLRG, keep_classes, load_dataset, split_holdout, subset
 from .denoisers import Precond, denoising_loss, draw_noise, get_objective
@@ -55,7 +53,7 @@ __all__ = ["TrainConfig", "training_data", "train", "load_or_train",
 
 _INT_FIELDS = ("holdout", "subset_seed", "subset_offset", "molrg_classes", "molrg_dim", "molrg_seed", "steps",
                "batch_size", "warmup", "seed", "checkpoint_every", "lora_rank")
-# added after models were cached: in the hash only when set, so the models without them kept their names
+# hashed only when set (a field at its default is left out): a config that leaves them unset keeps its hash
 _WHEN_SET = {"hashed": "when-set"}
 _FLOAT_FIELDS = ("label_dropout", "dropout", "lr", "weight_decay", "ema")
 #: far above any batch the book trains with (<= 512), far below one that cannot be allocated
@@ -200,8 +198,7 @@ class TrainConfig:
     @property
     def hash(self) -> str:
         """12 hex digits naming this config's checkpoint (stable across runs and machines)."""
-        payload = json.dumps({"format": CACHE_FORMAT, **self.hashed_fields()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return config_hash(self.hashed_fields())
 
     @property
     def name(self) -> str:
@@ -522,7 +519,7 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
     if rank > 0:  # its own dropout masks (its stream of "train-batches" is free: batches come from stream 0)
         torch.manual_seed(derive_seed(cfg.seed, "train-batches", rank))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    # fused: one kernel per step for all parameters (9-10% faster steps on this CPU; benchmarks/README.md)
+    # fused: one kernel per step for all parameters, faster than one per tensor (benchmarks/README.md)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay, fused=True)
     # every process draws the same global batches and keeps its shard of them
