@@ -36,7 +36,14 @@ def test_operators_measure_what_they_say(digits):
     x = digits[:4]
     mask = box_mask(SHAPE, 2, 2, 4, 4)
     assert mask.sum() == 48 and Inpainting(mask).observed == 0.75
-    assert torch.equal(Inpainting(mask)(x)[..., 2:6, 2:6], torch.zeros(4, 1, 4, 4))
+    op = Inpainting(mask)
+    assert op(x).shape == (4, 48) and op.measurement_shape((3, 8, 8)) == (144,)
+    torch.testing.assert_close(op(x), x.reshape(4, -1)[:, mask.reshape(-1) == 1], rtol=0, atol=0)
+    assert torch.equal(op.view(op(x))[..., 2:6, 2:6], torch.zeros(4, 1, 4, 4))
+    torch.testing.assert_close(op.view(op(x)), x * mask, rtol=0, atol=0)
+    # noise falls on the observed pixels only: the noise floor is sigma_y sqrt(48), not sigma_y sqrt(64)
+    noise = measure(op, x.repeat(64, 1, 1, 1), 0.05) - op(x.repeat(64, 1, 1, 1))
+    assert noise.shape == (256, 48) and abs(noise.norm(dim=1).mean() - 0.05 * 48**0.5) < 0.01
     assert random_mask(SHAPE, 0.3).sum() == round(0.3 * 64)
     torch.testing.assert_close(Downsampling(2)(x)[:, :, 0, 0], x[:, :, :2, :2].mean((2, 3)))
     blurred = GaussianBlur(5, 1.0)(x)
@@ -58,7 +65,7 @@ def test_pseudo_inverse_is_least_squares(digits):
     torch.testing.assert_close(sr(up), sr(x), rtol=0, atol=1e-6)  # A A^+ y = y for a full-rank A
     box = OPS["box"](SHAPE)
     filled = pseudo_inverse(box, box(x), SHAPE)
-    torch.testing.assert_close(filled, box(x), rtol=0, atol=1e-6)  # missing pixels: minimum norm, 0
+    torch.testing.assert_close(filled, box.view(box(x)), rtol=0, atol=1e-6)  # missing pixels: minimum norm, 0
 
 
 @pytest.mark.parametrize("shape", [SHAPE, (3, 8, 8)])
@@ -84,7 +91,7 @@ def test_closed_forms_match_their_dense_matrix_formulas(kind, shape, digits):
 def test_gaussian_posterior_mean_is_the_gaussian_denoiser_when_everything_is_observed(digits, gaussian):
     full = Inpainting(torch.ones(8, 8))
     noisy = digits[1500:1504] + 0.3 * torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(0))
-    post = gaussian_posterior_mean(full, noisy, gaussian, 0.3, SHAPE)
+    post = gaussian_posterior_mean(full, noisy.reshape(4, -1), gaussian, 0.3, SHAPE)
     torch.testing.assert_close(post, gaussian(noisy, 0.3).float().clamp(-1, 1), rtol=0, atol=1e-5)
     # observing more never moves the posterior mean further from the truth, on average
     x = digits[1500:1564]
@@ -187,10 +194,42 @@ def test_inverse_study_scores_models_baselines_and_controls(digits, gaussian):
     ls = study.vs_baselines["A^+ y (least squares)"]  # one score per model, in order
     assert len(ls) == 3 and ls[0].n == 24 and torch.equal(ls[0].similarities, ls[2].similarities)
     table = study.table().splitlines()
-    assert table[0] == "box: 24 held-out images" and len(table) == 3 + len(models) + len(study.baselines)
+    assert table[0] == "box: 24 held-out images, zeta 1" and len(table) == 3 + len(models) + len(study.baselines)
     first, again = table[3].split(), table[5].split()  # rows: the first model (no RP with itself), ...
-    assert first == ["gauss", f"{study.psnr['gauss']:.1f}", f"{study.residual['gauss']:.3f}"]
-    assert again[:2] == ["gauss", "again"] and again[4] == "1.00"
+    assert first == ["gauss", f"{study.psnr['gauss']:.1f}", f"{study.residual['gauss']:.3f}",
+                     f"{study.residual['gauss'] / study.noise_floor:.2f}"]
+    assert again[:2] == ["gauss", "again"] and again[5] == "1.00"
+    assert study.pair_rp("gauss", "gauss again") == (1.0, study.rp.lower[0, 2].item(), study.rp.upper[0, 2].item())
+    assert study.sample_mean is None
+
+
+def test_inverse_study_runs_priors_from_the_same_noise_and_averages_samples(digits, gaussian):
+    from reprodiff.experiments import inverse_study
+    from reprodiff.metrics import same_image_rule
+
+    rule = same_image_rule(digits[:1500], digits[1500:], "pixel", dataset="digits")
+    op, truth = OPS["sr"](SHAPE), digits[1500:1516]
+    kw = dict(rule=rule, noise_std=0.05, zeta=1.0, steps=6, task="sr")
+    models = {"gauss": gaussian, "opt": OptimalDenoiser(digits[:1500])}
+    study = inverse_study(models, op, truth, gaussian, priors={"DPS, Gaussian prior": gaussian},
+                          posterior_samples=3, **kw)
+    # the prior runs the same DPS from the same noise: the same denoiser as a model gives the same images
+    prior_run = study.baselines["DPS, Gaussian prior"]
+    assert torch.equal(prior_run.images, study.reconstructions["gauss"].images)
+    assert [s.value for s in study.vs_baselines["DPS, Gaussian prior"]][0] == 1.0
+    # the mean of 3: the first model from noise streams 0, 7 and 8, averaged image by image
+    y = measure(op, truth, 0.05, range(16))
+    draws = [reconstruct(gaussian, op, y, range(16), SHAPE, zeta=1.0, steps=6, noise_stream=k).images
+             for k in (0, 7, 8)]
+    torch.testing.assert_close(study.sample_mean.images, torch.stack(draws).mean(0), rtol=0, atol=1e-6)
+    assert study.sample_mean.name == "gauss, mean of 3" and "gauss, mean of 3" in study.psnr
+    assert study.psnr["gauss, mean of 3"] > study.psnr["gauss"]  # averaging samples moves towards the mean
+    gap = study.psnr_gap("gauss, mean of 3", "gauss")
+    assert gap[1] < gap[0] < gap[2] and abs(gap[0] - (study.psnr["gauss, mean of 3"] - study.psnr["gauss"])) < 1e-9
+    table = study.table().splitlines()
+    assert table[-1].split()[:4] == ["gauss,", "mean", "of", "3"] and len(table) == 3 + 2 + 3 + 1
+    with pytest.raises(ValueError, match="posterior_samples"):
+        inverse_study(models, op, truth, gaussian, posterior_samples=0, **kw)
 
 
 def test_dps_sensitivity_covers_the_grid(digits, gaussian):
@@ -203,6 +242,27 @@ def test_dps_sensitivity_covers_the_grid(digits, gaussian):
     assert sorted(out) == [(0.0, 4), (0.0, 8), (1.0, 4), (1.0, 8)]
     assert out[(1.0, 8)]["residual"] < out[(0.0, 8)]["residual"]
     assert all(r["rp"].n == 16 for r in out.values())
+    # the floor is the norm of the measurement noise: 0.05 sqrt(16) for the 16 pixels of a 4x4 measurement
+    assert len({r["floor"] for r in out.values()}) == 1 and abs(out[(0.0, 4)]["floor"] - 0.05 * 4) < 0.03
+    other = dps_sensitivity(gaussian, gaussian, OPS["sr"](SHAPE), digits[1500:1516], rule=rule, noise_std=0.05,
+                            zetas=(1.0,), step_counts=(4,), seeds=range(300, 316))
+    assert other[(1.0, 4)]["rp"].value == 1.0 and other[(1.0, 4)]["floor"] != out[(1.0, 4)]["floor"]
+    with pytest.raises(ValueError, match="one seed per image"):
+        dps_sensitivity(gaussian, gaussian, OPS["sr"](SHAPE), digits[:4], rule=rule, noise_std=0.05, zetas=(1.0,),
+                        step_counts=(4,), seeds=range(3))
+
+
+def test_choose_zeta_asks_for_the_fit_of_a_posterior_sample():
+    from reprodiff.experiments import choose_zeta
+
+    grid = {(0.3, 20): dict(residual=1.5, floor=0.5, psnr=11.0), (1.0, 20): dict(residual=0.75, floor=0.5, psnr=13.0),
+            (3.0, 20): dict(residual=0.375, floor=0.5, psnr=15.0), (1.0, 40): dict(residual=0.5, floor=0.5, psnr=14.0)}
+    assert choose_zeta(grid, 20) == 3.0  # 0.75 of the floor beats 1.5, whatever the PSNR
+    assert choose_zeta(grid, 40) == 1.0
+    grid[(0.5, 20)] = dict(residual=0.625, floor=0.5, psnr=0.0)  # 1.25 against 0.75: a tie goes to the smaller scale
+    assert choose_zeta(grid, 20) == 0.5
+    with pytest.raises(ValueError, match="no 10-step entry"):
+        choose_zeta(grid, 10)
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
@@ -223,7 +283,7 @@ def test_every_profiles_tasks_run_at_its_image_size(profile):
         y = measure(op, images, cfg.noise_std)
         assert pseudo_inverse(op, y, shape).shape == images.shape
         assert gaussian_posterior_mean(op, y, prior, cfg.noise_std, shape).shape == images.shape
-    rec = reconstruct(net, op, y, range(2), shape, zeta=task.zeta, steps=2)
+    rec = reconstruct(net, op, y, range(2), shape, zeta=cfg.tuning_zetas[0], steps=2)
     assert rec.images.shape == images.shape and torch.isfinite(rec.images).all()
 
 
@@ -237,3 +297,9 @@ def test_inverse_config_refuses_a_sensitivity_study_it_cannot_run():
         replace(cfg, sensitivity_task="colorization")
     with pytest.raises(ValueError, match="at least two models"):
         replace(cfg, models=dict(list(cfg.models.items())[:1]))
+    with pytest.raises(ValueError, match="same_arch"):
+        replace(cfg, same_arch=("UNet-XS edm", "UNet-XS edm"))
+    for profile in ("cpu", "gpu", "paper", "smoke"):  # scored and tuning images both come from the held-out set
+        cfg = get_config("inverse", profile)
+        assert set(cfg.same_arch) <= set(cfg.models)
+        assert cfg.n_seeds + cfg.tuning_seeds <= next(iter(cfg.models.values())).holdout, profile

@@ -450,30 +450,40 @@ class _ZooChapter(_Chapter):
 
 @dataclass(frozen=True)
 class InverseTask:
-    """One inverse problem: an operator of :data:`reprodiff.inverse.OPERATORS` with its arguments, and
-    the DPS step scale ``zeta`` it is solved with."""
+    """One inverse problem: an operator of :data:`reprodiff.inverse.OPERATORS` with its arguments (the
+    DPS step scale is chosen per task on images that are not scored: ``InverseConfig.tuning_zetas``)."""
 
     operator: str
     kwargs: dict
-    zeta: float
 
 
 @dataclass(frozen=True)
 class InverseConfig(_ZooChapter, _Sampled):
     """Chapter 7: the same inverse problems solved by several models from the same noise (chapter 2's
     models, through the cache), with closed-form baselines, a stochastic control and a sensitivity
-    study of the DPS step scale and the number of steps on ``sensitivity_models``."""
+    study of the DPS step scale and the number of steps on ``sensitivity_models``.
+
+    Each task's step scale is the one of ``tuning_zetas`` whose reconstructions by the two
+    ``sensitivity_models`` explain the measurement closest to its noise level
+    (:func:`reprodiff.experiments.choose_zeta`), on ``tuning_seeds`` held-out images after the
+    ``n_seeds`` scored ones.
+    ``same_arch`` names two of ``models`` that differ only in the training seed (the same-architecture
+    reference); ``posterior_samples`` reconstructions of the first model are averaged per measurement."""
 
     profile: str
     models: dict[str, TrainConfig]
     tasks: dict[str, InverseTask]
     sampling: Sampling  # the DPS solver's: DPM-Solver++(2M) with a measurement step
     noise_std: float = 0.05
-    zetas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0)
+    zetas: tuple[float, ...] = (0.0, 0.3, 0.5, 1.0, 2.0)
     step_counts: tuple[int, ...] = (5, 10, 20, 40)
     sensitivity_task: str = "box inpainting"
     sensitivity_models: tuple[str, str] = ("", "")
     sensitivity_seeds: int = 128
+    tuning_zetas: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0, 2.0, 3.0)
+    tuning_seeds: int = 41
+    posterior_samples: int = 4
+    same_arch: tuple[str, str] = ("", "")
     grid_seeds: int = 8
     notes: str = ""
 
@@ -482,13 +492,20 @@ class InverseConfig(_ZooChapter, _Sampled):
             raise ValueError("an inverse-problem study compares at least two models")
         if self.sensitivity_task not in self.tasks or not set(self.sensitivity_models) <= set(self.models):
             raise ValueError("the sensitivity study must name one of the config's tasks and two of its models")
+        if not set(self.same_arch) <= set(self.models) or self.same_arch[0] == self.same_arch[1]:
+            raise ValueError("same_arch must name two of the config's models")
 
     def summary(self) -> str:
         lines = self._header()
         lines.append(f"tasks (measurement noise sigma_y = {self.noise_std:g}):")
-        lines += [f"  {name:20s} DPS step scale zeta = {t.zeta:g}" for name, t in self.tasks.items()]
+        lines += [f"  {name:20s} {t.operator} {t.kwargs}" for name, t in self.tasks.items()]
         lines.append(f"solver: deterministic DPS with DPM-Solver++(2M), {self.steps} steps")
-        lines.append(f"{self.sampling.seeds}: seed k reconstructs held-out image k")
+        lines.append(f"{self.sampling.seeds}: seed k reconstructs held-out image k (scored)")
+        lines.append(f"zeta per task: of {self.tuning_zetas}, the residual closest to the noise floor")
+        lines.append(f"  on held-out images {self.n_seeds}-{self.n_seeds + self.tuning_seeds - 1} (not scored)")
+        lines.append(f"same architecture, other training seed: {' vs '.join(self.same_arch)}")
+        lines.append(f"posterior mean estimate: the mean of {self.posterior_samples} reconstructions of "
+                     f"{next(iter(self.models))}")
         lines.append(f"sensitivity on {self.sensitivity_task}, {' vs '.join(self.sensitivity_models)}:")
         lines.append(f"  zeta in {self.zetas} x steps in {self.step_counts}, {self.sensitivity_seeds} seeds")
         lines.append(self.sampling.similarity)

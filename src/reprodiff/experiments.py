@@ -24,7 +24,7 @@ from .sampling import Samples, generate, network_calls
 from .training import training_data
 
 __all__ = ["book_rule", "quality_classifier", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control",
-           "InverseStudy", "inverse_study", "dps_sensitivity", "GuidanceStudy", "guidance_study",
+           "InverseStudy", "inverse_study", "dps_sensitivity", "choose_zeta", "GuidanceStudy", "guidance_study",
            "TrainingProgress", "training_progress"]
 
 
@@ -145,10 +145,14 @@ class InverseStudy:
     """One inverse problem solved by several models from the same noise, with its baselines.
 
     ``reconstructions``: model -> deterministic DPS reconstructions (reconstruction k from seed k's
-    noise answers measurement k of ground truth k). ``baselines``: closed forms that use no
-    diffusion model (``A^+ y``, the Gaussian posterior mean). ``controls``: RP of the first model
-    with itself from *other* initial noise (same measurement), and of the stochastic solver
-    between models and within one model.
+    noise answers measurement k of ground truth k). ``baselines``: what the models are read beside:
+    closed forms that use no diffusion model (``A^+ y``, the Gaussian posterior mean) and the same
+    DPS from the same noise with a closed-form denoiser as the prior (``priors`` of
+    :func:`inverse_study`: the Gaussian denoiser, D*). ``controls``: RP of the first model with itself
+    from *other* initial noise (same measurement), and of the stochastic solver between models and
+    within one model. ``sample_mean``: the average of the first model's reconstructions from
+    ``posterior_samples`` initial noises (a Monte Carlo estimate of its posterior mean), None for one.
+    ``noise_floor``: the mean norm of the measurement noise, ``||y - A x_true||``.
     """
 
     task: str
@@ -162,12 +166,29 @@ class InverseStudy:
     psnr: dict[str, float]
     residual: dict[str, float]
     noise_floor: float
+    zeta: float = float("nan")
+    sample_mean: Samples | None = None
 
     @property
     def model_rp(self) -> torch.Tensor:
         """RP of every pair of models, ``(M * (M - 1) / 2,)``."""
         m = len(self.reconstructions)
         return torch.tensor([self.rp.values[i, j].item() for i in range(m) for j in range(i + 1, m)])
+
+    def pair_rp(self, a: str, b: str) -> tuple[float, float, float]:
+        """RP of models ``a`` and ``b`` with its Wilson 95% interval, ``(value, lower, upper)``."""
+        i, j = self.rp.labels.index(a), self.rp.labels.index(b)
+        return self.rp.values[i, j].item(), self.rp.lower[i, j].item(), self.rp.upper[i, j].item()
+
+    def psnr_gap(self, a: str, b: str) -> tuple[float, float, float]:
+        """Mean per-image PSNR of ``a`` minus that of ``b`` (names of :attr:`psnr`), in dB, with a normal
+        95% interval over the images (paired by image): ``(mean, lower, upper)``."""
+        images = {**self.reconstructions, **self.baselines}
+        if self.sample_mean is not None:
+            images[self.sample_mean.name] = self.sample_mean
+        d = psnr(images[a].images, self.truth) - psnr(images[b].images, self.truth)
+        half = 1.96 * float(d.std()) / len(d) ** 0.5
+        return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
 
     def pair_similarities(self) -> dict[str, torch.Tensor]:
         """Seed-paired similarities for the survival curves: every model pair pooled, the first model
@@ -183,29 +204,40 @@ class InverseStudy:
         return curves
 
     def table(self) -> str:
-        """Per model and baseline: mean PSNR to the ground truth, mean measurement residual, and RP
-        with the first model."""
+        """Per model and baseline (and the sample mean): mean PSNR to the ground truth, mean measurement
+        residual, the residual over the noise floor, and RP with the first model."""
         first = list(self.reconstructions)[0]
-        lines = [f"{self.task}: {len(self.truth)} held-out images",
+        lines = [f"{self.task}: {len(self.truth)} held-out images, zeta {self.zeta:g}",
                  f"measurement noise floor ||noise|| = {self.noise_floor:.3f}",
-                 f"{'':26s}{'PSNR (dB)':>10s}{'||y - A x||':>13s}   RP with {first}"]
+                 f"{'':28s}{'PSNR (dB)':>10s}{'||y - A x||':>13s}{'/ floor':>9s}   RP with {first}"]
+
+        def row(name: str, rp: str) -> str:
+            return (f"{name:28s}{self.psnr[name]:10.1f}{self.residual[name]:13.3f}"
+                    f"{self.residual[name] / self.noise_floor:9.2f}   {rp}").rstrip()
         for i, name in enumerate(self.reconstructions):
-            rp = "" if i == 0 else (f"{self.rp.values[0, i]:.2f} [{self.rp.lower[0, i]:.2f}, "
-                                    f"{self.rp.upper[0, i]:.2f}]")
-            lines.append(f"{name:26s}{self.psnr[name]:10.1f}{self.residual[name]:13.3f}   {rp}")
+            lines.append(row(name, "" if i == 0 else (f"{self.rp.values[0, i]:.2f} [{self.rp.lower[0, i]:.2f}, "
+                                                      f"{self.rp.upper[0, i]:.2f}]")))
         for name, scores in self.vs_baselines.items():
             s = scores[0]
-            lines.append(f"{name:26s}{self.psnr[name]:10.1f}{self.residual[name]:13.3f}   "
-                         f"{s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]")
+            lines.append(row(name, f"{s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]"))
+        if self.sample_mean is not None:
+            lines.append(row(self.sample_mean.name, ""))
         return "\n".join(lines)
 
 
 def inverse_study(models: Mapping[str, torch.nn.Module], op, truth: torch.Tensor, prior: torch.nn.Module, *,
                   rule: SameImageRule, noise_std: float, zeta: float, steps: int = 20, task: str = "",
-                  descriptor: str | Descriptor = "pixel", batch_size: int = 256) -> InverseStudy:
+                  descriptor: str | Descriptor = "pixel", batch_size: int = 256,
+                  priors: Mapping[str, torch.nn.Module] | None = None, posterior_samples: int = 1) -> InverseStudy:
     """Measure ``truth`` with ``op`` (noise ``noise_std``; image k's noise from seed k) and solve it with
     every model from the same noise (seed k for image k), plus the baselines and controls of
-    :class:`InverseStudy`. ``prior`` is the Gaussian denoiser whose prior the posterior-mean baseline uses."""
+    :class:`InverseStudy`. ``prior`` is the Gaussian denoiser whose prior the posterior-mean baseline uses;
+    ``priors`` (name -> denoiser, e.g. the Gaussian denoiser and D*) are solved with the same DPS from the
+    same noise and join the baselines; ``posterior_samples`` K > 1 averages the first model's
+    reconstructions from K initial noises (noise streams 0 and 7, 8, ...: stream 7 is the
+    other-noise control) into :attr:`InverseStudy.sample_mean`."""
+    if int(posterior_samples) < 1:
+        raise ValueError(f"posterior_samples must be an integer >= 1, got {posterior_samples!r}")
     shape = tuple(truth.shape[1:])
     seeds = torch.arange(len(truth))
     y = measure(op, truth, noise_std, seeds)
@@ -214,6 +246,7 @@ def inverse_study(models: Mapping[str, torch.nn.Module], op, truth: torch.Tensor
     baselines = {"A^+ y (least squares)": Samples(pseudo_inverse(op, y, shape), seeds, "A^+ y (least squares)"),
                  "Gaussian posterior mean": Samples(gaussian_posterior_mean(op, y, prior, noise_std, shape), seeds,
                                                     "Gaussian posterior mean")}
+    baselines.update({name: reconstruct(d, op, y, seeds, shape, name=name, **kw) for name, d in (priors or {}).items()})
     rp = rp_matrix(list(recs.values()), descriptor, threshold=rule)
     vs = {b: [rp_score(r, s, descriptor, threshold=rule) for r in recs.values()] for b, s in baselines.items()}
     names = list(models)
@@ -225,22 +258,36 @@ def inverse_study(models: Mapping[str, torch.nn.Module], op, truth: torch.Tensor
                 "stochastic, between models": rp_score(stoch[1], stoch[2], descriptor, threshold=rule),
                 "stochastic, same model": rp_score(stoch[0], stoch[1], descriptor, threshold=rule)}
     everything = {**recs, **baselines}
+    mean = None
+    if posterior_samples > 1:
+        draws = [recs[names[0]], other] + [reconstruct(first, op, y, seeds, shape, noise_stream=7 + k, **kw)
+                                           for k in range(1, int(posterior_samples) - 1)]
+        k = int(posterior_samples)
+        mean = Samples(torch.stack([d.images for d in draws[:k]]).mean(0), seeds, f"{names[0]}, mean of {k}")
+        everything[mean.name] = mean
     floor = float(residual_norm(op, truth, y).mean())
     return InverseStudy(task or str(op), truth, y, recs, baselines, rp, vs, controls,
                         {k: float(psnr(s.images, truth).mean()) for k, s in everything.items()},
-                        {k: float(residual_norm(op, s.images, y).mean()) for k, s in everything.items()}, floor)
+                        {k: float(residual_norm(op, s.images, y).mean()) for k, s in everything.items()}, floor,
+                        float(zeta), mean)
 
 
 def dps_sensitivity(model_a: torch.nn.Module, model_b: torch.nn.Module, op, truth: torch.Tensor, *,
                     rule: SameImageRule, noise_std: float, zetas: Sequence[float], step_counts: Sequence[int],
-                    descriptor: str | Descriptor = "pixel", batch_size: int = 256) -> dict[tuple[float, int], dict]:
+                    descriptor: str | Descriptor = "pixel", batch_size: int = 256,
+                    seeds: Sequence[int] | torch.Tensor | None = None) -> dict[tuple[float, int], dict]:
     """RP between two models and their mean PSNR and residual, for every ``(zeta, steps)``.
 
-    Returns ``{(zeta, steps): {"rp": Score, "psnr": float, "residual": float}}`` (PSNR and residual
-    averaged over both models)."""
+    ``seeds``: image k's measurement noise and initial noise (default 0, 1, ...); give images that
+    are not scored elsewhere other seeds too. Returns ``{(zeta, steps): {"rp": Score, "psnr": float,
+    "residual": float, "floor": float}}`` (PSNR and residual averaged over both models; ``floor``, the
+    mean norm of the measurement noise, is the same in every entry)."""
     shape = tuple(truth.shape[1:])
-    seeds = torch.arange(len(truth))
+    seeds = torch.arange(len(truth)) if seeds is None else torch.as_tensor(list(seeds))
+    if len(seeds) != len(truth):
+        raise ValueError(f"{len(seeds)} seeds for {len(truth)} images: one seed per image")
     y = measure(op, truth, noise_std, seeds)
+    floor = float(residual_norm(op, truth, y).mean())
     out = {}
     for zeta in zetas:
         for steps in step_counts:
@@ -249,8 +296,21 @@ def dps_sensitivity(model_a: torch.nn.Module, model_b: torch.nn.Module, op, trut
             out[(zeta, steps)] = dict(
                 rp=rp_score(a, b, descriptor, threshold=rule),
                 psnr=float((psnr(a.images, truth).mean() + psnr(b.images, truth).mean()) / 2),
-                residual=float((residual_norm(op, a.images, y).mean() + residual_norm(op, b.images, y).mean()) / 2))
+                residual=float((residual_norm(op, a.images, y).mean() + residual_norm(op, b.images, y).mean()) / 2),
+                floor=floor)
     return out
+
+
+def choose_zeta(sensitivity: Mapping[tuple[float, int], dict], steps: int) -> float:
+    """The step scale whose ``steps``-step reconstructions (an entry of :func:`dps_sensitivity`) explain
+    the measurement closest to its noise level: mean residual over noise floor nearest 1 (the
+    smaller scale on a tie). An exact posterior sample's residual ``y - A x`` is distributed like the
+    measurement noise itself (given ``y``, the sample and the truth are exchangeable), so the criterion
+    asks for a posterior sampler's fit and never looks at the ground truth."""
+    grid = sorted((z, abs(r["residual"] / r["floor"] - 1)) for (z, k), r in sensitivity.items() if k == steps)
+    if not grid:
+        raise ValueError(f"the sensitivity grid has no {steps}-step entry")
+    return min(grid, key=lambda zg: (zg[1], zg[0]))[0]
 
 
 @dataclass

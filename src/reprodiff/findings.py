@@ -92,7 +92,7 @@ FINDINGS = [
             "not measured (the paper: regimes persist for conditional models, Sec. 4)"),
     Finding("Inverse problems: same measurement and noise, same reconstruction", "07_inverse_problems",
             r"(?m)^\S[^\n]*\n\s+RP between models [\d.]+-[\d.]+",
-            r"stochastic DPS [\d.]+; model vs A\^\+ y at most [\d.]+",
+            r"stochastic DPS [\d.]+; model vs A\^\+ y at most [\d.]+; vs Gaussian-prior DPS at most [\d.]+",
             "shown in figures (Sec. 4); no number we could verify"),
     Finding("Fine-tuned models agree: full and LoRA fine-tunes of one base", "08_fine_tuning",
             r"RP full vs (?:full|LoRA, another)[^\n]+",

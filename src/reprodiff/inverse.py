@@ -3,7 +3,8 @@ deterministic diffusion posterior sampling (the paper's Algorithm 1).
 
 A measurement is ``y = A(x) + sigma_y * n`` for a clean image ``x`` and a *linear* operator ``A``:
 
-* :class:`Inpainting` keeps the pixels where a mask is 1 (:func:`box_mask`, :func:`random_mask`);
+* :class:`Inpainting` measures only the pixels where a mask is 1, as a vector (:func:`box_mask`,
+  :func:`random_mask`), so no measurement noise falls on a hidden pixel;
 * :class:`Downsampling` averages ``factor x factor`` blocks (super-resolution);
 * :class:`GaussianBlur` convolves with a normalised Gaussian kernel, zero-padded (deblurring).
 
@@ -103,8 +104,10 @@ class LinearOperator:
 
 
 class Inpainting(LinearOperator):
-    """Keeps the pixels where ``mask`` (``(C, H, W)`` or ``(H, W)``, 0/1) is 1; the measurement is the
-    masked image, with the missing pixels set to 0 (the operator is its own adjoint)."""
+    """Keeps the pixels where ``mask`` (``(C, H, W)`` or ``(H, W)``, 0/1) is 1. The measurement is the
+    vector of observed pixel values, ``(B, m)`` for ``m`` observed pixels (a ``(1, H, W)`` mask
+    observes the same pixels in every channel), so measurement noise falls on observed pixels only;
+    the adjoint puts them back in place, with the hidden pixels set to 0."""
 
     def __init__(self, mask: torch.Tensor, name: str = "inpainting") -> None:
         mask = torch.as_tensor(mask)
@@ -129,17 +132,24 @@ class Inpainting(LinearOperator):
             raise ValueError(f"the {self.name} mask is {tuple(self.mask.shape)}, the images are "
                              f"{tuple(x.shape[1:])}: the mask must match the image's height and width")
 
+    def _index(self, channels: int, device) -> torch.Tensor:
+        """Flat indices of the observed pixels of a ``(channels, H, W)`` image, in raster order."""
+        return self.mask.expand(channels, *self.mask.shape[1:]).reshape(-1).nonzero().squeeze(1).to(device)
+
     def measurement_shape(self, shape):
-        return tuple(shape)
+        return (int(self.mask.expand(shape[0], *self.mask.shape[1:]).sum()),)
 
     def forward(self, x):
-        return x * self.mask.to(x)
+        return x.reshape(len(x), -1)[:, self._index(x.shape[1], x.device)]
 
     def adjoint(self, y):
-        return y * self.mask.to(y)
+        channels = y.shape[1] // int(self.mask[0].sum()) if len(self.mask) == 1 else len(self.mask)
+        out = y.new_zeros(len(y), channels * self.mask[0].numel())
+        out[:, self._index(channels, y.device)] = y
+        return out.reshape(len(y), channels, *self.mask.shape[1:])
 
     def least_squares(self, y, shape, rtol):
-        return self.adjoint(y.double()).reshape(len(y), -1)  # an orthogonal projection: A^+ = A
+        return self.adjoint(y.double()).reshape(len(y), -1)  # A A^T = I: A^+ = A^T
 
 
 def box_mask(shape: Sequence[int], top: int, left: int, height: int, width: int) -> torch.Tensor:

@@ -202,11 +202,12 @@ def nearest_similarity_bands(sweep, title: str | None = None, ax=None):
 
 def inverse_grid(study, op, seeds: Sequence[int], title: str | None = None):
     """One inverse problem at a glance: rows are the ground truth, the measurement (drawn by
-    ``op.view``), the closed-form baselines and every model's reconstruction; columns are seeds
-    (seed k reconstructs held-out image k)."""
+    ``op.view``), the baselines, every model's reconstruction and, when the study has one, the mean
+    of the first model's reconstructions; columns are seeds (seed k reconstructs held-out image k)."""
     idx = list(seeds)
     rows = {"ground truth": study.truth[idx], "measurement": op.view(study.measurement[idx]).clamp(-1, 1)}
-    for name, s in {**study.baselines, **study.reconstructions}.items():
+    extra = {} if getattr(study, "sample_mean", None) is None else {study.sample_mean.name: study.sample_mean}
+    for name, s in {**study.baselines, **study.reconstructions, **extra}.items():
         rows[name] = s.by_seed(idx)
     return image_grid(rows, [f"seed {k}" for k in idx], scale=0.75, title=title)
 

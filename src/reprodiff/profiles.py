@@ -169,10 +169,12 @@ _REGIMES_PAPER = RegimesConfig(profile="paper", sweeps=(_PAPER_CIFAR_SWEEP, _MOL
                                sampling=_sscd(1000, batch_size=500), notes=_PAPER_NOTES)
 
 
-_CIFAR_TASKS = {"box inpainting": InverseTask("box-inpainting", dict(top=8, left=8, height=16, width=16), 0.5),
-                "random inpainting": InverseTask("random-inpainting", dict(observed=0.3), 0.5),
-                "4x super-resolution": InverseTask("super-resolution", dict(factor=4), 0.3),
-                "deblurring": InverseTask("deblurring", dict(size=9, width=2.0), 0.3)}
+_CIFAR_TASKS = {"box inpainting": InverseTask("box-inpainting", dict(top=8, left=8, height=16, width=16)),
+                "random inpainting": InverseTask("random-inpainting", dict(observed=0.3)),
+                "4x super-resolution": InverseTask("super-resolution", dict(factor=4)),
+                "deblurring": InverseTask("deblurring", dict(size=9, width=2.0))}
+# the public DPS code's scales on 256x256 images lie at 0.3-1; the step scale is tuned per task around them
+_CIFAR_ZETAS = (0.1, 0.3, 0.5, 1.0, 2.0)
 
 _CONFIGS = {
     "same_noise": {
@@ -222,23 +224,30 @@ _CONFIGS = {
     "regimes": {"cpu": _REGIMES_CPU, "gpu": _REGIMES_GPU, "paper": _REGIMES_PAPER},
     "inverse": {
         "cpu": InverseConfig(
-            profile="cpu", models={k: _CPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v")},
-            tasks={"box inpainting": InverseTask("box-inpainting", dict(top=4, left=0, height=4, width=8), 1.0),
-                   "random inpainting": InverseTask("random-inpainting", dict(observed=0.3), 1.0),
-                   "2x super-resolution": InverseTask("super-resolution", dict(factor=2), 1.0),
-                   "deblurring": InverseTask("deblurring", dict(size=5, width=1.0), 1.0)},
+            profile="cpu", models={k: _CPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v",
+                                                            "UNet-XS edm s2")},
+            tasks={"box inpainting": InverseTask("box-inpainting", dict(top=4, left=0, height=4, width=8)),
+                   "random inpainting": InverseTask("random-inpainting", dict(observed=0.3)),
+                   "2x super-resolution": InverseTask("super-resolution", dict(factor=2)),
+                   "deblurring": InverseTask("deblurring", dict(size=5, width=1.0))},
             sampling=Sampling(256, sampler=_DPS, steps=20), sensitivity_models=("UNet-XS edm", "UNet-XS attn"),
-            notes="8x8 digits, offline",
+            same_arch=("UNet-XS edm", "UNet-XS edm s2"), notes="8x8 digits, offline",
         ),
         "gpu": InverseConfig(
-            profile="gpu", models={k: _GPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v")},
+            profile="gpu", models={k: _GPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v",
+                                                            "UNet-XS edm s2")},
             tasks=_CIFAR_TASKS, sampling=_sscd(500, sampler=_DPS, steps=50, batch_size=100),
-            sensitivity_models=("UNet-XS edm", "UNet-XS attn"), sensitivity_seeds=128, notes=_GPU_NOTES,
+            sensitivity_models=("UNet-XS edm", "UNet-XS attn"), tuning_zetas=_CIFAR_ZETAS, tuning_seeds=64,
+            same_arch=("UNet-XS edm", "UNet-XS edm s2"), sensitivity_seeds=128, notes=_GPU_NOTES,
         ),
         "paper": InverseConfig(
-            profile="paper", models={k: _PAPER_ZOO[k] for k in ("UNet-M edm", "UNet-L edm", "UNet-M eps", "UNet-M v")},
-            tasks=_CIFAR_TASKS, sampling=_sscd(1000, sampler=_DPS, steps=50, batch_size=100),
-            sensitivity_models=("UNet-M edm", "UNet-M eps"), sensitivity_seeds=256, notes=_PAPER_NOTES,
+            profile="paper",
+            models={**{k: _PAPER_ZOO[k] for k in ("UNet-M edm", "UNet-L edm", "UNet-M eps", "UNet-M v")},
+                    "UNet-M edm s5": paper_model("unet-m", seed=5)},  # the same architecture, another seed
+            # 1,000 held-out images: 896 scored, 104 for choosing zeta
+            tasks=_CIFAR_TASKS, sampling=_sscd(896, sampler=_DPS, steps=50, batch_size=100),
+            sensitivity_models=("UNet-M edm", "UNet-M eps"), tuning_zetas=_CIFAR_ZETAS, tuning_seeds=104,
+            same_arch=("UNet-M edm", "UNet-M edm s5"), sensitivity_seeds=256, notes=_PAPER_NOTES,
         ),
     },
     "explorer": {
@@ -330,7 +339,8 @@ _SMOKE_FIELDS = {  # field name -> its smoke value (a function of the gpu value)
     "explorer_seeds": lambda v: 4, "interpolation_pairs": lambda v: 2, "frames": lambda v: 3,
     "reference_steps": lambda v: 6, "step_counts": lambda v: v[:2], "text_seeds": lambda v: 2, "text_steps": lambda v: 3,
     "snapshots": lambda v: tuple(range(1, min(len(v), 5) + 1)), "patch_sizes": lambda v: v[:3],
-    "smoothing": lambda v: v[:2], "calibration_seeds": lambda v: 4,
+    "smoothing": lambda v: v[:2], "calibration_seeds": lambda v: 4, "tuning_seeds": lambda v: 4,
+    "tuning_zetas": lambda v: v[:2], "posterior_samples": lambda v: 2,
 }
 _SMOKE_SAMPLING = {"batch_size": 8, "steps": 3}  # a chapter's Sampling: 12 seeds in two batches, 3 sampler steps
 
