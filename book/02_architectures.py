@@ -60,7 +60,7 @@ from reprodiff.controls import decode_seeds
 from reprodiff.denoisers import GaussianDenoiser, OptimalDenoiser, x0_error
 from reprodiff.experiments import book_rule, sample_models, sampler_study, stochastic_control, training_progress
 from reprodiff.metrics import error_matrix, rp_matrix, rp_score
-from reprodiff.plots import curve_with_band, rp_heatmap, same_noise_grid
+from reprodiff.plots import curve_with_band, rp_heatmap, same_noise_grid, training_progress_figure
 from reprodiff.profiles import check_resources
 from reprodiff.training import training_data
 
@@ -179,22 +179,7 @@ print(progress.table())
 unet_pairs = [zoo.values[i, j].item() for i, a in enumerate(zoo.labels) for j, b in enumerate(zoo.labels)
               if i < j and a in unets and b in unets]
 print(f"RP between the UNets themselves: {min(unet_pairs):.2f}-{max(unet_pairs):.2f}")
-fig, ax = plt.subplots(figsize=(6.5, 3.6))
-mid = progress.sigmas.index(0.5)
-ax.plot([e[mid] for e in progress.errors], [sum(progress.rp_range(i)) / 2 for i in range(len(progress.steps))],
-        "o-", color="tab:red", label=f"{uvit} along training (mean of its min and max RP to a UNet)")
-for i, k in enumerate(progress.steps):
-    ax.annotate(f"{k:,}", (progress.errors[i][mid], sum(progress.rp_range(i)) / 2), fontsize=8,
-                textcoords="offset points", xytext=(4, 4))
-ax.axhspan(min(unet_pairs), max(unet_pairs), color="black", alpha=0.12, label="RP between two UNets (range)")
-ax.axvspan(min(e[mid] for e in progress.reference_errors.values()),
-           max(e[mid] for e in progress.reference_errors.values()), color="tab:blue", alpha=0.15,
-           label="the UNets' x0 error (range)")
-ax.set_xlabel("held-out x0 error at sigma = 0.5")
-ax.set_ylabel("RP to the UNets")
-ax.invert_xaxis()
-ax.legend(fontsize=8, loc="upper left")
-fig.tight_layout()
+fig = training_progress_figure(progress, (min(unet_pairs), max(unet_pairs)))
 
 # %% [markdown]
 # At the UNets' 600 steps the U-ViT's x0 error is the zoo's worst and it reproduces no UNet on any
@@ -377,9 +362,4 @@ print(f"diffusion zoo ({nets} models, {zoo.n} seed pairs): RP between models min
 print(f"stochastic sampler control: RP {between.value:.2f} between models, "
       f"{within.value:.2f} within one model")
 print(f"VAE shared-latent control: RP {vae_rp.value:.2f}")
-first, last = progress.rp_range(0), progress.rp_range(len(progress.steps) - 1)
-print(f"{uvit} along training: x0 error at sigma 0.5 {progress.errors[0][mid]:.3f} at step {progress.steps[0]:,} -> "
-      f"{progress.errors[-1][mid]:.3f} at step {progress.steps[-1]:,} (UNets "
-      f"{min(e[mid] for e in progress.reference_errors.values()):.3f}-"
-      f"{max(e[mid] for e in progress.reference_errors.values()):.3f}); RP to the UNets {first[0]:.2f}-{first[1]:.2f} -> "
-      f"{last[0]:.2f}-{last[1]:.2f} (between UNets {min(unet_pairs):.2f}-{max(unet_pairs):.2f})")
+print(progress.headline((min(unet_pairs), max(unet_pairs))))

@@ -84,5 +84,13 @@ def test_training_progress_follows_a_run_through_its_snapshots():
     assert progress.rp["itself"][-1].value == 1.0 and progress.reference_errors["itself"] == progress.errors[-1]
     assert progress.errors[0] != progress.errors[-1]  # snapshots are other weights
     assert progress.rp_range(2) == (1.0, 1.0) and "step     6" in progress.table().replace(",", "")
+    errors, (lo, hi) = progress.error_at(0.5)
+    assert errors == [e[1] for e in progress.errors] and lo == hi == progress.reference_errors["itself"][1]
+    line = progress.headline((0.4, 0.6))
+    assert line.endswith("-> 1.00-1.00 (between UNets 0.40-0.60)") and f"-> {errors[-1]:.3f} at step 6" in line
+    from reprodiff.plots import training_progress_figure
+
+    fig = training_progress_figure(progress, (0.4, 0.6))
+    assert list(fig.axes[0].get_lines()[0].get_xdata()) == errors and [t.get_text() for t in fig.axes[0].texts] == ["2", "4", "6"]
     with pytest.raises(ValueError, match="saved no snapshots"):
         training_progress(replace(cfg, snapshots=()), {"itself": (model, own)}, held.images, seeds, train.shape, rule)

@@ -408,6 +408,22 @@ class TrainingProgress:
         values = [scores[i].value for scores in self.rp.values()]
         return min(values), max(values)
 
+    def error_at(self, sigma: float) -> tuple[list[float], tuple[float, float]]:
+        """The model's x0 error at ``sigma`` per step, and the references' range at that sigma."""
+        i = self.sigmas.index(sigma)
+        refs = [e[i] for e in self.reference_errors.values()]
+        return [e[i] for e in self.errors], (min(refs), max(refs))
+
+    def headline(self, between_references: tuple[float, float], sigma: float = 0.5) -> str:
+        """x0 error at ``sigma`` and RP to the references from the first saved step to the last, beside
+        the references' own error range and ``between_references``, their RP range among themselves."""
+        errors, (lo, hi) = self.error_at(sigma)
+        first, last = self.rp_range(0), self.rp_range(len(self.steps) - 1)
+        return (f"{self.name} along training: x0 error at sigma {sigma:g} {errors[0]:.3f} at step {self.steps[0]:,} -> "
+                f"{errors[-1]:.3f} at step {self.steps[-1]:,} (UNets {lo:.3f}-{hi:.3f}); RP to the UNets "
+                f"{first[0]:.2f}-{first[1]:.2f} -> {last[0]:.2f}-{last[1]:.2f} "
+                f"(between UNets {between_references[0]:.2f}-{between_references[1]:.2f})")
+
     def table(self) -> str:
         """Step, x0 error at each sigma and RP to each reference: one row per step, then the references."""
         sig = " / ".join(f"{s:g}" for s in self.sigmas)

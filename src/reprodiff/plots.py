@@ -15,7 +15,7 @@ from .sampling import Samples
 __all__ = ["same_noise_grid", "image_grid", "rp_heatmap", "curve_with_band", "nearest_grid",
            "survival_curves", "rp_bars", "inverse_grid", "sensitivity_curves", "REGIME_COLORS", "LINE_COLORS",
            "onset_figure", "pair_figure", "dip_figure", "per_label_figure", "trajectory_gap_figure",
-           "drift_figure", "samples_with_nearest"]
+           "drift_figure", "samples_with_nearest", "training_progress_figure"]
 
 #: light fills for regime shading, kept apart from the line colours of models
 REGIME_COLORS = {"memorization": "#9ecae1", "transition": "#fdd0a2", "generalization": "#c7e9c0"}
@@ -396,3 +396,25 @@ def samples_with_nearest(samples: Mapping[str, Samples], gl: Mapping[str, object
         rows[name] = s.by_seed(seeds)
         rows[f"{name} → nearest"] = train_images[gl[name].nearest[torch.tensor([position[int(k)] for k in seeds])]]
     return image_grid(rows, [f"seed {k}" for k in seeds], scale=0.8, title=title)
+
+
+def training_progress_figure(progress, between_references: tuple[float, float], sigma: float = 0.5):
+    """RP to the reference models against held-out x0 error along one training run
+    (:class:`reprodiff.experiments.TrainingProgress`), each saved step labelled, beside the
+    references' own error range (vertical band) and their RP among themselves (horizontal band)."""
+    import matplotlib.pyplot as plt
+
+    errors, (lo, hi) = progress.error_at(sigma)
+    rp = [sum(progress.rp_range(i)) / 2 for i in range(len(progress.steps))]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(errors, rp, "o-", color="tab:red", label=f"{progress.name} along training (mid-range RP to a UNet)")
+    for e, r, k in zip(errors, rp, progress.steps):
+        ax.annotate(f"{k:,}", (e, r), fontsize=8, textcoords="offset points", xytext=(4, 4))
+    ax.axhspan(*between_references, color="black", alpha=0.12, label="RP between two UNets (range)")
+    ax.axvspan(lo, hi, color="tab:blue", alpha=0.15, label="the UNets' x0 error (range)")
+    ax.set_xlabel(f"held-out x0 error at sigma = {sigma:g}")
+    ax.set_ylabel("RP to the UNets")
+    ax.invert_xaxis()
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
