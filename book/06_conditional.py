@@ -56,8 +56,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.conditioning import (every_label, pair_table, per_label_rp, reference_table, same_label_other_noise,
-                                    sample_labelled, seed_pair_check, style_table)
+from reprodiff.conditioning import (every_label, median_table, pair_table, per_label_rp, reference_table,
+                                    same_label_other_noise, sample_labelled, seed_pair_check, style_table)
 from reprodiff.denoisers import ClassGaussianDenoiser, Guided
 from reprodiff.experiments import book_rule, guidance_study, quality_classifier, sample_models
 from reprodiff.metrics import (Scores, get_descriptor, null_similarity, paired_similarity,
@@ -282,6 +282,8 @@ null_mode = {n: generate(m, seeds, shape, labels=null_label, sampler=cfg.sampler
 rp_null_mode = {(a, b): rp_score(null_mode[a], null_mode[b], desc, threshold=rule) for a, b in pairs}
 print(pair_table({"conditional, w=0": study.rp[0.0], "null label": rp_null_mode, "unconditional twins": rp_uncond},
                  pairs, short, (20, 20, 22)))
+print(median_table({"conditional, w=0": study.rp[0.0], "null label": rp_null_mode, "unconditional twins": rp_uncond},
+                   pairs, short, (22, 22, 22)))
 
 # %% [markdown]
 # The networks agree much less on their unconditional mode than on their conditional one, and less

@@ -125,6 +125,22 @@ def test_pair_table_rows_are_pairs_and_columns_conditions():
                      f"{'a vs c':14s}{'0.30 [0.20, 0.40]':>20s}{'0.20 [0.10, 0.30]':>22s}"]
 
 
+def test_median_table_is_the_threshold_free_twin():
+    import torch
+
+    from reprodiff.conditioning import median_table
+    from reprodiff.metrics import Score
+
+    def sc(sims):
+        return Score("RP", 0.5, (0.4, 0.6), len(sims), 0.9, "", "pixel", similarities=torch.tensor(sims))
+
+    pairs = [("UNet a", "UNet b")]
+    lines = median_table({"x": {pairs[0]: sc([0.9] * 5)}, "y": {pairs[0]: sc([0.1, 0.2, 0.3, 0.4, 0.5])}}, pairs,
+                         {"UNet a": "a", "UNet b": "b"}, (22, 22)).splitlines()
+    assert lines[0] == f"{'median':14s}{'x':>22s}{'y':>22s}"
+    assert lines[1].startswith(f"{'a vs b':14s}{'0.900 [0.900,0.900]':>22s}") and "0.300 [" in lines[1]
+
+
 def test_samples_with_nearest_puts_each_sample_over_its_gl_neighbour():
     from types import SimpleNamespace
 

@@ -21,7 +21,7 @@ from .metrics import SameImageRule, Score, Scores, paired_similarity, rp_score
 from .sampling import Samples, generate
 
 __all__ = ["same_label_other_noise", "PerLabelRP", "per_label_rp", "every_label", "cross_label_correlation",
-           "ink_and_centre", "style_table", "sample_labelled", "reference_table", "pair_table",
+           "ink_and_centre", "style_table", "sample_labelled", "reference_table", "pair_table", "median_table",
            "SeedPairCheck", "seed_pair_check"]
 
 
@@ -152,6 +152,23 @@ def pair_table(columns: Mapping[str, Mapping[tuple[str, str], Score]], pairs: Se
     lines = [f"{'pair':14s}" + "".join(f"{title:>{w}s}" for title, w in zip(columns, widths))]
     lines += [f"{short[a] + ' vs ' + short[b]:14s}"
               + "".join(f"{col[(a, b)].interval():>{w}s}" for col, w in zip(columns.values(), widths))
+              for a, b in pairs]
+    return "\n".join(lines)
+
+
+def median_table(columns: Mapping[str, Mapping[tuple[str, str], Score]], pairs: Sequence[tuple[str, str]],
+                 short: Mapping[str, str], widths: Sequence[int]) -> str:
+    """:func:`pair_table`'s threshold-free twin: each cell's median paired similarity with a bootstrap
+    95% interval, so a difference in RP can be told apart from a difference in typical similarity."""
+    from .metrics import bootstrap_ci
+
+    def cell(score: Score) -> str:
+        lo, hi = bootstrap_ci(score.similarities, statistic="median")
+        return f"{float(score.similarities.median()):.3f} [{lo:.3f},{hi:.3f}]"
+
+    lines = [f"{'median':14s}" + "".join(f"{title:>{w}s}" for title, w in zip(columns, widths))]
+    lines += [f"{short[a] + ' vs ' + short[b]:14s}" + "".join(f"{cell(col[(a, b)]):>{w}s}"
+                                                                for col, w in zip(columns.values(), widths))
               for a, b in pairs]
     return "\n".join(lines)
 
