@@ -211,3 +211,6 @@ def test_a_proxy_that_chooses_nothing_is_an_error_or_says_so(models, rule):
     empty = proxy_study(models["Gaussian"], models["D*"], SHAPE, range(4), allow_empty=True, **kw)
     assert empty.precision is None and len(empty.chosen) == 0
     assert empty.summary("Gaussian", "D*") == "proxy Gaussian -> D*, class 3: chose no seed of the class among 4"
+    full = proxy_study(models["Gaussian"], models["D*"], SHAPE, range(4), classifier=Never(), target=0, rule=rule, steps=4)
+    assert full.summary("G", "D").endswith(f"precision {full.precision.interval()}; cost ratio {full.cost_ratio:.2f}")
+    assert full.summary("G", "D", cost=False).endswith(f"precision {full.precision.interval()}")

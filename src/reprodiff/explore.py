@@ -255,12 +255,13 @@ class ProxyStudy:
     chosen_seconds: float
     cost_ratio: float
 
-    def summary(self, cheap: str, expensive: str) -> str:
-        """One line: the proxy's precision for the target class and its cost ratio, or that it chose nothing."""
+    def summary(self, cheap: str, expensive: str, cost: bool = True) -> str:
+        """One line: the proxy's precision for the target class and (``cost``) its cost ratio, a timing
+        that differs from run to run, or that it chose nothing."""
         head = f"proxy {cheap} -> {expensive}, class {self.target}: "
         if self.precision is None:
             return head + f"chose no seed of the class among {self.n_seeds}"
-        return head + f"precision {self.precision.interval()}; cost ratio {self.cost_ratio:.2f}"
+        return head + f"precision {self.precision.interval()}" + (f"; cost ratio {self.cost_ratio:.2f}" if cost else "")
 
 
 def proxy_study(cheap: torch.nn.Module, expensive: torch.nn.Module, shape: Sequence[int], seeds: Sequence[int], *,

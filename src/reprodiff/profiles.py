@@ -90,7 +90,7 @@ _GPU_ZOO = {
     "UNet-S edm": cifar_model("unet-s", seed=1),
     "UNet-XS edm s2": cifar_model("unet-xs", seed=2),
     "UNet-XS attn": cifar_model("unet-xs-attn", seed=3),
-    "U-ViT-XS edm": cifar_model("uvit-xs", seed=4),
+    "U-ViT-XS edm": cifar_model("uvit-xs", seed=4, snapshots=(1000, 2000, 3000)),  # chapter 2 follows it
     "UNet-XS eps": cifar_model("unet-xs", "eps", seed=5),
     "UNet-XS v": cifar_model("unet-xs", "v", seed=6),
 }
@@ -100,7 +100,7 @@ _PAPER_ZOO = {
     "UNet-L edm": paper_model("unet-l", seed=1),
     "UNet-M eps": paper_model("unet-m", "eps", seed=2),
     "UNet-M v": paper_model("unet-m", "v", seed=3),
-    "U-ViT-M edm": paper_model("uvit-m", seed=4),
+    "U-ViT-M edm": paper_model("uvit-m", seed=4, snapshots=(10_000, 20_000, 30_000)),
 }
 
 
