@@ -237,6 +237,29 @@ def test_same_image_rule_is_shared_by_rp_and_gl_and_checks_its_descriptor(digits
     assert survival(sims, [0.0, 0.5, 0.92, 1.0]).tolist() == [1.0, 0.5, 0.25, 0.0]
 
 
+def test_a_calibrated_threshold_carries_its_bootstrap_interval_and_tells_robust_orderings(digits):
+    from reprodiff.metrics import SameImageRule, quantile_interval, same_image_rule
+
+    train, held = digits[:1000], digits[1000:1300]
+    rule = same_image_rule(train, held, dataset="digits")
+    lo, hi = rule.interval
+    assert lo < rule.threshold < hi and hi - lo < 0.05 and "95% bootstrap interval" in str(rule)
+    nn = nearest_neighbors(PixelDescriptor()(held), PixelDescriptor()(train))[0][:, 0]
+    assert quantile_interval(nn, 0.99) == rule.interval  # one seed: the same interval every time
+    wide = quantile_interval(nn[:30], 0.99)  # fewer held-out images: a wider interval
+    assert wide[1] - wide[0] > hi - lo
+    # RP across the interval: a similarity inside it counts at one end and not at the other
+    sims = torch.tensor([lo - 0.01, (lo + hi) / 2, hi + 0.001, 0.5])
+    assert rule.rp_range(sims) == (0.25, 0.5)
+    # one pair always above the other vs. two that cross inside the interval
+    assert rule.ordering(torch.full((4,), 0.999), sims) == "higher"
+    assert rule.ordering(sims, torch.full((4,), 0.999)) == "lower"
+    crossing = torch.tensor([hi + 0.001, lo - 0.01, 0.0, 0.0])
+    assert rule.ordering(crossing, torch.tensor([(lo + hi) / 2, (lo + hi) / 2, 0.0, 0.0])) == "at the threshold only"
+    fixed = SameImageRule(0.6, "fixed", "sscd")  # no interval: every range collapses to the threshold
+    assert fixed.interval is None and fixed.rp_range(torch.tensor([0.5, 0.7])) == (0.5, 0.5)
+
+
 def test_seed_spread_summarises_training_seed_pairs(digits):
     from reprodiff.metrics import seed_spread
 

@@ -299,10 +299,36 @@ class SameImageRule:
     rule: str
     descriptor: str
     dataset: str = ""
+    #: a calibrated threshold's 95% bootstrap interval (the held-out images resampled); ``None`` when
+    #: the threshold is fixed (SSCD's 0.6) or given
+    interval: tuple[float, float] | None = None
 
     def __str__(self) -> str:
         where = f", {self.dataset}" if self.dataset else ""
-        return f"same-image threshold [{self.descriptor}{where}]: {self.threshold:.3f} ({self.rule})"
+        spread = f"; 95% bootstrap interval {self.interval[0]:.3f}-{self.interval[1]:.3f}" if self.interval else ""
+        return f"same-image threshold [{self.descriptor}{where}]: {self.threshold:.3f} ({self.rule}{spread})"
+
+    def _ends(self) -> torch.Tensor:
+        lo, hi = self.interval or (self.threshold, self.threshold)
+        return torch.linspace(lo, hi, 21, dtype=torch.float64)
+
+    def rp_range(self, similarities: torch.Tensor) -> tuple[float, float]:
+        """RP of these seed-pair similarities at the upper and at the lower end of the threshold's
+        interval: ``(lowest, highest)``, the RP a reader could have got from another draw of the
+        held-out images (equal when the threshold is fixed)."""
+        rp = survival(similarities, self._ends())
+        return float(rp.min()), float(rp.max())
+
+    def ordering(self, a: torch.Tensor, b: torch.Tensor) -> str:
+        """Whether "RP of ``a`` is above (below) RP of ``b``" holds at every threshold of the
+        interval (21 thresholds from its lower to its upper end): ``"higher"`` or ``"lower"``, else
+        ``"at the threshold only"`` (the ordering flips, or ties, somewhere inside the interval)."""
+        diff = survival(a, self._ends()) - survival(b, self._ends())
+        if bool((diff > 0).all()):
+            return "higher"
+        if bool((diff < 0).all()):
+            return "lower"
+        return "at the threshold only"
 
 
 def same_image_rule(train_images: torch.Tensor, heldout: torch.Tensor, descriptor: str | Descriptor = "pixel",
@@ -323,8 +349,10 @@ def same_image_rule(train_images: torch.Tensor, heldout: torch.Tensor, descripto
     """
     desc = get_descriptor(descriptor)
     checks.finite_number("quantile", quantile, low=0, high=1, low_inclusive=False, high_inclusive=False)
+    nearest = None
 
     def calibrate() -> tuple[float, str]:
+        nonlocal nearest
         if len(train_images) == 0 or len(heldout) == 0:
             raise ValueError("the same-image rule needs training images and held-out images (got an empty set)")
         if tuple(train_images.shape[1:]) != tuple(heldout.shape[1:]):
@@ -332,13 +360,29 @@ def same_image_rule(train_images: torch.Tensor, heldout: torch.Tensor, descripto
                              f"{tuple(heldout.shape[1:])}: calibrate on one image shape")
         checks.finite_images("train_images", train_images)
         checks.finite_images("heldout", heldout)
-        nn = nearest_neighbors(desc(heldout), desc(train_images))[0][:, 0]
+        nn = nearest = nearest_neighbors(desc(heldout), desc(train_images))[0][:, 0]
         return (calibrate_threshold(nn, quantile),
                 f"{100 * quantile:g}th percentile of {len(heldout):,} held-out real images' similarity to their "
                 f"nearest of {len(train_images):,} training images")
 
     threshold, rule = resolve_threshold(desc, None, calibrate)
-    return SameImageRule(float(threshold), rule, desc.name, dataset)
+    interval = None if nearest is None else quantile_interval(nearest, quantile)
+    return SameImageRule(float(threshold), rule, desc.name, dataset, interval)
+
+
+def quantile_interval(values: torch.Tensor, quantile: float, n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ``quantile`` of ``values`` (resampled with replacement,
+    ``n_boot`` times, from a fixed seed): how far a calibrated threshold, an order statistic of a few
+    hundred numbers, could move with another draw of them."""
+    v = values.double().reshape(-1)
+    if v.numel() == 0:
+        raise ValueError("no values to bootstrap")
+    g = torch.Generator().manual_seed(seed)
+    stats = torch.quantile(v[torch.randint(v.numel(), (n_boot, v.numel()), generator=g)], quantile, dim=1)
+    a = (1 - level) / 2
+    q = torch.quantile(stats, torch.tensor([a, 1 - a], dtype=torch.float64))
+    return (float(q[0]), float(q[1]))
 
 
 def _unpack(threshold: "float | SameImageRule | None", rule: str | None, desc: Descriptor) -> tuple[float | None, str | None]:
