@@ -62,6 +62,33 @@ def test_missing_or_corrupt_base_fails_before_training():
     assert not checkpoint_dir(tuned()).exists()
 
 
+def test_the_pool_starts_a_fine_tune_once_its_base_is_done_ahead_of_shorter_jobs(monkeypatch):
+    """The pool's schedule, with threads standing in for the worker processes and a job that sleeps 0.1 s
+    per training step standing in for training: two jobs in flight, longest first; the fine-tune is held
+    until its base is done and then starts before the shorter jobs that were ready all along (a schedule
+    in waves would have run them first)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import reprodiff.training as training
+
+    started = []
+
+    def fake_train(cfg):
+        started.append(cfg.name)
+        time.sleep(0.1 * cfg.steps)
+        return cfg.name
+
+    monkeypatch.setattr(training, "_IN_PROCESS_FLOPS", 0)  # the pool even for toy models
+    monkeypatch.setattr(training, "_pool_executor", lambda workers: ThreadPoolExecutor(workers))
+    monkeypatch.setattr(training, "_train_in_worker", fake_train)
+    mid, base = replace(BASE, steps=10, seed=9), replace(BASE, steps=6)
+    ft = replace(tuned(), base=base, steps=4)
+    shorts = [replace(BASE, steps=1, seed=s) for s in (5, 6)]
+    assert len(training.train_missing([*shorts, ft, base, mid], workers=2, progress=False)) == 5
+    assert started == [mid.name, base.name, ft.name, shorts[0].name, shorts[1].name]
+
+
 def test_full_fine_tune_starts_from_the_base_and_trains_every_weight():
     base, ft = load_or_train_many([tuned(), BASE], workers=1, progress=False)[::-1]  # base first, in a wave
     assert ft.info["trainable_parameters"] == ft.info["parameters"]

@@ -48,6 +48,13 @@ def test_operators_measure_what_they_say(digits):
     torch.testing.assert_close(Downsampling(2)(x)[:, :, 0, 0], x[:, :, :2, :2].mean((2, 3)))
     blurred = GaussianBlur(5, 1.0)(x)
     assert blurred.shape == x.shape and blurred.std() < x.std()
+    # float64 (covariances, residuals) takes two matrix products instead of a convolution: the same blur
+    for size, width, shape in ((5, 1.0, (1, 8, 8)), (9, 2.0, (3, 12, 10))):
+        op, x64 = GaussianBlur(size, width), torch.randn(4, *shape, dtype=torch.float64)
+        conv = torch.nn.functional.conv2d(x64, op.kernel.expand(shape[0], 1, size, size), padding=size // 2,
+                                          groups=shape[0])
+        torch.testing.assert_close(op(x64), conv, rtol=0, atol=1e-12)
+        torch.testing.assert_close(op(x64.float()), conv.float())
 
 
 def test_measurement_noise_belongs_to_each_image_seed(digits):

@@ -700,6 +700,15 @@ class TrainJob(Protocol):
     def training_flops(self) -> float: ...
 
 
+def _pool_executor(workers: int):
+    """The processes :func:`train_missing` trains in: fresh (spawned) ones, so no state of this process
+    (threads, RNG, a notebook's imports) leaks into a model."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+
 def _train_in_worker(cfg: TrainJob) -> str:
     cfg.train_cached(progress=False)
     return cfg.name
@@ -714,8 +723,8 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
     """Train every config of ``configs`` that is not cached yet, longest first, ``workers`` at a time.
 
     Each worker is a fresh process training one model single-threaded (as :func:`train` always does
-    on CPU), so a model's weights do not depend on which process trained it or in which order. Fine-tunes
-    train in a later wave, once their base is done. The progress bar counts training FLOPs, not models
+    on CPU), so a model's weights do not depend on which process trained it or in which order. A fine-tune
+    starts once its base is done. The progress bar counts training FLOPs, not models
     (a UNet-S costs ~30 MLPs), so its rate and remaining time mean something.
 
     Args:
@@ -727,8 +736,7 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
 
     Returns: the configs that were trained (empty when everything was cached).
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm.auto import tqdm
 
@@ -754,25 +762,47 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
         bar.set_postfix_str(f"{done}/{len(trained)} done, last: {c.name}")
         bar.update(round(costs[c.hash] / 1e12, 2))
 
+    def waiting_on(c) -> str | None:  # the hash of a base still to train, if any
+        base = getattr(c, "base", None)
+        return base.hash if base is not None and base.hash in costs else None
+
     try:
-        while missing:  # in waves: a fine-tune trains once its base is done
-            wave = [c for c in missing
-                    if getattr(c, "base", None) is None or c.base.hash not in {m.hash for m in missing}]
-            missing = [c for c in missing if c not in wave]
-            # longest first (most FLOPs x batch x steps), so the last job to finish is a short one
-            wave.sort(key=lambda c: -costs[c.hash])
-            # a few seconds of work trains faster here than in fresh processes (each imports torch and diffusers)
-            small = sum(costs[c.hash] for c in wave) < _IN_PROCESS_FLOPS
-            if workers == 1 or len(wave) == 1 or small or torch.cuda.is_available():
-                for c in wave:
+        small = sum(costs.values()) < _IN_PROCESS_FLOPS
+        if workers == 1 or len(missing) == 1 or small or torch.cuda.is_available():
+            # one by one in this process: a few seconds of work trains faster here than in fresh processes
+            # (each imports torch and diffusers); bases before their fine-tunes, longest first
+            pending, trained_hashes = sorted(missing, key=lambda c: -costs[c.hash]), set()
+            while pending:
+                for c in [c for c in pending if waiting_on(c) in (None, *trained_hashes)]:
                     c.train_cached(progress)
                     finished(c)
-                continue
-            with ProcessPoolExecutor(max_workers=min(workers, len(wave)), mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_train_in_worker, c): c for c in wave}
-                for fut in as_completed(futures):
+                    trained_hashes.add(c.hash)
+                    pending.remove(c)
+            return trained
+        # one pool for everything, ``workers`` jobs in flight: whenever one finishes, the longest job that
+        # is ready starts (a fine-tune is ready once its base is done), so the pool ends on a short job and
+        # no worker waits for a wave to drain
+        ready = [c for c in missing if waiting_on(c) is None]
+        held = [c for c in missing if waiting_on(c) is not None]
+        done_hashes: set[str] = set()
+        with _pool_executor(min(workers, len(missing))) as pool:
+            running = {}
+            while ready or held or running:
+                ready.sort(key=lambda c: -costs[c.hash])
+                while ready and len(running) < workers:
+                    c = ready.pop(0)
+                    running[pool.submit(_train_in_worker, c)] = c
+                if not running:  # a fine-tune whose base is not in this list and not cached: checked above
+                    raise RuntimeError(f"cannot schedule {', '.join(c.name for c in held)}")
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished_now:
+                    c = running.pop(fut)
                     fut.result()
-                    finished(futures[fut])
+                    finished(c)
+                    done_hashes.add(c.hash)
+                released = [c for c in held if waiting_on(c) in done_hashes]
+                held = [c for c in held if c not in released]
+                ready += released
     finally:
         bar.close()
     return trained
