@@ -199,7 +199,7 @@ print(f"cost per image of class {proxy.target}, proxy / {expensive} alone: {prox
 gaussian = GaussianDenoiser.from_data(train.images)  # fitted, not trained: the free proxy
 free = proxy_study(gaussian, models[expensive], shape, seeds, classifier=classifier, target=cfg.proxy_target,
                    rule=rule, descriptor=cfg.descriptor, sampler=cfg.sampler, steps=cfg.steps,
-                   batch_size=cfg.batch_size, allow_empty=True)
+                   batch_size=cfg.batch_size, allow_empty=True, baseline=proxy)
 print(f"{free.summary('Gaussian denoiser', expensive)}; it chose {len(free.chosen)} of {free.n_seeds} seeds, "
       f"in {free.cheap_seconds:.1f} s")
 

@@ -214,3 +214,19 @@ def test_a_proxy_that_chooses_nothing_is_an_error_or_says_so(models, rule):
     full = proxy_study(models["Gaussian"], models["D*"], SHAPE, range(4), classifier=Never(), target=0, rule=rule, steps=4)
     assert full.summary("G", "D").endswith(f"precision {full.precision.interval()}; cost ratio {full.cost_ratio:.2f}")
     assert full.summary("G", "D", cost=False).endswith(f"precision {full.precision.interval()}")
+
+
+def test_a_second_proxy_reuses_the_first_studys_run_of_the_expensive_model(models, rule):
+    class Always:  # every image is class 0
+        def probabilities(self, images):
+            p = torch.zeros(len(images), 10)
+            p[:, 0] = 1
+            return p
+
+    kw = dict(classifier=Always(), target=0, rule=rule, steps=4)
+    first = proxy_study(models["Gaussian"], models["D*"], SHAPE, range(6), **kw)
+    second = proxy_study(models["D*"], models["D*"], SHAPE, range(6), baseline=first, **kw)
+    assert (second.expensive_seconds, second.base_rate) == (first.expensive_seconds, first.base_rate)
+    assert second.precision.value == 1.0 and second.rp.value == 1.0  # D* against itself, on every seed
+    with pytest.raises(ValueError, match="same seeds and target"):
+        proxy_study(models["D*"], models["D*"], SHAPE, range(5), baseline=first, **kw)

@@ -266,14 +266,24 @@ class ProxyStudy:
 
 def proxy_study(cheap: torch.nn.Module, expensive: torch.nn.Module, shape: Sequence[int], seeds: Sequence[int], *,
                 classifier, target: int, rule: SameImageRule, descriptor="pixel", sampler: str = "heun",
-                steps: int = 18, batch_size: int = 256, allow_empty: bool = False) -> ProxyStudy:
+                steps: int = 18, batch_size: int = 256, allow_empty: bool = False,
+                baseline: ProxyStudy | None = None) -> ProxyStudy:
     """Choose seeds whose cheap sample the classifier calls ``target``; generate them with the
     expensive model; compare with generating every seed expensively (both timed here, so these samples
     bypass the sample cache: an earlier cell that drew the same seeds must not make them look free).
     A cheap model that draws the class on no seed is a ValueError, or with ``allow_empty`` a result
-    that says so (a weak proxy, such as a closed form, may choose nothing)."""
+    that says so (a weak proxy, such as a closed form, may choose nothing).
+
+    ``baseline``: an earlier study of the same expensive model on the same seeds and target (a second
+    proxy compared with the first); its run of the expensive model over every seed (base rate and
+    seconds) is reused instead of sampled again. ValueError when its seeds or target differ, or it
+    never ran the expensive model."""
     kw = dict(sampler=sampler, steps=steps, batch_size=batch_size, cache_samples=False)
     seeds = torch.as_tensor(list(seeds))
+    if baseline is not None and (baseline.n_seeds != len(seeds) or baseline.target != target
+                                 or baseline.precision is None):
+        raise ValueError("the baseline study must have run the expensive model on the same seeds and target "
+                         f"(it has {baseline.n_seeds} seeds, class {baseline.target}; here {len(seeds)}, class {target})")
     start = time.perf_counter()
     cheap_all = generate(cheap, seeds, shape, name="cheap", **kw)
     cheap_seconds = time.perf_counter() - start
@@ -285,11 +295,14 @@ def proxy_study(cheap: torch.nn.Module, expensive: torch.nn.Module, shape: Seque
     start = time.perf_counter()
     exp_chosen = generate(expensive, chosen, shape, name="expensive, chosen seeds", **kw)
     chosen_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    exp_all = generate(expensive, seeds, shape, name="expensive", **kw)
-    expensive_seconds = time.perf_counter() - start
+    if baseline is None:
+        start = time.perf_counter()
+        exp_all = generate(expensive, seeds, shape, name="expensive", **kw)
+        expensive_seconds = time.perf_counter() - start
+        base = float((classifier.probabilities(exp_all.images).argmax(1) == target).double().mean())
+    else:
+        expensive_seconds, base = baseline.expensive_seconds, baseline.base_rate
     hits = int((classifier.probabilities(exp_chosen.images).argmax(1) == target).sum())
-    base = float((classifier.probabilities(exp_all.images).argmax(1) == target).double().mean())
     rp = rp_score(Samples(cheap_all.by_seed(chosen), chosen), exp_chosen, descriptor, threshold=rule)
     per_target_proxy = (cheap_seconds + chosen_seconds) / max(hits, 1)
     per_target_direct = expensive_seconds / max(base * len(seeds), 1)
