@@ -257,6 +257,26 @@ def test_quality_classifier_rates_real_digits_above_blurred_ones():
     assert clf.confidence(blurred) < conf and clf.confidence(mean_digit) < conf - 0.2
 
 
+def test_the_quality_classifier_is_fitted_once_per_cache_and_refitted_when_damaged(monkeypatch):
+    from sklearn.neural_network import MLPClassifier
+
+    from reprodiff.cache import cache_root
+    from reprodiff.metrics import QualityClassifier
+
+    data = load_dataset("digits").select(torch.arange(300))
+    first = QualityClassifier.fitted(data.images, data.labels)
+    (entry,) = (cache_root() / "classifiers").glob("*.pkl")
+    fits = []
+    monkeypatch.setattr(MLPClassifier, "fit", lambda self, *a: fits.append(1) or self)
+    again = QualityClassifier.fitted(data.images, data.labels)  # from the cache: no fit
+    assert fits == [] and torch.equal(again.probabilities(data.images[:20]), first.probabilities(data.images[:20]))
+    QualityClassifier.fitted(data.images, data.labels, seed=1)  # another seed: another fit
+    assert fits == [1]
+    entry.write_bytes(b"damaged")
+    QualityClassifier.fitted(data.images, data.labels)  # refitted and stored again
+    assert fits == [1, 1] and entry.read_bytes() != b"damaged"
+
+
 def test_molrg_subspace_energy_tells_the_mixture_from_its_gaussian_approximation():
     d = MoLRG(num_classes=4, dim=8)
     real = d.sample(200, seed=1).images

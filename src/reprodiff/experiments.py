@@ -54,7 +54,7 @@ def quality_classifier(dataset: str, profile: str = "cpu") -> tuple[QualityClass
     """
     train, held = training_data(reference_split(dataset, profile))
     train = train.select(torch.arange(min(len(train), 5000)))  # enough for a rating; CIFAR-10 would take long
-    clf = QualityClassifier(train.images, train.labels)
+    clf = QualityClassifier.fitted(train.images, train.labels)  # fitted once per cache
     return clf, clf.accuracy(held.images, held.labels), clf.confidence(held.images)
 
 

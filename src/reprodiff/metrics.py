@@ -455,15 +455,51 @@ class QualityClassifier:
     sample-quality number with a real-data ceiling (its value on held-out real images).
     """
 
+    #: strong L2 (alpha=1): an unregularised MLP is confidently wrong on blurred or averaged digits
+    _SETTINGS = dict(hidden_layer_sizes=(128,), alpha=1.0, max_iter=400)
+
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> None:
         from sklearn.neural_network import MLPClassifier
 
         if len(images) != len(labels) or len(torch.unique(labels)) < 2:
             raise ValueError("the quality classifier needs one label per image and at least two classes")
         self.shape = tuple(images.shape[1:])
-        # strong L2 (alpha=1): an unregularised MLP is confidently wrong on blurred or averaged digits
-        self.model = MLPClassifier(hidden_layer_sizes=(128,), alpha=1.0, max_iter=400, random_state=seed)
+        self.model = MLPClassifier(**self._SETTINGS, random_state=seed)
         self.model.fit(images.reshape(len(images), -1).double().numpy(), labels.numpy())
+
+    @classmethod
+    def fitted(cls, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> "QualityClassifier":
+        """The classifier of these images and labels, from the cache (``classifiers/`` under
+        :func:`reprodiff.cache.cache_root`) when the same fit was stored before, else fitted and stored.
+
+        The fit is deterministic, so the stored classifier is the one fitting would return; the key
+        covers the images, labels, seed, settings and scikit-learn's version. A damaged entry is fitted
+        again and replaced; a cache that cannot be written only costs the fit next time."""
+        import hashlib
+        import pickle
+        from importlib.metadata import version
+
+        from .cache import atomic_write_bytes, cache_root
+
+        key = hashlib.sha256()
+        for part in (images.contiguous().numpy().tobytes(), labels.contiguous().numpy().tobytes(),
+                     f"{tuple(images.shape)}|{seed}|{cls._SETTINGS}|{version('scikit-learn')}".encode()):
+            key.update(part)
+        path = cache_root() / "classifiers" / f"{key.hexdigest()[:20]}.pkl"
+        if path.is_file():
+            try:
+                clf = pickle.loads(path.read_bytes())
+                if isinstance(clf, cls):
+                    return clf
+            except Exception:  # damaged: fitted again below
+                pass
+        clf = cls(images, labels, seed)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, pickle.dumps(clf))
+        except OSError:
+            pass
+        return clf
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[1:]) != self.shape:
