@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from reprodiff.cache import MODEL_WEIGHTS, cache_root
@@ -32,6 +33,18 @@ def test_sampler_study_converges_to_its_reference():
     assert study.curve("heun")[1][-1] == 1.0 and study.min_nfe("heun", 0.99) == 79
     assert study.curve("heun")[1][0] < 1.0  # 3 calls are too few to reproduce the reference
     assert study.min_nfe("euler", 2.0) is None
+    # across a threshold interval: the lenient end never needs more calls than the strict end
+    from reprodiff.metrics import SameImageRule
+
+    fixed = SameImageRule(0.99, "test", "pixel")
+    assert study.min_nfe_range("heun", 0.99, fixed) == (79, 79)  # no interval: the threshold's own answer
+    wide = SameImageRule(0.99, "test", "pixel", interval=(-1.0, 1.0))
+    assert study.min_nfe_range("heun", 0.99, wide) == (3, None)  # everything counts at -1, nothing at 1
+    assert torch.equal(study.similarities("heun", 40), study.rows[-1]["similarities"])
+    with pytest.raises(ValueError, match="no sampler"):
+        study.min_nfe_range("ddim", 0.9, fixed)
+    with pytest.raises(ValueError, match="no row"):
+        study.similarities("heun", 7)
 
 
 def test_stochastic_control_breaks_reproducibility_of_the_same_model():
@@ -65,8 +78,6 @@ def test_vae_trains_caches_and_decodes_by_seed():
 def test_training_progress_follows_a_run_through_its_snapshots():
     from dataclasses import replace
 
-    import pytest
-
     from reprodiff.experiments import training_progress
     from reprodiff.metrics import same_image_rule
     from reprodiff.sampling import generate
@@ -84,6 +95,10 @@ def test_training_progress_follows_a_run_through_its_snapshots():
     assert progress.rp["itself"][-1].value == 1.0 and progress.reference_errors["itself"] == progress.errors[-1]
     assert progress.errors[0] != progress.errors[-1]  # snapshots are other weights
     assert progress.rp_range(2) == (1.0, 1.0) and "step     6" in progress.table().replace(",", "")
+    assert progress.median_range(2) == (1.0, 1.0) and "median 1.000-1.000" in progress.table()
+    (last_vs_first,) = progress.compare_steps(rule, -1, 0)
+    assert last_vs_first.names == ("to itself: step 6", "step 2") and last_vs_first.rp[0] == (1.0, 1.0)
+    assert last_vs_first.verdict in ("higher", "higher at the threshold only", "tie")  # nothing beats RP 1
     errors, (lo, hi) = progress.error_at(0.5)
     assert errors == [e[1] for e in progress.errors] and lo == hi == progress.reference_errors["itself"][1]
     line = progress.headline((0.4, 0.6))

@@ -287,3 +287,34 @@ def test_in_classes_is_the_classifier_s_verdict_per_sample(digits):
     assert float((mask == (labels >= 5)).double().mean()) > 0.8
     assert not in_classes(clf, s, ()).any()
 
+
+
+def test_compare_rp_tells_a_robust_ordering_from_one_at_the_threshold_only():
+    from reprodiff.metrics import SameImageRule, compare_rp
+
+    rule = SameImageRule(0.98, "test", "pixel", "digits", interval=(0.97, 0.99))
+    high, low = torch.full((8,), 0.995), torch.full((8,), 0.5)
+    c = compare_rp(rule, high, low, ("high", "low"))
+    assert (c.verdict, c.median_verdict) == ("higher", "higher") and c.rp == ((1.0, 1.0), (0.0, 0.0))
+    assert compare_rp(rule, low, high).verdict == "lower"
+    # a: 0.985 counts up to 0.985; b: 0.975 counts only below 0.975. At 0.98 a is ahead, at 0.97 b is
+    a = torch.tensor([0.985, 0.985, 0.0, 0.0])
+    b = torch.tensor([0.995, 0.975, 0.975, 0.0])
+    c = compare_rp(rule, a, b, ("a", "b"))
+    assert c.verdict == "higher at the threshold only" and c.rp == ((0.5, 0.5), (0.25, 0.25))
+    assert c.rp_range == ((0.0, 0.5), (0.25, 0.75)) and c.median_verdict == "overlap"
+    assert compare_rp(rule, a, a).verdict == "tie"
+    # a group is above another only if each of its members is above each member of the other side
+    assert compare_rp(rule, [high, high], [low, low]).verdict == "higher"
+    assert compare_rp(rule, [high, low], [low]).verdict == "tie"
+    assert c.median[0][:2] == (float(a.double().median()),) * 2
+    text = str(c)
+    assert "a vs b: RP 0.50 vs 0.25 (0.00-0.50 vs 0.25-0.75 across the threshold's interval)" in text
+    assert "higher at the threshold only" in text and "intervals overlap" in text
+    one = torch.zeros(1000)
+    one[0] = 0.985  # ordered at the threshold but alike in two decimals: printed with more
+    assert "RP 0.001 vs 0.000 (0.000-0.001 vs 0.000 across" in str(compare_rp(rule, one, torch.zeros(1000)))
+    with pytest.raises(ValueError, match="empty"):
+        compare_rp(rule, [], low)
+    with pytest.raises(ValueError, match="empty"):
+        compare_rp(rule, high, torch.zeros(0))

@@ -17,8 +17,9 @@ import torch
 
 from .denoisers import Guided
 from .inverse import gaussian_posterior_mean, measure, pseudo_inverse, reconstruct, residual_norm
-from .metrics import (Descriptor, QualityClassifier, RPMatrix, SameImageRule, Score, Scores, get_descriptor,
-                      paired_similarity, psnr, rp_matrix, rp_score, same_image_rule, within_label_similarity)
+from .metrics import (Descriptor, QualityClassifier, RPComparison, RPMatrix, SameImageRule, Score, Scores,
+                      compare_rp, get_descriptor, paired_similarity, psnr, rp_matrix, rp_score, same_image_rule,
+                      within_label_similarity)
 from .profiles import SAME_IMAGE_QUANTILE, reference_split
 from .sampling import Samples, generate, network_calls
 from .training import training_data
@@ -95,6 +96,25 @@ class SamplerStudy:
         hits = [row["nfe"] for row in self.rows if row["sampler"] == sampler and row["rp"] >= level]
         return min(hits) if hits else None
 
+    def min_nfe_range(self, sampler: str, level: float, rule: SameImageRule) -> tuple[int | None, int | None]:
+        """:meth:`min_nfe` across ``rule``'s threshold interval: ``(fewest, most)``, the network calls at
+        which ``sampler`` first reaches RP >= ``level`` at the interval's lower end (the most lenient
+        threshold) and at its upper end (the strictest; ``None`` where it never does)."""
+        rows = [row for row in self.rows if row["sampler"] == sampler]
+        if not rows:
+            raise ValueError(f"no sampler {sampler!r} in this study (it has {sorted({r['sampler'] for r in self.rows})})")
+        ranges = [(row["nfe"], rule.rp_range(row["similarities"])) for row in rows]
+        lenient = [nfe for nfe, (_, hi) in ranges if hi >= level]
+        strict = [nfe for nfe, (lo, _) in ranges if lo >= level]
+        return (min(lenient) if lenient else None, min(strict) if strict else None)
+
+    def similarities(self, sampler: str, steps: int) -> torch.Tensor:
+        """The seed-pair similarities of ``sampler`` at ``steps`` steps to the reference, ``(n,)``."""
+        for row in self.rows:
+            if row["sampler"] == sampler and row["steps"] == steps:
+                return row["similarities"]
+        raise ValueError(f"no row for {sampler!r} at {steps} steps in this study")
+
 
 def sampler_study(model: torch.nn.Module, seeds: Sequence[int] | range, shape: Sequence[int], *,
                   samplers: Sequence[str], step_counts: Sequence[int], threshold: float, threshold_rule: str,
@@ -114,7 +134,8 @@ def sampler_study(model: torch.nn.Module, seeds: Sequence[int] | range, shape: S
                          batch_size=batch_size)
             score = rp_score(s, ref, descriptor, threshold=threshold, threshold_rule=threshold_rule)
             rows.append(dict(sampler=sampler, steps=steps, nfe=network_calls(sampler, steps), rp=score.value,
-                             lower=score.ci[0], upper=score.ci[1], median=float(score.similarities.median())))
+                             lower=score.ci[0], upper=score.ci[1], median=float(score.similarities.median()),
+                             similarities=score.similarities))
     return SamplerStudy(rows, ref, threshold, threshold_rule)
 
 
@@ -424,14 +445,30 @@ class TrainingProgress:
                 f"{first[0]:.2f}-{first[1]:.2f} -> {last[0]:.2f}-{last[1]:.2f} "
                 f"(between UNets {between_references[0]:.2f}-{between_references[1]:.2f})")
 
+    def median_range(self, i: int) -> tuple[float, float]:
+        """The lowest and highest median seed-pair similarity to a reference at ``steps[i]`` (threshold-free)."""
+        values = [float(scores[i].similarities.median()) for scores in self.rp.values()]
+        return min(values), max(values)
+
+    def compare_steps(self, rule: SameImageRule, i: int = -1, j: int = -2) -> list[RPComparison]:
+        """For each reference, RP at ``steps[i]`` against RP at ``steps[j]`` across ``rule``'s threshold
+        interval, medians beside (:func:`reprodiff.metrics.compare_rp`): did agreement still change?"""
+        return [compare_rp(rule, scores[i].similarities, scores[j].similarities,
+                           (f"to {ref}: step {self.steps[i]:,}", f"step {self.steps[j]:,}"))
+                for ref, scores in self.rp.items()]
+
     def table(self) -> str:
-        """Step, x0 error at each sigma and RP to each reference: one row per step, then the references."""
+        """Step, x0 error at each sigma and RP to each reference: one row per step, then the references.
+        Each step's row ends with the range of its median similarities to the references."""
         sig = " / ".join(f"{s:g}" for s in self.sigmas)
-        lines = [f"{self.name}: x0 error on held-out images at sigma {sig}; RP to " + ", ".join(self.rp)]
+        lines = [f"{self.name}: x0 error on held-out images at sigma {sig}; RP to " + ", ".join(self.rp)
+                 + "; median similarity to them"]
         for i, k in enumerate(self.steps):
             lo, hi = self.rp_range(i)
+            m_lo, m_hi = self.median_range(i)
             lines.append(f"  step {k:>5,}: " + " / ".join(f"{e:.3f}" for e in self.errors[i])
-                         + f"; RP {lo:.2f}-{hi:.2f} (" + ", ".join(f"{s[i].value:.2f}" for s in self.rp.values()) + ")")
+                         + f"; RP {lo:.2f}-{hi:.2f} (" + ", ".join(f"{s[i].value:.2f}" for s in self.rp.values())
+                         + f"); median {m_lo:.3f}-{m_hi:.3f}")
         for name, errors in self.reference_errors.items():
             lines.append(f"  {name}: " + " / ".join(f"{e:.3f}" for e in errors))
         return "\n".join(lines)

@@ -35,7 +35,8 @@ __all__ = [
     "Score", "Scores", "paired_similarity", "null_similarity", "calibrate_threshold", "rp_score", "gl_score",
     "nearest_neighbors", "gu_memorization", "paired_error", "bootstrap_ci", "SSCD_THRESHOLD",
     "RPMatrix", "rp_matrix", "pooled_null_threshold", "error_matrix", "resolve_threshold",
-    "SameImageRule", "same_image_rule", "wilson_ci", "survival", "SeedSpread", "seed_spread", "QualityClassifier",
+    "SameImageRule", "same_image_rule", "wilson_ci", "survival", "RPComparison", "compare_rp",
+    "SeedSpread", "seed_spread", "QualityClassifier",
     "psnr", "within_label_similarity", "in_classes",
 ]
 
@@ -414,6 +415,105 @@ def survival(similarities: torch.Tensor, thresholds: torch.Tensor | Sequence[flo
             raise ValueError(f"survival needs finite {name}: {int(bad.sum())} of {values.numel()} are NaN or inf "
                              f"(e.g. {values[bad][0].item()})")
     return (s[None, :] > t[:, None]).double().mean(1)
+
+
+def _members(group: "torch.Tensor | Sequence[torch.Tensor]", side: str) -> list[torch.Tensor]:
+    members = [group] if isinstance(group, torch.Tensor) else list(group)
+    if not members or any(m.numel() == 0 for m in members):
+        raise ValueError(f"compare_rp needs seed-pair similarities on side {side!r} (got an empty set)")
+    return [m.double().reshape(-1) for m in members]
+
+
+@dataclass(frozen=True)
+class RPComparison:
+    """RP of two sets of seed-pair similarities (or two groups of sets: every model pair of a kind)
+    read across a same-image rule's threshold interval, with the median similarity beside.
+
+    Per side: ``rp`` the (lowest, highest) RP of its members at the rule's threshold; ``rp_range``
+    the same over every threshold of the interval; ``median`` (lowest member's median, highest
+    member's median, lowest lower end, highest upper end of their bootstrap 95% intervals).
+    ``verdict``: ``"higher"`` (``"lower"``) when every member of ``a`` has a higher (lower) RP than
+    every member of ``b`` at every threshold of the interval; ``"higher at the threshold only"``
+    (``"lower ..."``) when that holds at the rule's threshold but not across the interval; ``"tie"``
+    when the two sides overlap or tie at the threshold itself. ``median_verdict``: ``"higher"`` or
+    ``"lower"`` when the sides' median intervals lie apart, else ``"overlap"``."""
+
+    names: tuple[str, str]
+    rp: tuple[tuple[float, float], tuple[float, float]]
+    rp_range: tuple[tuple[float, float], tuple[float, float]]
+    median: tuple[tuple[float, float, float, float], tuple[float, float, float, float]]
+    verdict: str
+    median_verdict: str
+
+    @staticmethod
+    def _span(lo: float, hi: float, digits: int = 2) -> str:
+        return f"{lo:.{digits}f}" if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"{lo:.{digits}f}-{hi:.{digits}f}"
+
+    @classmethod
+    def _sides(cls, spans, digits: int, ordered: bool) -> tuple[str, int]:
+        """``("a vs b", digits)``; where the two sides are ordered but print alike, with up to four more
+        digits."""
+        for d in range(digits, digits + 5):
+            a, b = (cls._span(*span[:2], d) + (f" [{span[2]:.{d}f}, {span[3]:.{d}f}]" if len(span) == 4 else "")
+                    for span in spans)
+            if a != b or not ordered:
+                break
+        return f"{a} vs {b}", d
+
+    def __str__(self) -> str:
+        a, b = self.names
+        rp, digits = self._sides(self.rp, 2, self.verdict != "tie")
+        across, _ = self._sides(self.rp_range, digits, False)
+        med, _ = self._sides(self.median, 3, self.median_verdict != "overlap")
+        verdict = {"higher": "higher at every threshold of the interval",
+                   "lower": "lower at every threshold of the interval",
+                   "tie": "a tie at the threshold"}.get(self.verdict, self.verdict)
+        medians = "intervals overlap" if self.median_verdict == "overlap" else f"{self.median_verdict}, intervals apart"
+        return (f"{a} vs {b}: RP {rp} ({across} across the threshold's interval): {verdict}\n"
+                f"    median similarity {med} ({medians})")
+
+
+def compare_rp(rule: SameImageRule, a: "torch.Tensor | Sequence[torch.Tensor]",
+               b: "torch.Tensor | Sequence[torch.Tensor]", names: tuple[str, str] = ("a", "b"),
+               n_boot: int = 2000, seed: int = 0) -> RPComparison:
+    """Is RP of ``a`` above RP of ``b``, whatever threshold inside ``rule``'s bootstrap interval the
+    held-out images had given? ``a`` and ``b``: the seed-pair similarities of one model pair
+    (:func:`paired_similarity`, a :class:`Score`'s ``similarities``) or a list of them (a group of
+    pairs, e.g. every pair of one kind: each member must then be above each member of the other side).
+    The median similarity of every member, with a bootstrap 95% interval (:func:`bootstrap_ci`), comes
+    beside: the threshold-free view of the same comparison. See :class:`RPComparison`.
+
+    ValueError when a side is empty or holds an empty set of similarities."""
+    sides = (_members(a, names[0]), _members(b, names[1]))
+    ends = rule._ends()
+    at = [torch.stack([survival(m, [rule.threshold])[0] for m in side]) for side in sides]
+    across = [torch.stack([survival(m, ends) for m in side]) for side in sides]  # (members, thresholds)
+
+    def order(x: torch.Tensor, y: torch.Tensor) -> str | None:  # x, y: (members, thresholds)
+        if bool((x.min(0).values > y.max(0).values).all()):
+            return "higher"
+        if bool((x.max(0).values < y.min(0).values).all()):
+            return "lower"
+        return None
+
+    verdict = order(*across)
+    if verdict is None:
+        at_threshold = order(at[0][:, None], at[1][:, None])
+        verdict = "tie" if at_threshold is None else f"{at_threshold} at the threshold only"
+    medians = []
+    for side in sides:
+        cis = [bootstrap_ci(m, n_boot=n_boot, seed=seed, statistic="median") for m in side]
+        values = [float(m.median()) for m in side]
+        medians.append((min(values), max(values), min(c[0] for c in cis), max(c[1] for c in cis)))
+    if medians[0][2] > medians[1][3]:
+        median_verdict = "higher"
+    elif medians[0][3] < medians[1][2]:
+        median_verdict = "lower"
+    else:
+        median_verdict = "overlap"
+    return RPComparison(tuple(names), tuple((float(r.min()), float(r.max())) for r in at),
+                        tuple((float(r.min()), float(r.max())) for r in across), tuple(medians), verdict,
+                        median_verdict)
 
 
 @dataclass
