@@ -98,17 +98,18 @@ def test_prepare_refuses_a_real_cifar10(tmp_path):
 
 def test_gpu_check_rejects_bad_arguments(tmp_path):
     for args, message in ((["--chapters", "42"], "no chapter 42"), (["--budget", "0"], "positive"),
-                          (["--jobs", "0"], "at least 1")):
+                          (["--jobs", "0"], "at least 1"), (["--jobs", "2", "--one-kernel"], "leave --jobs at 1")):
         run = subprocess.run([sys.executable, "scripts/gpu-check", "--profile", "smoke", *args], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and message in run.stderr
 
 
 def test_every_chapter_runs_its_gpu_code_path_at_toy_scale(tmp_path):
-    """``scripts/gpu-check --profile smoke``: every chapter notebook, executed with the smoke profile."""
+    """``scripts/gpu-check --profile smoke --one-kernel``: every chapter notebook, executed with the smoke
+    profile in one kernel (imports paid once; each chapter starts from an empty namespace)."""
     out = tmp_path / "gpu-check.json"
     env = {k: v for k, v in os.environ.items() if k not in ("REPRODIFF_DATA", "REPRODIFF_CACHE")}
-    run = subprocess.run([sys.executable, "scripts/gpu-check", "--profile", "smoke", "--jobs", "2", "--out", str(out)],
+    run = subprocess.run([sys.executable, "scripts/gpu-check", "--profile", "smoke", "--one-kernel", "--out", str(out)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     result = json.loads(out.read_text())
