@@ -39,8 +39,8 @@
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
 # table): 2.6 min once the book's models are trained (`python -m reprodiff train --book`, which
-# `make build` and `make test` run first), ~11 min alone from an empty cache (it then trains the 49
-# models it uses: 16 single-core minutes, two at a time). `gpu` profile: CIFAR-10 pairs at N = 64,
+# `make build` and `make test` run first), ~11 min alone from an empty cache (it then trains the 52
+# models it uses: about 17 single-core minutes, two at a time). `gpu` profile: CIFAR-10 pairs at N = 64,
 # 512 and 4,096, about 15 minutes on a Colab T4 by the step-cost estimate (printed below; not yet
 # timed on a GPU).
 
@@ -66,10 +66,11 @@ import time
 import matplotlib.pyplot as plt
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.agreement import PAIR_KINDS, closed_form_study, dip_study, median_rows, pair_study, training_time_study
+from reprodiff.agreement import (PAIR_KINDS, closed_form_study, dip_study, longer_vs_wide, median_rows, pair_study,
+                                 quality_along_training, training_time_study)
 from reprodiff.denoisers import LocalDenoiser
 from reprodiff.estimate import chapter_time_estimate
-from reprodiff.experiments import book_rule
+from reprodiff.experiments import book_rule, quality_classifier
 from reprodiff.notebook import show_source
 from reprodiff.plots import dip_figure, image_grid, onset_figure, pair_figure, survival_curves
 from reprodiff.profiles import check_resources
@@ -91,8 +92,9 @@ if PROFILE != "cpu":
 # at each N of the pair study, a second training seed on the **same** subset (chapter 3's extra
 # seed where it has one) and the same second seed on a **disjoint** subset: the next N images of
 # the same shuffled pool, so the two training sets share no image. For the training-time study it
-# also trains the small UNet at three more small N, with the sweep's recipe and snapshots, and once
-# for twice as many steps at one N of the sweep.
+# also trains the small UNet at three more small N, with the sweep's recipe and snapshots, for the
+# sweep's training seed and for the pairs' second seed, and once for twice as many steps at one N of
+# the sweep.
 
 # %%
 t0 = time.perf_counter()
@@ -124,6 +126,7 @@ pair = pair_study(pairs, cfg.pair_n, cfg.pair_configs, seeds, shape, rule, sampl
                   batch_size=reg.batch_size)
 print(f"sampled and scored in {time.perf_counter() - t0:.0f} s")
 print(pair.table())
+print(pair.verdicts(rule))
 fig = pair_figure(pair, rule.threshold, title="Two UNet-XS from the same noise")
 
 # %% [markdown]
@@ -150,7 +153,12 @@ fig = image_grid(rows, col_titles=[f"seed {s}" for s in cols])
 # clear at the strict end of the similarity scale only: the survival curves of the two pairs coincide
 # at lower thresholds and separate towards the book's rule, and the threshold-free medians (the
 # second half of the table) differ at N = 750 by about 0.01, with intervals that just meet. The
-# difference is mostly in how often the two networks draw the *same* image.
+# difference is mostly in how often the two networks draw the *same* image. The threshold itself is
+# uncertain (its bootstrap interval is printed with the rule), and the lines under the table redo
+# the comparison at every threshold of that interval: the shared pair is "higher" at each N across
+# the whole interval (at N = 750, RP 0.30-0.60 against 0.15-0.41), so within the rule's own
+# uncertainty the ordering holds; it is at lower thresholds, outside that interval (the figure's
+# survival curves), that the two pairs meet.
 
 # %% [markdown]
 # ## Where the RP dip comes from
@@ -158,9 +166,14 @@ fig = image_grid(rows, col_titles=[f"seed {s}" for s in cols])
 # Chapter 3 found RP between the two widths falling in the transition and recovering after it.
 # {cite:t}`zhang2024emergence` explain the dip by the two models leaving memorization at
 # *different* N: in between, one still returns training images and the other already draws new
-# ones. We mark where each model's GL crosses 0.5, and add a pair whose transitions lie further
-# apart: the small UNet stopped early (its snapshot at a third of training, which memorizes less)
-# against the wider UNet at the end of training.
+# ones. Here the curve runs over every N of chapter 3's sweep, from 16 to 1,500 (at N = 1,500 the
+# two models are chapter 1's UNet-XS and UNet-S, the sweep's largest point, on the same nested
+# subsets and held-out images), with each width's GL and the N where it crosses 0.5. A mechanism
+# read off such a curve needs models that have stopped changing at each N, so the table also says,
+# for UNet-XS at the N where it saved snapshots, whether its GL still moved between its last
+# snapshot and the end of training. UNet-S saved no snapshots, and neither width did at N = 1,500:
+# there convergence is not measured. Below the table, the dip's bottom is compared with both ends
+# at every threshold of the rule's interval, with the threshold-free medians beside RP.
 
 # %%
 t0 = time.perf_counter()
@@ -171,24 +184,41 @@ times = training_time_study(cfg.onset_sweep, seeds, rule, second_seed=cfg.pair_s
 longer = training_time_study(cfg.extended_sweep, seeds, rule, sampler=reg.sampler, steps=reg.steps,
                              batch_size=reg.batch_size, progress=False) if cfg.extend_n else None
 print(f"sweep and snapshots sampled and scored in {time.perf_counter() - t0:.0f} s")
-dip = dip_study(dip_sweep, times, seeds, rule, at_step=sweep_cfg.base.steps / 3)
+dip = dip_study(dip_sweep, times, rule)
 print(dip.summary())
+print(dip.table(rule))
+print(dip.verdicts(rule))
+if longer:
+    print(longer_vs_wide(dip_sweep, longer, rule))
 fig = dip_figure(dip)
-print(dip.rp_summary())
 
 # %% [markdown]
-# Read the figure with the vertical lines. For the two fully trained widths, RP falls from 0.62 at
-# N = 16 to its lowest, 0.32, at N = 96, after both crossings (N ~ 38 and ~ 64), not between them:
-# this sweep has no N between the two crossings, so it cannot show the stretch where one model has
-# started to draw new digits and the other has not. Nor does RP recover within this figure: at
-# N = 128, the largest N with snapshots, it is 0.35, and its band overlaps that of N = 96. Stopping
-# the small model early moves its crossing to a much smaller N (~ 18 against ~ 38), and RP with the
-# wider model is 0.00 from the next N, 64, on: the low stretch starts where the first model leaves
-# memorization. It does not recover by the largest N with snapshots (0.02 at N = 128), although both
-# models are past their crossings there and the early snapshot's GL is 1.00: a model a third of the
-# way through training draws new digits, but not yet the ones a fully trained network draws. A dip
-# needs both ends: agreement on training images at small N, and two *converged* generalizing models
-# at large N; in this chapter's range of N the fall shows, the recovery does not.
+# RP between the two fully trained widths falls from 0.62 at N = 16 to its lowest, 0.32 at N = 96,
+# and recovers to 0.52 at N = 1,500. The bottom lies below both ends at every threshold of the
+# rule's interval ("lower" in both lines under the table), and so do the threshold-free medians
+# (0.959 [0.947, 0.970] at N = 96 against 0.999 [0.999, 1.000] at N = 16 and 0.982 [0.980, 0.986]
+# at N = 1,500): the fall and the recovery are both measured. The recovery is partial in RP: 0.52
+# [0.46, 0.58] at N = 1,500 against 0.62 [0.56, 0.67] at N = 16, intervals that overlap a little.
+#
+# Where the bottom lies: UNet-XS's GL crosses 0.5 at N ~ 38, UNet-S's at N ~ 64 (the vertical
+# lines), and the lowest RP is at N = 96, after both crossings, where both widths mostly draw new
+# digits (GL 0.99 and 0.93), not between them. The sweep has no N strictly between the two
+# crossings; at N = 64, UNet-S's own crossing (GL 0.49), with UNet-XS mostly drawing new digits
+# (GL 0.80), RP is 0.43, between the ends and the bottom.
+#
+# Which points are converged: UNet-XS's GL is stable from step 500 to the end at N = 16
+# (0.02 -> 0.02), 96 and 128, but still moving at N = 64 (0.93 -> 0.80). Trained 1,200 steps it
+# settles there (GL 0.23 at step 1,000, 0.20 at 1,200), copying for most seeds, and its RP with
+# UNet-S is 0.39 [0.31, 0.48], inside the interval of the 600-step model's 0.43. UNet-S saved no
+# snapshots, so whether it had converged at any N is not measured, nor is either width's
+# convergence at N = 1,500. A stable GL is in any case only a necessary condition: at N = 128,
+# where GL stays at 1.00, two UNet-XS seeds' RP still moves over the last snapshots (next section).
+#
+# So the chapter concludes that the dip exists for these two widths, with its bottom after both GL
+# crossings, and that RP recovers by N = 1,500. It cannot conclude that the dip is deepest where
+# the two transitions lie apart: that needs both widths converged at every N, N between the two
+# crossings, and pairs whose crossings lie a known distance apart. UNet-S trained longer, with
+# snapshots, would give them; this chapter does not train it.
 
 # %% [markdown]
 # ## Memorization takes training time
@@ -197,41 +227,76 @@ print(dip.rp_summary())
 # and only later starts to memorize, after a training time that grows linearly with N. The
 # snapshots let us watch it without a second training run: GL (fraction of samples that are not
 # copies) and RP with $D^*$ at each saved step, for every N below the largest, including the extra
-# small N trained for this purpose (a line needs more than two points). The onset is the step where
-# GL first falls to 0.5, interpolated between snapshots.
+# small N trained for this purpose (a line needs more than two points), for two training seeds. The
+# onset is the step where GL first falls to 0.5, interpolated between snapshots.
 
 # %%
 print(times.table())
-onset = onset_report(times, longer, batch_size=sweep_cfg.base.batch_size)
+onset = onset_report(times, longer, batch_size=sweep_cfg.base.batch_size, second_seed=cfg.pair_seeds[1])
 fig = onset_figure(times, onset, longer, cfg.pair_seeds)
 print(onset.summary())
 for n, rps in times.rp_seeds.items():
     print(f"N={n}: RP between training seeds {cfg.pair_seeds} along training: "
-          + ", ".join(f"{k}: {s.value:.2f}" for k, s in zip(times.steps, rps)))
+          + ", ".join(f"{k}: {s.value:.2f}" for k, s in zip(times.steps, rps))
+          + f"\n  GL of seed {cfg.pair_seeds[1]}: " + ", ".join(f"{g.value:.2f}" for g in times.gl_second[n]))
 
 # %% [markdown]
-# Early in training every N generalizes: the first snapshots have GL near 1 and RP with $D^*$
-# near 0. The smallest training sets then tip into memorization (GL falls, RP with $D^*$ rises),
-# each larger N later. The onsets that fall inside the 600 steps of chapter 3's recipe lie close to a
-# straight line in N (the residuals are printed, in steps; the snapshots are 50-100 steps apart): at
-# a fixed batch size the network starts to copy after about the same number of passes over its
-# training set, whatever its size. That is the linear scaling {cite:t}`bonnaire2025memorize` report;
-# here it is a line fitted through four small N, and the test below says how far it carries.
-# For the larger N the line places the onset past the end of training (for N = 64 at step 732, after
-# the 600 steps of training), and GL there has not yet fallen to 0.5 (the triangles). The run
-# trained twice as long (dashed; its first 600 steps are the sweep model's, step for step, because
-# the learning rate is constant after warm-up) tests the line where it was not fitted: memorization
-# sets in at N = 64 at step ~773, 41 steps after the line's 732 (the star). That is more than the
-# fitted points' residuals (at most 20) but less than the 200 steps between that run's snapshots
-# around the onset (GL 0.80 at step 600, 0.45 at 800), so the line holds just past the range it was
-# fitted on; how far it extrapolates (it puts N = 96 and 128 at steps 1093 and 1454) is not tested
-# here. Chapter 3's regimes are regimes *at a training length*: with more steps the memorization
-# regime reaches larger N (at N = 64, GL 0.80 after 600 steps, 0.20 after 1,200). Two training seeds
-# on the same subset agree more as training goes on at both N (the fourth panel), also at N = 128,
-# where GL stays at 1.00: there they rise from 0.09 at step 50 to 0.31 at step 600, without any
-# memorization, so agreement grows with training whether or not the models copy. At N = 16 it rises
-# further while GL falls, to 0.60 at step 600, where both models return training digits; at that
-# step the two N's intervals (the pair table) do not overlap.
+# Early in training no N copies: at the first snapshots GL is 1.00 everywhere (and RP with $D^*$
+# near 0). The smallest training sets then tip into memorization (GL falls, RP with $D^*$ rises),
+# each larger N later. The onsets that fall inside the 600 steps of chapter 3's recipe, at N = 16
+# to 48, lie near a straight line, onset ~ 10 + 11.3 x N steps (residuals at most 20 steps): at
+# batch 64, about 722 passes over the training set before the network starts to copy, whatever
+# its size, the linear scaling {cite:t}`bonnaire2025memorize` report. How firmly the slope is
+# pinned down, two ways. The onsets are interpolated between snapshots 50 to 100 steps apart; with
+# each onset anywhere between its two bracketing snapshots (printed), the slope ranges from 8.9 to
+# 14.3 steps per image. A second training seed on the same subsets has its onsets at ~189, ~255,
+# ~367 and ~587 (against ~195, ~261, ~391 and ~546) and a slope of 12.7, inside that range.
+#
+# The line is a fit on four small N, and one run tests it outside the fit: trained twice as long at
+# N = 64 (dashed; its first 600 steps are the sweep model's, step for step, because the learning
+# rate is constant after warm-up), memorization sets in at step ~773, 41 steps after the line's
+# 732 (the star). That is more than the fitted points' residuals but less than the 200 steps
+# between that run's snapshots around the onset (GL 0.80 at step 600, 0.45 at 800), so the line
+# holds at this one N past the fitted range; where it puts N = 96 and 128 (steps 1093 and 1454)
+# is not tested. Chapter 3's regimes are regimes *at a training length*: with more steps the
+# memorization regime reaches larger N (at N = 64, GL 0.80 after 600 steps, 0.20 after 1,200).
+#
+# Two training seeds on the same subset agree more as training goes on at every N where both have
+# snapshots (the fourth panel), and not only by copying. At N = 128 both seeds' GL stays at 1.00
+# throughout, and RP still rises from 0.09 at step 50 to 0.40 at step 400 (0.31 at step 600). At
+# N = 16 RP rises while both start copying, to 0.60 at step 600, where both return training
+# digits (GL 0.02 and 0.00). Returning the same training images is one way for two seeds to agree,
+# at small N; at N = 128 they come to agree without it, so the data do not make copying the cause
+# of agreement in general.
+
+# %% [markdown]
+# ### Are the samples before the onset good digits?
+#
+# GL says only that a sample is not a copy; a blur is not a copy either. The package's digit
+# classifier (a small network fitted on the real training digits) rates every snapshot's samples by
+# its mean confidence in its top class, beside two references: held-out real digits (the ceiling)
+# and, for each N, the Gaussian denoiser of the same training set sampled from the same seeds (a
+# closed form that never copies and draws smooth blends of the training digits: the null).
+
+# %%
+clf, acc, real_conf = quality_classifier(sweep_cfg.base.dataset, PROFILE)
+quality = quality_along_training(times, cfg.onset_sweep, clf, real_conf, acc, seeds, sampler=reg.sampler,
+                                 steps=reg.steps, batch_size=reg.batch_size)
+print(quality.table())
+
+# %% [markdown]
+# At steps 50 and 100, where GL is 1.00 at every N, the classifier's confidence is below (0.55 to
+# 0.58 at step 50) or around (0.64 to 0.72 at step 100) its confidence in the Gaussian denoiser's
+# smooth blends (0.63 to 0.66): these early samples are not copies, but not yet digits the
+# classifier trusts either. Confidence then
+# rises along training at every N. At N = 16 it reaches the real-data ceiling (0.93 at step 600)
+# while the model returns training digits. The new digits drawn before an onset rate between the
+# null and the ceiling: 0.88 at N = 32, step 300 (GL 0.81); 0.90 at N = 48, step 500 (GL 0.59);
+# and at N = 128, which never copies within training, 0.84 at step 600. So "before memorization
+# the model generalizes" holds in the sense GL measures (no copies); sample quality grows with
+# training alongside, and at small N the samples approach the ceiling as the onset nears.
+# The table has no intervals (a mean over the seeds' top-class probabilities): differences of a
+# few hundredths between N are not read.
 
 # %% [markdown]
 # ## Which closed form predicts the network?
@@ -335,14 +400,20 @@ fig.tight_layout()
 #
 # - Two networks trained on the same small set agree on most seeds, and both return training images
 #   there (GL near 0); two trained on disjoint small sets agree on none. At the largest N of this study the disjoint pair
-#   agrees too, less often than the shared pair (first headline line).
-# - RP between the two widths falls across the transition, lowest just after both have left
-#   memorization, and does not recover by N = 128; moving one model's crossing moves where the low
-#   stretch starts, and an under-trained generalizing model does not agree with a trained one.
-# - Memorization needs training time: at small N it sets in after a number of steps that grows
-#   linearly with N (about a fixed number of passes over the training set), the line predicts the
-#   onset at N = 64, outside the fit, to within 41 steps; before the onset GL is near 1 (no copies;
-#   whether those early samples are good digits is not measured here).
+#   agrees too, less often than the shared pair (the headline's "RP same data" line) at every threshold of the
+#   rule's interval, while their threshold-free medians differ by about 0.01.
+# - RP between the two fully trained widths falls from N = 16 to its lowest at N = 96 and recovers
+#   in part by N = 1,500, the bottom below both ends at every threshold of the rule's interval and in the
+#   threshold-free medians. The bottom lies after both widths' GL crossings, not between them;
+#   UNet-XS is still changing at N = 64 and UNet-S's convergence is not measured, so whether the dip
+#   is deepest where the two transitions lie apart is not tested here.
+# - Memorization needs training time: at N = 16 to 48 it sets in after a number of steps close to
+#   a line in N (about a fixed number of passes over the training set; its slope's range from the
+#   snapshot spacing and a second training seed is in the headline), and the line predicts the
+#   onset at N = 64, outside the fit, to within 41 steps. Before the onset GL is near 1, but the
+#   first samples are no better digits than the Gaussian denoiser's; the classifier's confidence
+#   rises along training towards the real-data ceiling. Two training seeds agree more as training
+#   goes on, also at N = 128 where neither copies.
 # - From the same noise, $D^*$ predicts memorizing networks, within the interval of another trained
 #   network; in the generalization regime the Gaussian denoiser, a local denoiser with a
 #   noise-dependent patch and their blend come closest (the blend first by a small margin outside
@@ -358,6 +429,7 @@ print(rule)
 lo, hi = cfg.pair_n[0], cfg.pair_n[-1]
 print(f"RP same data: {pair.shared[0].interval()} at N={lo}, {pair.shared[-1].interval()} at N={hi}; "
       f"disjoint data: {pair.disjoint[0].interval()} at N={lo}, {pair.disjoint[-1].interval()} at N={hi}")
+print(dip.headline())
 for study in studies.values():
     print(study.headline())
 print(onset.headline())

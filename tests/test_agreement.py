@@ -9,14 +9,15 @@ import matplotlib
 import pytest
 import torch
 
-from reprodiff.agreement import (CEILING, PAIR_KINDS, Leaderboard, TrainingTimeStudy, calibrate_patch_sizes,
+from reprodiff.agreement import (CEILING, PAIR_KINDS, Leaderboard, PairStudy, TrainingTimeStudy, calibrate_patch_sizes,
                                  choose_smoothing, closed_form_study, closest_denoiser, dip_study, leaderboard,
-                                 median_rows, pair_study)
+                                 longer_vs_wide, median_rows, pair_study,
+                                 quality_along_training)
 from reprodiff.configs import AgreementConfig, SizeLabel
 from reprodiff.data import load_dataset, subset
 from reprodiff.denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, OptimalDenoiser,
                                  SmoothedOptimalDenoiser)
-from reprodiff.metrics import SameImageRule, Score, bootstrap_ci
+from reprodiff.metrics import SameImageRule, Score, Scores, bootstrap_ci
 from reprodiff.plots import dip_figure, pair_figure
 from reprodiff.profiles import get_config
 from reprodiff.sampling import Samples, generate
@@ -126,6 +127,10 @@ def test_agreement_config_pairs_share_or_split_the_data():
     for n in cfg.onset_n:
         m = cfg.onset_models[f"N={n} onset"]
         assert m.n_train == n and m.snapshots == cfg.sweep.snapshots and m.steps == cfg.sweep.base.steps
+        # and the second pair seed at the same N, same recipe, for the onset line's second seed
+        m2 = cfg.onset_models[f"N={n} onset seed {cfg.pair_seeds[1]}"]
+        assert replace(m2, seed=m.seed) == m and m2.seed == cfg.pair_seeds[1]
+        assert (n, cfg.size, cfg.pair_seeds[1]) in onset.replicates
     with pytest.raises(ValueError, match="onset N"):
         replace(cfg, onset_n=(max(cfg.sweep.n_train),))
     # the extended run: the sweep's model at that N with more steps and later snapshots
@@ -182,6 +187,16 @@ def test_training_time_onset_interpolates_and_fits_a_line():
     assert study.onset(16) == 150 and study.onset(32) == 250 and study.onset(64) is None
     a, b, used = study.onset_fit()
     assert used == [16, 32] and b == pytest.approx(100 / 16) and a == pytest.approx(50)
+    assert study.bracket(16) == (100, 200) and study.bracket(32) == (200, 300) and study.bracket(64) is None
+    early = TrainingTimeStudy([100, 200], [8], {8: [sc(0.2), sc(0.0)]}, {}, {})
+    assert early.onset(8) == 100 and early.bracket(8) == (0, 100)  # copying from the first snapshot on
+    # a second training seed: its own GL, onsets and line; no second seed at N = 64
+    study.gl_second = {16: [sc(1.0), sc(1.0), sc(0.0), sc(0.0)], 32: [sc(1.0), sc(1.0), sc(1.0), sc(0.0)]}
+    assert study.onset(16, second=True) == 250 and study.bracket(32, second=True) == (300, 400)
+    a2, b2, used2 = study.onset_fit(second=True)
+    assert used2 == [16, 32] and b2 == pytest.approx(100 / 16) and a2 == pytest.approx(150)
+    with pytest.raises(ValueError, match="no second training seed at N=64"):
+        study.onset(64, second=True)
 
 
 def test_bootstrap_median_interval():
@@ -281,33 +296,88 @@ def _dip_sc(v: float) -> Score:
     return Score("X", v, (v - 0.1, v + 0.1), 10, 0.9, "", "pixel")
 
 
-def test_dip_study_takes_the_nearest_snapshot_and_pairs_it_with_the_wide_model():
-    seeds = range(5)
-    imgs = torch.rand(5, 1, 8, 8) * 2 - 1
+def test_dip_study_reports_every_n_each_widths_gl_and_whether_gl_settled():
     small, wide = SizeLabel("A", "1M"), SizeLabel("B", "2M")
-    wide_samples = {(wide, n): Samples(imgs, torch.arange(5)) for n in (16, 32, 64)}
     crossings = {small: 40.0, wide: None}
-    sweep = SimpleNamespace(sizes=[small, wide], n_train=[16, 32, 64], samples=wide_samples,
-                            rp={"A vs B": [_dip_sc(0.6), _dip_sc(0.3), _dip_sc(0.4)]},
+    rule = SameImageRule(0.99, "test", "pixel", interval=(0.985, 0.995))
+    # RP scores with real similarities: N = 32 draws 4 of 10 pairs above every threshold of the interval
+    sims = {16: torch.tensor([0.999] * 8 + [0.5] * 2), 32: torch.tensor([0.999] * 4 + [0.5] * 6),
+            64: torch.tensor([0.999] * 4 + [0.5] * 6), 128: torch.tensor([0.999] * 3 + [0.992] * 2 + [0.5] * 5)}
+    rp = [Score("RP", float((v > 0.99).double().mean()), (0.0, 1.0), 10, 0.99, "test", "pixel", similarities=v)
+          for v in sims.values()]
+    sweep = SimpleNamespace(sizes=[small, wide], n_train=[16, 32, 64, 128], rp={"A vs B": rp}, rule=rule,
+                            gl={small: [_dip_sc(0.0), _dip_sc(0.6), _dip_sc(1.0), _dip_sc(1.0)],
+                                wide: [_dip_sc(0.0), _dip_sc(0.0), _dip_sc(0.2), _dip_sc(1.0)]},
                             gl_crossing=lambda size, level: crossings[size])
-    # the snapshot at step 200 copies the wide model at N = 16 and draws its negative at N = 32
-    snap = {(16, 200): Samples(imgs, torch.arange(5)), (32, 200): Samples(-imgs, torch.arange(5))}
-    snap.update({(n, k): Samples(imgs, torch.arange(5)) for n in (16, 32) for k in (100, 300)})
-    gl = {16: [_dip_sc(1.0), _dip_sc(0.0), _dip_sc(0.0)], 32: [_dip_sc(1.0), _dip_sc(1.0), _dip_sc(0.0)]}
-    times = TrainingTimeStudy([100, 200, 300], [16, 32], gl, gl, {}, snap)
-    dip = dip_study(sweep, times, seeds, SameImageRule(0.99, "test", "pixel"), at_step=190)
-    assert dip.early == 200 and dip.n_train == [16, 32] and dip.pair == "A vs B"
-    assert [s.value for s in dip.rp_early] == [1.0, 0.0] and [s.value for s in dip.rp_end] == [0.6, 0.3]
-    # the early GL at N = 16, 32 is 0 and 1: it crosses 0.5 half-way between them in log N
-    assert dip.crossings == {"A (end)": 40.0, "A (step 200)": pytest.approx(2 ** 4.5), "B (end)": None}
-    assert dip.summary().splitlines() == ["GL crosses 0.5: A (end) at N ~ 40", "GL crosses 0.5: A (step 200) at N ~ 23",
-                                          "GL crosses 0.5: B (end) not within N <= 32"]
-    assert dip.rp_summary().splitlines() == ["RP A vs B: N=16: 0.60, N=32: 0.30",
-                                             "RP A step 200 vs B: N=16: 1.00, N=32: 0.00"]
-    curves = dip.curves()
-    assert list(curves) == ["A vs B (both at the end)", "A at step 200 vs B"]
-    assert curves["A vs B (both at the end)"][1] == pytest.approx([0.5, 0.2])
+    gl = {16: [_dip_sc(1.0), _dip_sc(0.0), _dip_sc(0.0)], 32: [_dip_sc(1.0), _dip_sc(0.9), _dip_sc(0.6)],
+          24: [_dip_sc(1.0), _dip_sc(0.5), _dip_sc(0.5)]}
+    times = TrainingTimeStudy([100, 200, 300], [16, 24, 32], gl, gl, {}, {})
+    dip = dip_study(sweep, times, rule)
+    assert dip.n_train == [16, 32, 64, 128] and dip.pair == "A vs B"  # every N of the sweep, snapshots or not
+    assert [s.value for s in dip.rp_end] == [0.8, 0.4, 0.4, 0.5]
+    assert dip.settle == {16: (200, 0.0, 0.0), 32: (200, 0.9, 0.6)}  # N = 24 is not a point of the sweep
+    assert dip.stable(16) is True and dip.stable(32) is False and dip.stable(64) is None
+    assert dip.gl == {"A": [0.0, 0.6, 1.0, 1.0], "B": [0.0, 0.0, 0.2, 1.0]}
+    assert dip.summary().splitlines() == ["GL crosses 0.5: A (end) at N ~ 40", "GL crosses 0.5: B (end) not within N <= 128"]
+    rows = dip.table(rule).splitlines()
+    assert rows[1].split()[-4:] == ["0.00", "->", "0.00", "stable"] and rows[2].endswith("0.90 -> 0.60 still moving")
+    assert rows[3].endswith("no snapshots") and "0.30-0.50" in rows[4]  # N = 128: 3 pairs above 0.995, 5 above 0.985
+    assert rows[-1].startswith("stable: A's GL changed by at most 0.05 from its last snapshot to the end of training")
+    assert dip.lowest() == 32  # the first of the tied inner minima
+    v = dip.verdicts(rule).splitlines()
+    assert v[0].startswith("RP at N=32 0.40 [0.00, 1.00] vs N=16 0.80 [0.00, 1.00]: lower across")
+    assert "vs N=128" in v[1] and ": at the threshold only across" in v[1]  # 0.4 vs 0.3-0.5: flips inside
+    assert dip.headline() == ("RP A vs B: 0.80 [0.00, 1.00] at N=16, 0.40 [0.00, 1.00] at N=32, 0.50 [0.00, 1.00] "
+                              "at N=128 (lowest at N=32)")
+    with pytest.raises(ValueError, match="scored at threshold"):
+        dip_study(sweep, times, SameImageRule(0.98, "test", "pixel"))
+    # the small width trained longer at N = 32, against the wide one: its last sample copies the wide one's
+    imgs = torch.rand(4, 1, 8, 8) * 2 - 1
+    sweep.samples = {(wide, 32): Samples(imgs, torch.arange(4))}
+    longer = TrainingTimeStudy([100, 200], [32, 48], {32: [_dip_sc(0.9), _dip_sc(0.2)], 48: [_dip_sc(1.0)] * 2}, {},
+                               {}, {(32, 200): Samples(imgs, torch.arange(4)), (48, 200): Samples(-imgs, torch.arange(4))})
+    assert longer_vs_wide(sweep, longer, rule) == \
+        "N=32: A trained 200 steps (GL 0.90 at step 100, 0.20 at 200) vs B: RP 1.00 [0.51, 1.00]"
+    assert list(dip.curves()) == ["A vs B (both at the end of training)"]
     fig = dip_figure(dip)
-    assert sorted(ln.get_xdata()[0] for ln in fig.axes[0].get_lines() if ln.get_label().startswith("GL = 0.5")) \
-        == [pytest.approx(2 ** 4.5), 40.0]
+    assert [ln.get_xdata()[0] for ln in fig.axes[0].get_lines() if ln.get_label().startswith("GL = 0.5")] == [40.0]
     matplotlib.pyplot.close(fig)
+
+
+def test_quality_along_training_rates_each_snapshot_and_the_gaussian_null(digits):
+    from reprodiff.configs import SweepConfig
+    from reprodiff.training import TrainConfig
+
+    sweep = SweepConfig("digits", TrainConfig(dataset="digits", holdout=297, steps=4, batch_size=8),
+                        {SizeLabel("A", "1M"): "unet-tiny"}, (16, 32), snapshots=(2,))
+    seeds = range(6)
+    real = training_data(sweep.model_configs()[(SizeLabel("A", "1M"), 16)])[0].images[:6]
+    noise = torch.rand(6, 1, 8, 8) * 2 - 1
+    samples = {(16, 2): Samples(noise, torch.arange(6)), (16, 4): Samples(real, torch.arange(6))}
+
+    class Judge:  # confidence: the fraction of images that are exactly a training digit of N = 16
+        def confidence(self, images):
+            return float(torch.stack([(real == im).flatten(1).all(1).any() for im in images]).double().mean())
+
+    times = TrainingTimeStudy([2, 4], [16], {}, {}, {}, samples)
+    q = quality_along_training(times, sweep, Judge(), 0.9, 0.95, seeds, steps=4)
+    assert q.confidence == {16: [0.0, 1.0]} and q.null == {16: 0.0} and q.steps == [2, 4]
+    rows = q.table().splitlines()
+    assert rows[1].split() == ["2", "0.00"] and rows[2].split() == ["4", "1.00"] and rows[3].split() == ["Gaussian", "0.00"]
+    assert rows[4].startswith("classifier confidence in held-out real digits (the ceiling): 0.90 (accuracy 0.95)")
+    with pytest.raises(ValueError, match="no samples at N=16, steps \\[8\\]"):
+        quality_along_training(replace(times, steps=[2, 8]), sweep, Judge(), 0.9, 0.95, seeds, steps=4)
+
+
+def test_pair_study_verdicts_say_where_the_ordering_holds():
+    rule = SameImageRule(0.99, "test", "pixel", interval=(0.985, 0.995))
+    def sc(v):
+        return Score("RP", 0.0, (0.0, 1.0), len(v), 0.99, "test", "pixel", similarities=torch.tensor(v))
+    clear, close = sc([0.999] * 6 + [0.5] * 4), sc([0.999] * 2 + [0.992] * 2 + [0.5] * 6)
+    none = sc([0.5] * 10)
+    ps = PairStudy([16, 128], Scores([clear, close]), Scores([none, sc([0.999] * 3 + [0.5] * 7)]), {}, {})
+    v = ps.verdicts(rule).splitlines()
+    assert v[0] == ("N=16: RP same data 0.60-0.60, disjoint 0.00-0.00 across the threshold's interval; "
+                    "same vs disjoint: higher")
+    assert v[1].endswith("same vs disjoint: at the threshold only") and "same data 0.20-0.40" in v[1]
+

@@ -11,7 +11,7 @@ from reprodiff.agreement import TrainingTimeStudy
 from reprodiff.metrics import Score
 from reprodiff.plots import onset_figure
 from reprodiff.sampling import Samples, generate
-from reprodiff.snapshots import onset_report, rp_along_steps, sample_at_steps
+from reprodiff.snapshots import onset_report, rp_along_steps, sample_at_steps, slope_range
 from reprodiff.training import TrainConfig, load_model, train
 
 matplotlib.use("Agg")
@@ -72,11 +72,44 @@ def test_onset_report_fits_the_line_predicts_the_censored_and_tests_the_longer_r
         "N=64: memorization onset (GL falls to 0.5) not within 400 steps",
         "linear fit through N = [16, 32]: onset ~ 50 + 6.2 x N steps; residuals +0, +0",
         "  at batch 8, a slope of 6.2 steps per image is 50 passes over the training set before the onset, whatever N",
+        "  the onsets lie between snapshots 100-200 (N=16), 200-300 (N=32); with each anywhere in its bracket the "
+        "slope ranges 0.0-12.5 steps per image",
         "  N=64: the line puts the onset at step 450; at the last step, 400, GL is still 0.75",
         "test beyond the fit: N=64 trained 800 steps, line 450, observed 500 (+50 steps)",
         "  GL along that run: 200: 1.00, 400: 1.00, 600: 0.00, 800: 0.00"]
-    assert r.headline().splitlines() == ["memorization onset ~ 50 + 6.2 x N steps (from N = [16, 32])",
+    assert r.brackets == {16: (100, 200), 32: (200, 300)} and r.slopes == pytest.approx((0.0, 12.5))
+    assert r.headline().splitlines() == ["memorization onset ~ 50 + 6.2 x N steps (from N = [16, 32]; slope 0.0-12.5 "
+                                         "within the snapshot brackets)",
                                          "onset at N=64 trained longer: line 450, observed 500"]
+
+
+def test_onset_report_fits_the_second_training_seed_too():
+    times, _ = _studies()
+    times.gl_second = {16: [_sc(1.0), _sc(1.0), _sc(0.0), _sc(0.0)], 32: [_sc(1.0), _sc(1.0), _sc(1.0), _sc(0.0)],
+                       64: [_sc(1.0)] * 4}
+    r = onset_report(times, batch_size=8, second_seed=2)
+    assert r.second_onsets == {16: 250, 32: 350, 64: None} and r.second_fit == (pytest.approx(150), pytest.approx(6.25),
+                                                                              [16, 32])
+    assert r.second_slopes == pytest.approx((0.0, 12.5))
+    lines = r.summary().splitlines()
+    assert "second training seed (2): onsets N=16: ~250, N=32: ~350, N=64: none by 400" in lines
+    assert "  linear fit through N = [16, 32]: onset ~ 150 + 6.2 x N steps; slope range within the brackets 0.0-12.5" \
+        in lines
+    assert r.headline().endswith("within the snapshot brackets; seed 2: slope 6.2)")
+
+
+def test_slope_range_puts_each_onset_at_the_end_of_its_bracket_that_tilts_the_line():
+    # points at N = 0, 10, 20 with brackets of +-5 steps around 0, 100, 200 (slope 10): the extremes tilt the
+    # outer points apart (the middle point has weight 0)
+    lo, hi = slope_range([0, 10, 20], [(-5, 5), (95, 105), (195, 205)])
+    assert lo == pytest.approx((195 - 5) / 20) and hi == pytest.approx((205 + 5) / 20)
+    assert slope_range([16, 32], [(150, 150), (250, 250)]) == pytest.approx((6.25, 6.25))  # points: one slope
+    with pytest.raises(ValueError, match="two distinct N"):
+        slope_range([16, 16], [(0, 1), (0, 1)])
+    with pytest.raises(ValueError, match="one bracket per N"):
+        slope_range([16, 32], [(0, 1)])
+    with pytest.raises(ValueError, match="lo <= hi"):
+        slope_range([16, 32], [(2, 1), (0, 1)])
 
 
 def test_onset_report_without_two_onsets_has_no_line():

@@ -5,8 +5,9 @@
   closest analytic denoiser to a network's samples (:func:`closest_denoiser`, :func:`leaderboard`),
   and :func:`closed_form_study`, which chooses every closed form's free parameters on calibration
   seeds and ranks them all against one network (:func:`median_rows`: a line per closed form across N).
-* GL and RP along training from a sweep's snapshots (:func:`training_time_study`), and
-  :func:`dip_study`: where the RP dip across the memorization-generalization transition comes from.
+* GL and RP along training from a sweep's snapshots (:func:`training_time_study`), the samples'
+  quality along training (:func:`quality_along_training`), and :func:`dip_study`: RP between two
+  widths across the memorization-generalization transition, with each width's GL and whether it settled.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from .denoisers import (BlendedDenoiser, GaussianDenoiser, LocalDenoiser, Optima
                         SmoothedOptimalDenoiser)
 from .metrics import (Descriptor, SameImageRule, Score, Scores, bootstrap_ci, get_descriptor, gl_score,
                       paired_similarity, rp_score)
-from .regimes import gl_crossing
 from .sampling import Samples, generate, record_trajectory
 from .snapshots import sample_at_steps
 from .training import training_data
 
 __all__ = ["PAIR_KINDS", "PairStudy", "pair_study", "PatchCalibration", "calibrate_patch_sizes", "closest_denoiser",
            "choose_smoothing", "Leaderboard", "leaderboard", "CEILING", "ClosedFormStudy", "closed_form_study",
-           "median_rows", "TrainingTimeStudy", "training_time_study", "DipStudy", "dip_study"]
+           "median_rows", "TrainingTimeStudy", "training_time_study", "QualityAlongTraining",
+           "quality_along_training", "DipStudy", "dip_study", "longer_vs_wide"]
 
 
 # ----------------------------------------------------------------------------- shared or disjoint training data
@@ -64,6 +65,18 @@ class PairStudy:
         lines.append(f"{'N':>6s}  {'median same data':>22s}  {'median disjoint data':>22s}")
         for n, sh, dj in zip(self.pair_n, self.shared, self.disjoint):
             lines.append(f"{n:6d}  " + "  ".join(f"{_median_interval(s):>22s}" for s in (sh, dj)))
+        return "\n".join(lines)
+
+
+    def verdicts(self, rule: SameImageRule) -> str:
+        """Per N: RP of the shared pair against the disjoint pair across the threshold's interval
+        (:meth:`SameImageRule.rp_range` of each, and :meth:`SameImageRule.ordering`: "higher" at
+        every threshold of the interval, or "at the threshold only")."""
+        lines = []
+        for n, sh, dj in zip(self.pair_n, self.shared, self.disjoint):
+            (a0, a1), (b0, b1) = rule.rp_range(sh.similarities), rule.rp_range(dj.similarities)
+            lines.append(f"N={n}: RP same data {a0:.2f}-{a1:.2f}, disjoint {b0:.2f}-{b1:.2f} across the threshold's "
+                         f"interval; same vs disjoint: {rule.ordering(sh.similarities, dj.similarities)}")
         return "\n".join(lines)
 
 
@@ -333,8 +346,8 @@ class TrainingTimeStudy:
 
     ``gl[N]`` and ``rp_optimal[N]`` (the model against D* of its training set) hold one
     :class:`Score` per step of ``steps``; ``rp_seeds[N]`` the RP of two training seeds at the same
-    step, where the sweep has a second seed with snapshots; ``samples[(N, step)]`` the first seed's
-    samples.
+    step, where the sweep has a second seed with snapshots, and ``gl_second[N]`` that second seed's
+    GL; ``samples[(N, step)]`` the first seed's samples.
     """
 
     steps: list[int]
@@ -343,21 +356,40 @@ class TrainingTimeStudy:
     rp_optimal: dict[int, Scores]
     rp_seeds: dict[int, Scores]
     samples: dict[tuple[int, int], Samples] = field(default_factory=dict)
+    gl_second: dict[int, Scores] = field(default_factory=dict)
 
-    def onset(self, n: int, level: float = 0.5) -> float | None:
+    def _gl(self, n: int, second: bool) -> list[float]:
+        if second and n not in self.gl_second:
+            raise ValueError(f"no second training seed at N={n} (it has one at {sorted(self.gl_second)})")
+        return Scores((self.gl_second if second else self.gl)[n]).values
+
+    def onset(self, n: int, level: float = 0.5, second: bool = False) -> float | None:
         """The training step where GL first falls to ``level`` (memorization sets in), linearly
-        interpolated between snapshots; ``None`` when it never does within training."""
-        gl = Scores(self.gl[n]).values
+        interpolated between snapshots; ``None`` when it never does within training. ``second``:
+        of the second training seed (:attr:`gl_second`)."""
+        gl = self._gl(n, second)
         for i in range(1, len(gl)):
             if gl[i] <= level < gl[i - 1]:
                 frac = (gl[i - 1] - level) / (gl[i - 1] - gl[i])
                 return self.steps[i - 1] + frac * (self.steps[i] - self.steps[i - 1])
         return float(self.steps[0]) if gl and gl[0] <= level else None
 
-    def onset_fit(self, level: float = 0.5) -> tuple[float, float, list[int]]:
+    def bracket(self, n: int, level: float = 0.5, second: bool = False) -> tuple[int, int] | None:
+        """The two snapshot steps around the onset: the last with GL above ``level`` and the first
+        with GL at or below it (the interpolated :meth:`onset` lies between them); ``(0, first
+        step)`` when GL is already at or below ``level`` at the first snapshot; ``None`` when GL never
+        falls to ``level`` within training (no onset)."""
+        gl = self._gl(n, second)
+        for i in range(1, len(gl)):
+            if gl[i] <= level < gl[i - 1]:
+                return self.steps[i - 1], self.steps[i]
+        return (0, self.steps[0]) if gl and gl[0] <= level else None
+
+    def onset_fit(self, level: float = 0.5, second: bool = False) -> tuple[float, float, list[int]]:
         """Least-squares line ``onset = a + b N`` through the N whose onset falls inside training:
         returns ``(a, b, those N)`` (``nan`` when fewer than two N have one)."""
-        pts = [(n, self.onset(n, level)) for n in self.n_train]
+        ns = self.n_train if not second else [n for n in self.n_train if n in self.gl_second]
+        pts = [(n, self.onset(n, level, second)) for n in ns]
         pts = [(n, t) for n, t in pts if t is not None]
         if len(pts) < 2:
             return math.nan, math.nan, [n for n, _ in pts]
@@ -381,7 +413,7 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
     """Sample the first size's model of ``sweep`` (a :class:`reprodiff.configs.SweepConfig`) at each of
     its snapshot steps and at the end, for every N with snapshots; score GL against its training set
     and RP against D*'s samples (and against the ``second_seed`` model's same-step samples where the
-    sweep has that replicate). The models must be trained (:func:`reprodiff.regimes.load_sweep` with replicates)."""
+    sweep has that replicate, whose GL it also scores). The models must be trained (:func:`reprodiff.regimes.load_sweep` with replicates)."""
     from tqdm.auto import tqdm
 
     if not sweep.snapshots:
@@ -392,7 +424,7 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
     replicated = {n for n, label, seed in sweep.replicates if label == size and seed == second_seed}
     at = [*sweep.snapshots, sweep.base.steps]
     desc = get_descriptor(rule.descriptor)
-    gl, rp_opt, rp_seeds, samples = {}, {}, {}, {}
+    gl, rp_opt, rp_seeds, samples, gl_second = {}, {}, {}, {}, {}
     bar = tqdm(total=(len(n_train) + len(replicated)) * len(at), desc="sampling snapshots", disable=not progress)
     for n in n_train:
         cfg = configs[(size, n)]
@@ -409,9 +441,63 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
             other = sample_at_steps(replicates[(size, n, second_seed)], at, seeds, shape,
                                     name=f"{size} N={n} seed {second_seed} step {{step}}", **kw)
             rp_seeds[n] = Scores(rp_score(s, t, desc, threshold=rule) for s, t in zip(mine, other))
+            gl_second[n] = Scores(gl_score(t, train, desc, threshold=rule) for t in other)
             bar.update(len(at))
     bar.close()
-    return TrainingTimeStudy(at, n_train, gl, rp_opt, rp_seeds, samples)
+    return TrainingTimeStudy(at, n_train, gl, rp_opt, rp_seeds, samples, gl_second)
+
+
+@dataclass
+class QualityAlongTraining:
+    """A digit classifier's confidence in one model's samples along training, beside its ceiling and a null.
+
+    ``confidence[N]``: mean top-class probability of the samples at each of ``steps`` (from a
+    :class:`TrainingTimeStudy`); ``ceiling``: the same on held-out real images, with the classifier's
+    ``accuracy`` there; ``null[N]``: the confidence in the Gaussian denoiser's samples of the same
+    training set from the same seeds (a closed form that never copies and draws blurry blends).
+    """
+
+    steps: list[int]
+    n_train: list[int]
+    confidence: dict[int, list[float]]
+    ceiling: float
+    accuracy: float
+    null: dict[int, float]
+
+    def table(self) -> str:
+        """Confidence at each step (rows) and N (columns), then the null's row and the real-data ceiling."""
+        width = max(10, *(len(f"conf N={n}") + 2 for n in self.n_train))
+        lines = [f"{'step':>8s}  " + "".join(f"{f'conf N={n}':>{width}s}" for n in self.n_train)]
+        for i, step in enumerate(self.steps):
+            lines.append(f"{step:8d}  " + "".join(f"{self.confidence[n][i]:{width}.2f}" for n in self.n_train))
+        lines.append(f"{'Gaussian':>8s}  " + "".join(f"{self.null[n]:{width}.2f}" for n in self.n_train))
+        lines.append(f"classifier confidence in held-out real digits (the ceiling): {self.ceiling:.2f} "
+                     f"(accuracy {self.accuracy:.2f}); row 'Gaussian': the Gaussian denoiser of each training set, "
+                     "same seeds (the null)")
+        return "\n".join(lines)
+
+
+def quality_along_training(times: TrainingTimeStudy, sweep, classifier, ceiling: float, accuracy: float,
+                           seeds: Sequence[int] | range, *, sampler: str = "heun", steps: int = 18,
+                           batch_size: int = 256) -> QualityAlongTraining:
+    """Rate the samples of ``times`` (its first seed, every N and step) with ``classifier`` (a
+    :class:`reprodiff.metrics.QualityClassifier`, e.g. from
+    :func:`reprodiff.experiments.quality_classifier`, which also returns ``accuracy`` and the real-data
+    ``ceiling``), and the Gaussian denoiser of each N's training set (the first size of ``sweep``, the
+    :class:`reprodiff.configs.SweepConfig` that ``times`` came from) sampled from ``seeds``."""
+    configs = sweep.model_configs()
+    size = next(iter(sweep.sizes))
+    conf, null = {}, {}
+    for n in times.n_train:
+        missing = [k for k in times.steps if (n, k) not in times.samples]
+        if missing:
+            raise ValueError(f"the training-time study holds no samples at N={n}, steps {missing}")
+        conf[n] = [classifier.confidence(times.samples[(n, k)].images) for k in times.steps]
+        train = training_data(configs[(size, n)])[0].images
+        gauss = generate(GaussianDenoiser.from_data(train), seeds, tuple(train.shape[1:]), sampler=sampler,
+                         steps=steps, batch_size=batch_size, cache_samples=False)
+        null[n] = classifier.confidence(gauss.images)
+    return QualityAlongTraining(list(times.steps), list(times.n_train), conf, ceiling, accuracy, null)
 
 
 # ----------------------------------------------------------------------------- the RP dip across the transition
@@ -419,66 +505,142 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
 
 @dataclass
 class DipStudy:
-    """RP against N for the two finished widths and for the early snapshot against the wide model.
+    """RP against N between the two finished widths of a sweep, with each width's GL, where its GL
+    crosses 0.5, and whether the small width's GL had settled by the end of training.
 
     Zhang et al. explain the dip in RP between two widths by the two models leaving memorization at
-    different N; this study marks where each model's GL crosses 0.5 and adds a pair whose crossings
-    lie further apart: the small model stopped early (a training snapshot) against the wider model at
-    the end of training.
-
-    ``n_train``: the N with snapshots that the sweep also has; ``pair``: the sweep's RP pair of the
-    two finished widths and ``rp_end`` its RP at ``n_train``; ``rp_early``: RP of the small model at
-    step ``early`` with the wide finished model; ``crossings[label]``: N where each model's GL
-    crosses 0.5 (``None``: not within ``n_train``); ``small`` and ``wide``: short model names.
+    different N. ``n_train``: every N of the sweep; ``pair``: the sweep's RP pair of the two widths
+    and ``rp_end`` its RP at each N; ``gl[name]``: each width's GL at each N; ``crossings[label]``:
+    N where each width's GL crosses 0.5 (``None``: not within the sweep); ``settle[N]``: for the
+    small width at the N with snapshots, ``(step, GL at that snapshot, GL at the end)`` for the last
+    snapshot before the end; ``tolerance``: the largest change of GL over that stretch still called
+    stable; ``small`` and ``wide``: short model names.
     """
 
     n_train: list[int]
-    early: int
     small: str
     wide: str
     pair: str
     rp_end: Scores
-    rp_early: Scores
+    gl: dict[str, list[float]]
     crossings: dict[str, float | None]
+    settle: dict[int, tuple[int, float, float]]
+    tolerance: float = 0.05
 
-    @property
-    def early_label(self) -> str:
-        return f"{self.small} at step {self.early} vs {self.wide}"
+    def stable(self, n: int) -> bool | None:
+        """Whether the small width's GL changed by at most :attr:`tolerance` between its last
+        snapshot and the end of training at ``n`` (``None``: no snapshots at that N)."""
+        if n not in self.settle:
+            return None
+        _, before, end = self.settle[n]
+        return abs(end - before) <= self.tolerance
 
     def curves(self) -> dict[str, tuple[list[float], list[float], list[float]]]:
-        """``{label: (values, lower, upper)}`` of both pairs, for :func:`reprodiff.plots.curve_with_band`."""
-        return {f"{self.pair} (both at the end)": self.rp_end.band(), self.early_label: self.rp_early.band()}
+        """``{label: (values, lower, upper)}``, for :func:`reprodiff.plots.curve_with_band`."""
+        return {f"{self.pair} (both at the end of training)": self.rp_end.band()}
 
     def summary(self) -> str:
         """Where each GL crosses 0.5."""
         return "\n".join(f"GL crosses 0.5: {k} at N ~ {v:.0f}" if v else
                          f"GL crosses 0.5: {k} not within N <= {self.n_train[-1]}" for k, v in self.crossings.items())
 
-    def rp_summary(self) -> str:
-        """Both pairs' RP at each N, in two decimals."""
-        return "\n".join([f"RP {self.pair}: "
-                          + ", ".join(f"N={n}: {s.value:.2f}" for n, s in zip(self.n_train, self.rp_end)),
-                          f"RP {self.small} step {self.early} vs {self.wide}: "
-                          + ", ".join(f"N={n}: {s.value:.2f}" for n, s in zip(self.n_train, self.rp_early))])
+    def table(self, rule: SameImageRule | None = None) -> str:
+        """One row per N: RP with its 95% interval (and, given the same-image ``rule`` with a
+        threshold interval, RP's range across that interval), both widths' GL, and the small width's GL
+        at its last snapshot and at the end with the verdict "stable" / "still moving" ("no
+        snapshots" where it saved none)."""
+        small_step = next((v[0] for v in self.settle.values()), None)
+        head = (f"{'N':>6s}  {'RP':>18s}  " + (f"{'RP across thr.':>14s}  " if rule else "")
+                + f"{'GL ' + self.small:>10s}  {'GL ' + self.wide:>10s}  "
+                + f"{f'{self.small} GL step {small_step} -> end':>26s}")
+        lines = [head]
+        for i, n in enumerate(self.n_train):
+            sc = self.rp_end[i]
+            rng = ""
+            if rule:
+                lo, hi = rule.rp_range(sc.similarities)
+                rng = f"{f'{lo:.2f}-{hi:.2f}':>14s}  "
+            if n in self.settle:
+                _, before, end = self.settle[n]
+                moved = f"{before:.2f} -> {end:.2f} " + ("stable" if self.stable(n) else "still moving")
+            else:
+                moved = "no snapshots"
+            lines.append(f"{n:6d}  {sc.interval():>18s}  {rng}{self.gl[self.small][i]:10.2f}  "
+                         f"{self.gl[self.wide][i]:10.2f}  {moved:>26s}")
+        lines.append(f"stable: {self.small}'s GL changed by at most {self.tolerance:.2f} from its last snapshot to the "
+                     f"end of training; {self.wide} saved no snapshots" + (
+                         "; RP across thr.: RP at the ends of the threshold's 95% interval" if rule else ""))
+        return "\n".join(lines)
+
+    def lowest(self) -> int:
+        """The N of the lowest RP strictly between the smallest and the largest N (the dip's bottom)."""
+        inner = range(1, len(self.n_train) - 1)
+        if not inner:
+            raise ValueError("the dip needs at least three N")
+        return self.n_train[min(inner, key=lambda i: self.rp_end[i].value)]
+
+    def verdicts(self, rule: SameImageRule) -> str:
+        """The dip's bottom (:meth:`lowest`) against both ends: RP with intervals, the threshold-free
+        median similarity with its interval, and :meth:`SameImageRule.ordering` across the
+        threshold's interval ("lower" at every threshold, or "at the threshold only")."""
+        def at(n: int) -> Score:
+            return self.rp_end[self.n_train.index(n)]
+        bottom = self.lowest()
+        lines = []
+        for end in (self.n_train[0], self.n_train[-1]):
+            a, b = at(bottom), at(end)
+            lines.append(f"RP at N={bottom} {a.interval()} vs N={end} {b.interval()}: "
+                         f"{rule.ordering(a.similarities, b.similarities)} across the threshold's interval; "
+                         f"medians {_median_interval(a)} vs {_median_interval(b)}")
+        return "\n".join(lines)
 
 
-def dip_study(sweep, times: TrainingTimeStudy, seeds: Sequence[int] | range, rule: SameImageRule, *,
-              at_step: float) -> DipStudy:
+    def headline(self) -> str:
+        """RP at the smallest N, at the dip's bottom (:meth:`lowest`) and at the largest N, with intervals."""
+        ends = [(n, self.rp_end[self.n_train.index(n)]) for n in (self.n_train[0], self.lowest(), self.n_train[-1])]
+        return (f"RP {self.pair}: " + ", ".join(f"{s.interval()} at N={n}" for n, s in ends)
+                + f" (lowest at N={ends[1][0]})")
+
+
+def longer_vs_wide(sweep, longer: TrainingTimeStudy, rule: SameImageRule) -> str:
+    """For each N of ``longer`` (the small width trained past the sweep's length, a
+    :class:`TrainingTimeStudy`) that ``sweep`` (a two-width :class:`reprodiff.regimes.SweepResult`)
+    also has: RP of its finished samples with the wide width's finished ones from the same seeds, and
+    its GL at the last two snapshots, one line each."""
+    small, wide = sweep.sizes
+    lines = []
+    for n in longer.n_train:
+        if n not in sweep.n_train:
+            continue
+        last, before = longer.steps[-1], longer.steps[-2]
+        gl = Scores(longer.gl[n]).values
+        mine = longer.samples[(n, last)]
+        other = Samples(sweep.samples[(wide, n)].by_seed(mine.seeds.tolist()), mine.seeds)  # the same seeds
+        rp = rp_score(mine, other, rule.descriptor, threshold=rule)
+        lines.append(f"N={n}: {short_name(small)} trained {last:,} steps (GL {gl[-2]:.2f} at step {before:,}, "
+                     f"{gl[-1]:.2f} at {last:,}) vs {short_name(wide)}: RP {rp.interval()}")
+    return "\n".join(lines)
+
+
+def dip_study(sweep, times: TrainingTimeStudy, rule: SameImageRule, *, tolerance: float = 0.05) -> DipStudy:
     """From a two-width :class:`reprodiff.regimes.SweepResult` ``sweep`` and the small width's
-    :class:`TrainingTimeStudy` ``times``: the snapshot step nearest ``at_step``, RP of that
-    snapshot's samples with the wide model's finished ones from the same ``seeds`` at every N both
-    have, and the GL = 0.5 crossings of the small model (finished and early) and of the wide one.
-    Models are named by their short names (:attr:`reprodiff.configs.SizeLabel.short`)."""
+    :class:`TrainingTimeStudy` ``times``: RP of the two finished widths at every N of the sweep,
+    both widths' GL and GL = 0.5 crossings, and, at the N with snapshots, the small width's GL at
+    its last snapshot before the end beside its final GL (stable when they differ by at most
+    ``tolerance``). ``rule`` is the same-image rule the sweep was scored with. Models are named by
+    their short names (:attr:`reprodiff.configs.SizeLabel.short`)."""
     small, wide = sweep.sizes
     s_small, s_wide = short_name(small), short_name(wide)
-    early = min(times.steps, key=lambda k: abs(k - at_step))
-    ns = [n for n in times.n_train if n in sweep.n_train]
-    early_gl = Scores(times.gl[n][times.steps.index(early)] for n in ns)
-    early_rp = Scores(rp_score(times.samples[(n, early)], Samples(sweep.samples[(wide, n)].by_seed(seeds), seeds),
-                               rule.descriptor, threshold=rule) for n in ns)
-    crossings = {f"{s_small} (end)": sweep.gl_crossing(small, 0.5),
-                 f"{s_small} (step {early})": gl_crossing(ns, early_gl.values),
-                 f"{s_wide} (end)": sweep.gl_crossing(wide, 0.5)}
+    if rule.threshold != sweep.rule.threshold:
+        raise ValueError(f"the sweep was scored at threshold {sweep.rule.threshold}, not {rule.threshold}")
+    settle = {}
+    if len(times.steps) >= 2:
+        for n in times.n_train:
+            if n in sweep.n_train:
+                gl = Scores(times.gl[n]).values
+                settle[n] = (times.steps[-2], gl[-2], gl[-1])
+    crossings = {f"{s_small} (end)": sweep.gl_crossing(small, 0.5), f"{s_wide} (end)": sweep.gl_crossing(wide, 0.5)}
     pair = next(iter(sweep.rp))
-    rp_end = Scores(sweep.rp[pair][sweep.n_train.index(n)] for n in ns)
-    return DipStudy(ns, early, s_small, s_wide, pair, rp_end, early_rp, crossings)
+    gl = {s_small: Scores(sweep.gl[small]).values, s_wide: Scores(sweep.gl[wide]).values}
+    return DipStudy(list(sweep.n_train), s_small, s_wide, pair, Scores(sweep.rp[pair]), gl, crossings, settle,
+                    tolerance)

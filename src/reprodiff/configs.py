@@ -387,14 +387,27 @@ class AgreementConfig(_OnRegimes):
 
     @property
     def onset_sweep(self) -> SweepConfig:
-        """The sweep with ``onset_n`` added: its models at the sweep's own N are chapter 3's."""
-        return replace(self.sweep, n_train=tuple(sorted({*self.sweep.n_train, *self.onset_n})))
+        """The sweep with ``onset_n`` added, each also with the second pair seed (``pair_seeds[1]``),
+        so the onset line can be fitted for two training seeds: its models at the sweep's own N are
+        chapter 3's."""
+        s = self.sweep
+        extra = tuple((n, self.size, self.pair_seeds[1]) for n in self.onset_n
+                      if n not in s.n_train and (n, self.size, self.pair_seeds[1]) not in s.replicates)
+        return replace(s, n_train=tuple(sorted({*s.n_train, *self.onset_n})), replicates=(*s.replicates, *extra))
 
     @property
     def onset_models(self) -> dict[str, TrainConfig]:
-        """The training-time study's extra models, ``{"N=32 onset": config, ...}``."""
-        configs = self.onset_sweep.model_configs()
-        return {f"N={n} onset": configs[(self.size, n)] for n in self.onset_n if n not in self.sweep.n_train}
+        """The training-time study's extra models, ``{"N=32 onset": config, "N=32 onset seed 2": config,
+        ...}``: the sweep's recipe at each of ``onset_n`` for the first seed and the second pair seed."""
+        s = self.onset_sweep
+        configs, reps = s.model_configs(), s.replicate_configs()
+        seed = self.pair_seeds[1]
+        out = {}
+        for n in self.onset_n:
+            if n not in self.sweep.n_train:
+                out[f"N={n} onset"] = configs[(self.size, n)]
+                out[f"N={n} onset seed {seed}"] = reps[(self.size, n, seed)]
+        return out
 
     @property
     def extended_sweep(self) -> SweepConfig:
