@@ -66,8 +66,8 @@ import time
 import matplotlib.pyplot as plt
 
 from reprodiff import get_config, load_or_train_many
-from reprodiff.agreement import (PAIR_KINDS, closed_form_study, dip_study, longer_vs_wide, median_rows, pair_study,
-                                 quality_along_training, training_time_study)
+from reprodiff.agreement import (PAIR_KINDS, closed_form_study, dip_study, last_snapshot_gl, longer_vs_wide,
+                                 median_rows, pair_study, quality_along_training, training_time_study)
 from reprodiff.denoisers import LocalDenoiser
 from reprodiff.estimate import chapter_time_estimate
 from reprodiff.experiments import book_rule, quality_classifier
@@ -170,9 +170,9 @@ fig = image_grid(rows, col_titles=[f"seed {s}" for s in cols])
 # two models are chapter 1's UNet-XS and UNet-S, the sweep's largest point, on the same nested
 # subsets and held-out images), with each width's GL and the N where it crosses 0.5. A mechanism
 # read off such a curve needs models that have stopped changing at each N, so the table also says,
-# for UNet-XS at the N where it saved snapshots, whether its GL still moved between its last
-# snapshot and the end of training. UNet-S saved no snapshots, and neither width did at N = 1,500:
-# there convergence is not measured. Below the table, the dip's bottom is compared with both ends
+# for each width at the N where it saved snapshots, whether its GL still moved between its last
+# snapshot and the end of training. Neither width saved snapshots at N = 1,500 (the models the other
+# chapters share): there convergence is not measured. Below the table, the dip's bottom is compared with both ends
 # at every threshold of the rule's interval, with the threshold-free medians beside RP.
 
 # %%
@@ -184,7 +184,9 @@ times = training_time_study(cfg.onset_sweep, seeds, rule, second_seed=cfg.pair_s
 longer = training_time_study(cfg.extended_sweep, seeds, rule, sampler=reg.sampler, steps=reg.steps,
                              batch_size=reg.batch_size, progress=False) if cfg.extend_n else None
 print(f"sweep and snapshots sampled and scored in {time.perf_counter() - t0:.0f} s")
-dip = dip_study(dip_sweep, times, rule)
+wide_last = last_snapshot_gl(sweep_cfg, list(sweep_cfg.sizes)[1], seeds, rule, sampler=reg.sampler, steps=reg.steps,
+                             batch_size=reg.batch_size)
+dip = dip_study(dip_sweep, times, rule, wide_last=wide_last)
 print(dip.summary())
 print(dip.table(rule))
 print(dip.verdicts(rule))
@@ -206,19 +208,22 @@ fig = dip_figure(dip)
 # crossings; at N = 64, UNet-S's own crossing (GL 0.49), with UNet-XS mostly drawing new digits
 # (GL 0.80), RP is 0.43, between the ends and the bottom.
 #
-# Which points are converged: UNet-XS's GL is stable from step 500 to the end at N = 16
-# (0.02 -> 0.02), 96 and 128, but still moving at N = 64 (0.93 -> 0.80). Trained 1,200 steps it
-# settles there (GL 0.23 at step 1,000, 0.20 at 1,200), copying for most seeds, and its RP with
-# UNet-S is 0.39 [0.31, 0.48], inside the interval of the 600-step model's 0.43. UNet-S saved no
-# snapshots, so whether it had converged at any N is not measured, nor is either width's
-# convergence at N = 1,500. A stable GL is in any case only a necessary condition: at N = 128,
-# where GL stays at 1.00, two UNet-XS seeds' RP still moves over the last snapshots (next section).
+# Which points are converged: both widths' GL is stable from step 500 to the end at N = 16 and
+# N = 128. At N = 64 both still move (UNet-XS 0.93 -> 0.80, UNet-S 0.66 -> 0.49), and at the bottom,
+# N = 96, UNet-XS is stable but UNet-S still moves (0.99 -> 0.93). Trained 1,200 steps, UNet-XS
+# settles at N = 64 (GL 0.23 at step 1,000, 0.20 at 1,200), copying for most seeds, and its RP with
+# UNet-S is 0.39 [0.31, 0.48], inside the interval of the 600-step model's 0.43. Neither width's
+# convergence at N = 1,500 is measured. A stable GL is in any case only a necessary condition: at
+# N = 128, where GL stays at 1.00, two UNet-XS seeds' RP still moves over the last snapshots (next
+# section).
 #
 # So the chapter concludes that the dip exists for these two widths, with its bottom after both GL
-# crossings, and that RP recovers by N = 1,500. It cannot conclude that the dip is deepest where
-# the two transitions lie apart: that needs both widths converged at every N, N between the two
-# crossings, and pairs whose crossings lie a known distance apart. UNet-S trained longer, with
-# snapshots, would give them; this chapter does not train it.
+# crossings, and that RP recovers by N = 1,500. On the snapshots' evidence N = 16 and N = 128 are
+# converged points, the bottom (N = 96) is not (UNet-S's GL still falls there), and N = 1,500 is not
+# measured. It cannot
+# conclude that the dip is deepest where the two transitions lie apart: that needs both widths
+# converged at every N, N between the two crossings, and pairs whose crossings lie a known distance
+# apart. UNet-S trained longer at N = 64 and 96 would give the first; this chapter does not train it.
 
 # %% [markdown]
 # ## Memorization takes training time
@@ -405,8 +410,8 @@ fig.tight_layout()
 # - RP between the two fully trained widths falls from N = 16 to its lowest at N = 96 and recovers
 #   in part by N = 1,500, the bottom below both ends at every threshold of the rule's interval and in the
 #   threshold-free medians. The bottom lies after both widths' GL crossings, not between them;
-#   UNet-XS is still changing at N = 64 and UNet-S's convergence is not measured, so whether the dip
-#   is deepest where the two transitions lie apart is not tested here.
+#   both widths' GL still moves at N = 64 and UNet-S's at the bottom, so whether the dip is deepest
+#   where the two transitions lie apart is not tested here.
 # - Memorization needs training time: at N = 16 to 48 it sets in after a number of steps close to
 #   a line in N (about a fixed number of passes over the training set; its slope's range from the
 #   snapshot spacing and a second training seed is in the headline), and the line predicts the

@@ -331,6 +331,13 @@ def test_dip_study_reports_every_n_each_widths_gl_and_whether_gl_settled():
                               "at N=128 (lowest at N=32)")
     with pytest.raises(ValueError, match="scored at threshold"):
         dip_study(sweep, times, SameImageRule(0.98, "test", "pixel"))
+    # the wide width's last snapshots: a column of its own, and the footer no longer says it saved none
+    both = dip_study(sweep, times, rule, wide_last={16: (500, 0.0), 64: (500, 0.5), 48: (500, 1.0)})
+    assert both.settle_wide == {16: (500, 0.0, 0.0), 64: (500, 0.5, 0.2)}
+    assert both.stable(16, wide=True) is True and both.stable(64, wide=True) is False and both.stable(32, wide=True) is None
+    rows = both.table(rule).splitlines()
+    assert "B GL step 500 -> end" in rows[0] and rows[3].endswith("0.50 -> 0.20 still moving")
+    assert rows[2].endswith("no snapshots") and rows[-1].startswith("stable: each width's GL changed by at most 0.05")
     # the small width trained longer at N = 32, against the wide one: its last sample copies the wide one's
     imgs = torch.rand(4, 1, 8, 8) * 2 - 1
     sweep.samples = {(wide, 32): Samples(imgs, torch.arange(4))}
@@ -367,6 +374,21 @@ def test_quality_along_training_rates_each_snapshot_and_the_gaussian_null(digits
     assert rows[4].startswith("classifier confidence in held-out real digits (the ceiling): 0.90 (accuracy 0.95)")
     with pytest.raises(ValueError, match="no samples at N=16, steps \\[8\\]"):
         quality_along_training(replace(times, steps=[2, 8]), sweep, Judge(), 0.9, 0.95, seeds, steps=4)
+
+
+def test_last_snapshot_gl_scores_each_models_last_snapshot_and_skips_the_largest_n():
+    from reprodiff.agreement import last_snapshot_gl
+    from reprodiff.configs import SweepConfig
+    from reprodiff.regimes import load_sweep
+
+    a, b = SizeLabel("A", "1M"), SizeLabel("B", "2M")
+    sweep = SweepConfig("digits", TrainConfig(dataset="digits", holdout=297, steps=4, batch_size=8),
+                        {a: "unet-tiny", b: "unet-tiny"}, (16, 32), snapshots=(2,))
+    assert sweep.model_configs()[(b, 16)].snapshots == (2,) and sweep.model_configs()[(b, 32)].snapshots == ()
+    load_sweep(sweep, progress=False)
+    rule = SameImageRule(0.99, "test", "pixel")
+    out = last_snapshot_gl(sweep, b, range(4), rule, steps=2)
+    assert list(out) == [16] and out[16][0] == 2 and 0.0 <= out[16][1] <= 1.0  # no snapshots at N = 32
 
 
 def test_pair_study_verdicts_say_where_the_ordering_holds():

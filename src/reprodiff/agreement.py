@@ -526,13 +526,16 @@ class DipStudy:
     crossings: dict[str, float | None]
     settle: dict[int, tuple[int, float, float]]
     tolerance: float = 0.05
+    #: ``settle`` for the wide width (from :func:`last_snapshot_gl`); empty when it was not measured
+    settle_wide: dict[int, tuple[int, float, float]] = field(default_factory=dict)
 
-    def stable(self, n: int) -> bool | None:
-        """Whether the small width's GL changed by at most :attr:`tolerance` between its last
-        snapshot and the end of training at ``n`` (``None``: no snapshots at that N)."""
-        if n not in self.settle:
+    def stable(self, n: int, wide: bool = False) -> bool | None:
+        """Whether the small (``wide``: the wide) width's GL changed by at most :attr:`tolerance`
+        between its last snapshot and the end of training at ``n`` (``None``: no snapshots at that N)."""
+        settle = self.settle_wide if wide else self.settle
+        if n not in settle:
             return None
-        _, before, end = self.settle[n]
+        _, before, end = settle[n]
         return abs(end - before) <= self.tolerance
 
     def curves(self) -> dict[str, tuple[list[float], list[float], list[float]]]:
@@ -549,10 +552,13 @@ class DipStudy:
         threshold interval, RP's range across that interval), both widths' GL, and the small width's GL
         at its last snapshot and at the end with the verdict "stable" / "still moving" ("no
         snapshots" where it saved none)."""
-        small_step = next((v[0] for v in self.settle.values()), None)
+        widths = [(self.small, self.settle, False)] + ([(self.wide, self.settle_wide, True)] if self.settle_wide else [])
+        heads = []
+        for name, settle, _ in widths:
+            step = next((v[0] for v in settle.values()), None)
+            heads.append(f"{f'{name} GL step {step} -> end':>26s}")
         head = (f"{'N':>6s}  {'RP':>18s}  " + (f"{'RP across thr.':>14s}  " if rule else "")
-                + f"{'GL ' + self.small:>10s}  {'GL ' + self.wide:>10s}  "
-                + f"{f'{self.small} GL step {small_step} -> end':>26s}")
+                + f"{'GL ' + self.small:>10s}  {'GL ' + self.wide:>10s}  " + "  ".join(heads))
         lines = [head]
         for i, n in enumerate(self.n_train):
             sc = self.rp_end[i]
@@ -560,15 +566,18 @@ class DipStudy:
             if rule:
                 lo, hi = rule.rp_range(sc.similarities)
                 rng = f"{f'{lo:.2f}-{hi:.2f}':>14s}  "
-            if n in self.settle:
-                _, before, end = self.settle[n]
-                moved = f"{before:.2f} -> {end:.2f} " + ("stable" if self.stable(n) else "still moving")
-            else:
-                moved = "no snapshots"
+            moved = []
+            for _, settle, wide in widths:
+                if n in settle:
+                    _, before, end = settle[n]
+                    moved.append(f"{before:.2f} -> {end:.2f} " + ("stable" if self.stable(n, wide) else "still moving"))
+                else:
+                    moved.append("no snapshots")
             lines.append(f"{n:6d}  {sc.interval():>18s}  {rng}{self.gl[self.small][i]:10.2f}  "
-                         f"{self.gl[self.wide][i]:10.2f}  {moved:>26s}")
-        lines.append(f"stable: {self.small}'s GL changed by at most {self.tolerance:.2f} from its last snapshot to the "
-                     f"end of training; {self.wide} saved no snapshots" + (
+                         f"{self.gl[self.wide][i]:10.2f}  " + "  ".join(f"{m:>26s}" for m in moved))
+        who = "each width's GL" if self.settle_wide else f"{self.small}'s GL"
+        lines.append(f"stable: {who} changed by at most {self.tolerance:.2f} from its last snapshot to the end of "
+                     "training" + ("" if self.settle_wide else f"; {self.wide} saved no snapshots") + (
                          "; RP across thr.: RP at the ends of the threshold's 95% interval" if rule else ""))
         return "\n".join(lines)
 
@@ -622,12 +631,33 @@ def longer_vs_wide(sweep, longer: TrainingTimeStudy, rule: SameImageRule) -> str
     return "\n".join(lines)
 
 
-def dip_study(sweep, times: TrainingTimeStudy, rule: SameImageRule, *, tolerance: float = 0.05) -> DipStudy:
+def last_snapshot_gl(sweep, label: str, seeds: Sequence[int] | range, rule: SameImageRule, *, sampler: str = "heun",
+                     steps: int = 18, batch_size: int = 256) -> dict[int, tuple[int, float]]:
+    """GL of size ``label``'s models of ``sweep`` (a :class:`reprodiff.configs.SweepConfig`) at their last
+    snapshot, ``{N: (step, GL)}`` for every N whose model saved snapshots: beside the finished model's
+    GL it tells whether that width had settled by the end of training (:func:`dip_study`'s
+    ``wide_last``). The models must be trained."""
+    desc = get_descriptor(rule.descriptor)
+    out = {}
+    for (size, n), cfg in sweep.model_configs().items():
+        if size != label or not cfg.snapshots:
+            continue
+        train = training_data(cfg)[0].images
+        step = max(cfg.snapshots)
+        (s,) = sample_at_steps(cfg, [step], seeds, tuple(train.shape[1:]), name=f"{short_name(label)} N={n} step {step}",
+                               sampler=sampler, sampling_steps=steps, batch_size=batch_size)
+        out[n] = (step, gl_score(s, train, desc, threshold=rule).value)
+    return out
+
+
+def dip_study(sweep, times: TrainingTimeStudy, rule: SameImageRule, *, tolerance: float = 0.05,
+              wide_last: Mapping[int, tuple[int, float]] | None = None) -> DipStudy:
     """From a two-width :class:`reprodiff.regimes.SweepResult` ``sweep`` and the small width's
     :class:`TrainingTimeStudy` ``times``: RP of the two finished widths at every N of the sweep,
     both widths' GL and GL = 0.5 crossings, and, at the N with snapshots, the small width's GL at
     its last snapshot before the end beside its final GL (stable when they differ by at most
-    ``tolerance``). ``rule`` is the same-image rule the sweep was scored with. Models are named by
+    ``tolerance``). ``wide_last`` (:func:`last_snapshot_gl` of the wide width) adds the same check for
+    the wide width. ``rule`` is the same-image rule the sweep was scored with. Models are named by
     their short names (:attr:`reprodiff.configs.SizeLabel.short`)."""
     small, wide = sweep.sizes
     s_small, s_wide = short_name(small), short_name(wide)
@@ -642,5 +672,7 @@ def dip_study(sweep, times: TrainingTimeStudy, rule: SameImageRule, *, tolerance
     crossings = {f"{s_small} (end)": sweep.gl_crossing(small, 0.5), f"{s_wide} (end)": sweep.gl_crossing(wide, 0.5)}
     pair = next(iter(sweep.rp))
     gl = {s_small: Scores(sweep.gl[small]).values, s_wide: Scores(sweep.gl[wide]).values}
+    settle_wide = {n: (step, before, gl[s_wide][sweep.n_train.index(n)])
+                   for n, (step, before) in (wide_last or {}).items() if n in sweep.n_train}
     return DipStudy(list(sweep.n_train), s_small, s_wide, pair, Scores(sweep.rp[pair]), gl, crossings, settle,
-                    tolerance)
+                    tolerance, settle_wide)

@@ -198,10 +198,11 @@ class SweepConfig:
     order of ``sizes``) trains with seed ``i``, so the two models at one N differ in width *and*
     initialisation. ``base.holdout`` images are kept out of every subset (they calibrate the
     same-image rule and GL's ceiling). ``replicates`` are extra ``(N, size label, seed)`` models
-    that repeat a point of the sweep with other training seeds. The first size's models below the
-    largest N also save their EMA weights at ``snapshots`` (training steps; chapter 5 follows GL and
-    RP through training with them). The largest N is left out because its model is the one the
-    other chapters share (a snapshot schedule is part of a model's hash).
+    that repeat a point of the sweep with other training seeds. The models below the largest N also
+    save their EMA weights at ``snapshots`` (training steps; chapter 5 follows the first size's GL
+    and RP through training with them, and checks from the last one whether each width's GL had
+    settled). The largest N is left out because its model is the one the other chapters share (a
+    snapshot schedule is part of a model's hash).
     """
 
     name: str
@@ -219,7 +220,7 @@ class SweepConfig:
                 raise ValueError(f"replicate {(n, label, seed)} repeats the sweep's own seed")
 
     def _config(self, label: str, n: int, seed: int) -> TrainConfig:
-        snapshots = self.snapshots if label == next(iter(self.sizes)) and n != max(self.n_train) else ()
+        snapshots = self.snapshots if n != max(self.n_train) else ()
         return replace(self.base, backbone=self.sizes[label], n_train=n, seed=seed, snapshots=snapshots)
 
     def model_configs(self) -> dict[tuple[str, int], TrainConfig]:
