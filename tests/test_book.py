@@ -111,7 +111,8 @@ def test_headline_output_is_stored(chapter):
     assert re.search(r"\d\.\d\d", text), f"{src.stem}: headline cell printed no rounded number"
 
 
-SAME_IMAGE = re.compile(r"same-image threshold \[(?P<desc>[\w-]+), (?P<data>[\w-]+)\]: (?P<value>\d\.\d+) \((?P<rule>[^)]*)\)")
+SAME_IMAGE = re.compile(r"same-image threshold \[(?P<desc>[\w-]+), (?P<data>[\w-]+)\]: (?P<value>\d\.\d+) \((?P<rule>[^);]*)"
+                        r"(?:; 95% bootstrap interval (?P<interval>\d\.\d+-\d\.\d+))?\)")
 OTHER_CALIBRATIONS = ("null_quantile", "calibrate_threshold(", "pooled_null_threshold(")
 
 
@@ -126,6 +127,7 @@ def test_chapters_share_one_same_image_rule_per_descriptor_and_dataset():
     from reprodiff.experiments import book_rule
 
     seen: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+    seen_intervals: dict[tuple[str, str], set[tuple[str, str, str | None, str]]] = {}
     for src in CHAPTERS:
         nb = nbformat.read(src.with_suffix(".ipynb"), as_version=4)
         code = "\n".join(c.source for c in _code(nb))
@@ -134,8 +136,9 @@ def test_chapters_share_one_same_image_rule_per_descriptor_and_dataset():
         found = list(SAME_IMAGE.finditer(_printed(nb)))
         if any(k in code for k in ("rp_score(", "rp_matrix(", "regime_sweep(", "gl_score(")):
             assert found, f"{src.stem} scores RP or GL but never prints its same-image rule"
-        for m in found:
+        for m in found:  # a chapter executed since the rule carries its interval prints it too
             seen.setdefault((m["desc"], m["data"]), set()).add((m["value"], m["rule"], src.stem))
+            seen_intervals.setdefault((m["desc"], m["data"]), set()).add((m["value"], m["rule"], m["interval"], src.stem))
     assert ("pixel", "digits") in seen
     for (desc, data), uses in seen.items():
         rules = {(value, rule) for value, rule, _ in uses}
@@ -144,3 +147,6 @@ def test_chapters_share_one_same_image_rule_per_descriptor_and_dataset():
         now = book_rule(data, desc)
         assert (value, rule) == (f"{now.threshold:.3f}", now.rule), \
             f"the chapters printed {value} ({rule}) for {desc} on {data}; book_rule gives {now}: re-execute them"
+        printed = {interval for _, _, interval, _ in seen_intervals.get((desc, data), ()) if interval}
+        assert printed <= ({f"{now.interval[0]:.3f}-{now.interval[1]:.3f}"} if now.interval else set()), \
+            f"a chapter printed the threshold's interval {sorted(printed)} for {desc} on {data}; book_rule gives {now}"
