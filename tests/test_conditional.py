@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from reprodiff.backbones import build_backbone
+from reprodiff.conditioning import SharedNullGuided
 from reprodiff.denoisers import ClassGaussianDenoiser, GaussianDenoiser, Guided, Precond
-from reprodiff.experiments import guidance_study
+from reprodiff.experiments import guidance_study, shared_null_control
 from reprodiff.metrics import QualityClassifier, SameImageRule, within_label_similarity
 from reprodiff.sampling import Samples, generate, noise_for_seeds
 
@@ -103,6 +104,86 @@ def test_guided_labels_are_checked_before_sampling(conditional):
     with pytest.raises(ValueError, match="pass labels="):
         generate(Guided(conditional, 1.0), [0, 1], SHAPE, steps=2)
     assert Guided(conditional, 1.0).null_label == 3
+
+
+def test_shared_null_guidance_is_guided_with_another_models_null_estimate(data, conditional, unconditional):
+    images, labels = data
+    gauss = ClassGaussianDenoiser(images, labels)
+    x, sigma, cond = torch.randn(5, *SHAPE, generator=torch.Generator().manual_seed(3)), 0.7, torch.tensor([0, 1, 2, 0, 1])
+    # the unconditional estimate is the other model's null label (or an unconditional model, unlabelled)
+    want = 3 * conditional(x, sigma, cond) - 2 * gauss(x, sigma, torch.full_like(cond, 3))
+    assert torch.allclose(SharedNullGuided(conditional, gauss, 2.0)(x, sigma, cond), want, atol=1e-6)
+    want = 3 * conditional(x, sigma, cond) - 2 * unconditional(x, sigma)
+    assert torch.allclose(SharedNullGuided(conditional, unconditional, 2.0)(x, sigma, cond), want, atol=1e-6)
+    # with its own null it is Guided; at w = 0 it is the conditional model
+    assert torch.allclose(SharedNullGuided(gauss, gauss, 1.5)(x, sigma, cond), Guided(gauss, 1.5)(x, sigma, cond),
+                          atol=1e-6)
+    assert torch.equal(SharedNullGuided(conditional, gauss, 0.0)(x, sigma, cond), conditional(x, sigma, cond))
+    # the difference between two models guided by one shared null is (1 + w) times their conditional difference
+    d = SharedNullGuided(conditional, gauss, 2.0)(x, sigma, cond) - SharedNullGuided(gauss, gauss, 2.0)(x, sigma, cond)
+    assert torch.allclose(d, 3 * (conditional(x, sigma, cond) - gauss(x, sigma, cond)), atol=1e-5)
+
+
+def test_shared_null_guidance_fails_before_sampling(conditional, unconditional, data):
+    gauss = ClassGaussianDenoiser(*data)
+    with pytest.raises(ValueError, match="needs a class-conditional model"):
+        SharedNullGuided(unconditional, gauss, 1.0)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        SharedNullGuided(conditional, gauss, -1.0)
+    with pytest.raises(ValueError, match="must be a denoiser"):
+        SharedNullGuided(conditional, lambda x, s, c=None: x, 1.0)
+    with pytest.raises(ValueError, match="takes no null_label"):
+        SharedNullGuided(conditional, unconditional, 1.0, null_label=3)
+    with pytest.raises(ValueError, match=r"null_label must lie in \[0, 3\]"):
+        SharedNullGuided(conditional, gauss, 1.0, null_label=7)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\]"):
+        generate(SharedNullGuided(conditional, gauss, 1.0), [0, 1], SHAPE, steps=2, labels=[0, 7])
+
+    class Cropping(torch.nn.Module):  # an unconditional "denoiser" of another image shape
+        def forward(self, x, sigma, cond=None):
+            return x[..., :2, :2]
+
+    with pytest.raises(ValueError, match="one image shape"):
+        SharedNullGuided(conditional, Cropping(), 1.0)(torch.randn(2, *SHAPE), 0.5, torch.tensor([0, 1]))
+
+
+def test_shared_null_control(data, conditional):
+    images, labels = data
+    torch.manual_seed(1)
+    other = Precond(build_backbone("mlp-xs", SHAPE, num_classes=3), "edm")
+    gauss = ClassGaussianDenoiser(images, labels)
+    rule = SameImageRule(0.9, "a test threshold", "pixel")
+    models, seeds, lab = {"a": conditional, "b": other, "gauss": gauss}, range(10), torch.arange(10) % 3
+    control = shared_null_control(models, "gauss", seeds, lab, SHAPE, (0, 2), rule, steps=3)
+    assert control.scales == [0.0, 2.0] and control.n_seeds == 10 and control.shared == "gauss"
+    for kind in control.KINDS:
+        assert set(control.rp[2.0][kind]) == {("a", "b"), ("a", "gauss"), ("b", "gauss")}
+    # w = 0 uses no null: one run; at w = 2 the shared null changes the pairs without the shared model's twin
+    assert control.mean_rp(0.0, "own null") == control.mean_rp(0.0, "shared null")
+    own, shared = (control.rp[2.0][k][("a", "b")].similarities for k in control.KINDS)
+    assert not torch.equal(own, shared)
+    kw = dict(labels=lab, steps=3)
+    a_shared = generate(SharedNullGuided(conditional, gauss, 2.0), seeds, SHAPE, **kw)
+    g_own = generate(Guided(gauss, 2.0), seeds, SHAPE, **kw)
+    from reprodiff.metrics import paired_similarity
+    assert torch.allclose(control.rp[2.0]["shared null"][("a", "gauss")].similarities,
+                          paired_similarity(a_shared, g_own, "pixel"))
+    # samples drawn already are reused (on the control's seeds), not drawn again
+    study = guidance_study(models, range(12), torch.arange(12) % 3, SHAPE, (0, 2), rule,
+                           QualityClassifier(images, labels), steps=3)
+    reused = shared_null_control(models, "gauss", seeds, lab, SHAPE, (0, 2), rule, own=study.samples, steps=3)
+    assert torch.allclose(reused.rp[2.0]["own null"][("a", "b")].similarities, own)
+    med, lo, hi = control.median(2.0, "shared null", ("a", "b"))
+    assert lo <= med <= hi and med == pytest.approx(float(shared.median()))
+    rows = control.table({"a": "a", "b": "b", "gauss": "g"}).splitlines()
+    assert len(rows) == 1 + 2 * 3 + 1 and rows[4].split()[:4] == ["2", "a", "vs", "b"]
+    # bad input fails before sampling
+    with pytest.raises(ValueError, match="not one of the models"):
+        shared_null_control(models, "nobody", seeds, lab, SHAPE, (1,), rule, steps=3)
+    with pytest.raises(ValueError, match="one label per seed"):
+        shared_null_control(models, "gauss", seeds, lab[:3], SHAPE, (1,), rule, steps=3)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        shared_null_control(models, "gauss", seeds, lab, SHAPE, (1, -2), rule, steps=3)
 
 
 # ----------------------------------------------------------------------------- the guidance study

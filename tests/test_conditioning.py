@@ -174,3 +174,52 @@ def test_seed_pair_check_scores_gl_of_each_model_and_rp_of_each_kind():
     lines = check.table().splitlines()
     assert len(lines) == 6 and lines[0] == f"GL {'conditional s0':18s} {check.gl['conditional s0'].interval()}"
     assert lines[-1] == f"RP {'unconditional pair':18s} {check.rp['unconditional'].interval()}"
+
+
+def test_regime_check_samples_each_conditional_model_at_each_scale_and_orders_against_the_twins():
+    from types import SimpleNamespace
+
+    from reprodiff.conditioning import regime_check, regime_summary, regime_table
+
+    torch.manual_seed(0)
+    nets = {f"{kind} s{k}": Precond(build_backbone("mlp-xs", (1, 4, 4), num_classes=3 if kind == "conditional"
+                                                   else None), "edm")
+            for kind in ("conditional", "unconditional") for k in (0, 2)}
+    cfgs = {k: SimpleNamespace(conditional=k.startswith("conditional")) for k in nets}
+    labels, train = torch.tensor([0, 1, 2, 0]), torch.rand(5, 1, 4, 4) * 2 - 1
+    check = regime_check(nets, cfgs, train, range(4), (1, 4, 4), labels, "pixel", RULE, scales=(0, 1.5), steps=3)
+    assert set(check.gl) == {"conditional w=0 s0", "conditional w=1.5 s0", "unconditional s0",
+                             "conditional w=0 s2", "conditional w=1.5 s2", "unconditional s2"}
+    assert list(check.rp) == ["conditional w=0", "conditional w=1.5", "unconditional"]
+    assert torch.equal(check.samples["conditional w=1.5 s2"].images,
+                       generate(Guided(nets["conditional s2"], 1.5), range(4), (1, 4, 4), labels=labels, steps=3).images)
+    assert torch.equal(check.samples["conditional w=0 s0"].images,
+                       generate(nets["conditional s0"], range(4), (1, 4, 4), labels=labels, steps=3).images)
+    table = regime_table({16: check, 32: check}).splitlines()
+    assert table[1] == "N = 16" and table[5] == "N = 32" and len(table) == 9
+    assert table[2].split()[:3] == ["conditional", "w", "="] and check.rp["unconditional"].interval() in table[4]
+    summary = regime_summary({16: check}).splitlines()
+    assert summary[0].startswith("N = 16: conditional GL ") and "at w = 1.5 (seeds 0, 2)" in summary[0]
+    assert summary[2].endswith(f"unconditional {check.rp['unconditional'].value:.2f}")
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        regime_check(nets, cfgs, train, range(4), (1, 4, 4), labels, "pixel", RULE, scales=(-1,), steps=3)
+    with pytest.raises(ValueError, match="models must be"):
+        regime_check({k: v for k, v in nets.items() if k != "unconditional s2"}, cfgs, train, range(4), (1, 4, 4),
+                     labels, "pixel", RULE, steps=3)
+
+
+def test_seed_pair_orderings_hold_across_the_threshold_interval_or_only_at_it():
+    from reprodiff.conditioning import SeedPairCheck
+    from reprodiff.metrics import Score
+
+    def score(sims):
+        return Score("RP", 0.0, (0.0, 0.0), len(sims), 0.98, "t", "pixel", similarities=torch.tensor(sims))
+
+    rule = SameImageRule(0.98, "a test threshold", "pixel", interval=(0.97, 0.99))
+    high, mid, low = score([0.995, 0.995, 0.5]), score([0.985, 0.5, 0.5]), score([0.5, 0.5, 0.5])
+    check = SeedPairCheck(gl={"conditional s0": high, "unconditional s0": low, "conditional s2": mid,
+                              "unconditional s2": score([0.975, 0.5, 0.5])},
+                          rp={"conditional": mid, "unconditional": score([0.975, 0.975, 0.5])})
+    out = check.orderings(rule)
+    assert out == {"RP between seeds": {"conditional": "at the threshold only"},  # 1/3 vs 2/3 above 0.97, 1/3 vs 0 above 0.98
+                   "copies, s0": {"conditional": "higher"}, "copies, s2": {"conditional": "at the threshold only"}}

@@ -641,8 +641,9 @@ class ConditionalConfig(_Sampled):
 
     ``models`` are the conditional models, each the conditional twin of the ``unconditional`` model
     of the same name (same recipe and training seed, plus labels; chapter 2's models on the cpu
-    profile, so they come from the cache). ``regime_models`` repeat chapter 3's sweep point at
-    ``regime_n`` training images with and without labels, from ``regime_seeds``. Seed k draws class
+    profile, so they come from the cache). ``regime_models`` repeat chapter 3's sweep points at each
+    of ``regime_n`` (one N or several; the first is the one the chapter shows in pictures) with and
+    without labels, from ``regime_seeds``. Seed k draws class
     ``k % num_classes``. ``text_models`` (gpu profile) are diffusers text-to-image checkpoints
     sampled from the same latent noise and ``prompts``.
     """
@@ -651,10 +652,14 @@ class ConditionalConfig(_Sampled):
     models: dict[str, TrainConfig]
     unconditional: dict[str, TrainConfig]
     regime_sweep: SweepConfig
-    regime_n: int
+    regime_n: tuple[int, ...]
     regime_seeds: tuple[int, int] = (0, 2)  # the cpu sweep has both at N = 128 (point and replicate)
     guidance: float = 1.0
     guidance_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    #: the shared-null control (one unconditional estimate guides every model): its scales and its
+    #: seeds (the first ``control_seeds`` of the chapter's)
+    control_scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+    control_seeds: int = 250
     sampling: Sampling = Sampling(n_seeds=500, batch_size=250)
     grid_seeds: int = 10
     text_models: dict[str, str] | None = None
@@ -671,32 +676,41 @@ class ConditionalConfig(_Sampled):
             raise ValueError("models= must be class-conditional and unconditional= must not")
         if self.guidance not in self.guidance_scales or min(self.guidance_scales) != 0:
             raise ValueError("guidance_scales must include 0 (no guidance) and the default guidance")
-        self.regime_models()  # the sweep must have the point (and the replicate) asked for
+        if not set(self.control_scales) <= set(self.guidance_scales) or not 0 < self.control_seeds <= self.n_seeds:
+            raise ValueError("the shared-null control runs on some of guidance_scales and at most n_seeds seeds")
+        if isinstance(self.regime_n, int):
+            object.__setattr__(self, "regime_n", (self.regime_n,))
+        if not self.regime_n or len(set(self.regime_n)) != len(self.regime_n):
+            raise ValueError(f"regime_n must name one or more distinct N, got {self.regime_n}")
+        for n in self.regime_n:
+            self.regime_models(n)  # the sweep must have the point (and the replicate) asked for
 
     @property
     def dataset(self) -> str:
         return next(iter(self.models.values())).dataset
 
-    def regime_models(self) -> dict[str, TrainConfig]:
-        """``{"unconditional s0": ..., "conditional s0": ...}`` at ``regime_n``: the unconditional ones are
-        the sweep's narrow model at that N with each of ``regime_seeds`` (on the cpu profile chapter 3's
-        own sweep point and replicate, so they come from its cache), the conditional ones the same
-        configs with labels."""
+    def regime_models(self, n: int | None = None) -> dict[str, TrainConfig]:
+        """``{"unconditional s0": ..., "conditional s0": ...}`` at ``n`` training images (default: the
+        first of ``regime_n``): the unconditional ones are the sweep's narrow model at that N with each
+        of ``regime_seeds`` (on the cpu profile chapter 3's own sweep point and replicate, so they come
+        from its cache), the conditional ones the same configs with labels."""
         s, label = self.regime_sweep, next(iter(self.regime_sweep.sizes))
-        if self.regime_n not in s.n_train:
-            raise ValueError(f"sweep {s.name!r} has no point N = {self.regime_n} (it has {s.n_train})")
+        n = self.regime_n[0] if n is None else n
+        if n not in s.n_train:
+            raise ValueError(f"sweep {s.name!r} has no point N = {n} (it has {s.n_train})")
         out = {}
         for seed in self.regime_seeds:
-            uncond = s._config(label, self.regime_n, seed)
+            uncond = s._config(label, n, seed)
             out[f"unconditional s{seed}"] = uncond
             out[f"conditional s{seed}"] = replace(uncond, conditional=True)
         return out
 
     def all_models(self) -> dict[str, TrainConfig]:
-        """Every model the chapter loads: ``"conditional UNet-XS edm"``, ``"unconditional ..."``, ``"N=128 ..."``."""
+        """Every model the chapter loads: ``"conditional UNet-XS edm"``, ``"unconditional ..."``, ``"N=64 ..."`` (each N of ``regime_n``)."""
         out = {f"conditional {k}": v for k, v in self.models.items()}
         out.update({f"unconditional {k}": v for k, v in self.unconditional.items()})
-        out.update({f"N={self.regime_n} {k}": v for k, v in self.regime_models().items()})
+        for n in self.regime_n:
+            out.update({f"N={n} {k}": v for k, v in self.regime_models(n).items()})
         return out
 
     def summary(self) -> str:
@@ -705,10 +719,12 @@ class ConditionalConfig(_Sampled):
                  f"class-conditional models, label dropout {dropout:g} (the null label trains the unconditional mode):"]
         lines += [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
         lines.append("  each with an unconditional twin of the same name: the same config without labels")
-        lines.append(f"regimes: N = {self.regime_n}, seeds {self.regime_seeds}, with and without labels "
-                     f"(chapter 3's {self.regime_sweep.name} sweep point)")
+        lines.append(f"regimes: N = {', '.join(map(str, self.regime_n))}, seeds {self.regime_seeds}, with and without labels "
+                     f"(chapter 3's {self.regime_sweep.name} sweep point{'s' if len(self.regime_n) > 1 else ''})")
         lines.append(f"{self.sampling.summary('; ')}, seed k draws class k % 10")
         lines.append(f"guidance: w in {', '.join(f'{w:g}' for w in self.guidance_scales)}; default w = {self.guidance:g}")
+        lines.append(f"shared-null control: w in {', '.join(f'{w:g}' for w in self.control_scales)}, "
+                     f"seeds 0-{self.control_seeds - 1}")
         if self.text_models:
             lines.append("text-to-image: " + ", ".join(f"{k} ({v})" for k, v in self.text_models.items())
                          + f"; {len(self.prompts)} prompts x {self.text_seeds} seeds, DDIM-{self.text_steps}, "

@@ -26,7 +26,7 @@ from .training import training_data
 
 __all__ = ["book_rule", "quality_classifier", "sample_models", "SamplerStudy", "sampler_study", "stochastic_control",
            "InverseStudy", "inverse_study", "dps_sensitivity", "choose_zeta", "GuidanceStudy", "guidance_study",
-           "TrainingProgress", "training_progress"]
+           "SharedNullControl", "shared_null_control", "TrainingProgress", "training_progress"]
 
 
 def book_rule(dataset: str, descriptor: str | Descriptor = "pixel", profile: str = "cpu") -> SameImageRule:
@@ -394,7 +394,9 @@ def guidance_study(models: Mapping[str, torch.nn.Module], seeds: Sequence[int] |
     out = GuidanceStudy(scales, {}, {}, {}, {}, {} if reference is not None else None, reference_name)
     for w in tqdm(scales, desc="guidance scales", disable=not progress):
         kw = dict(labels=labels, sampler=sampler, steps=steps, batch_size=batch_size)
-        s = {n: generate(Guided(m, w), seeds, shape, name=f"{n}, w={w:g}", **kw) for n, m in models.items()}
+        # w = 0 samples the bare model (Guided returns it unchanged), which the sample cache can keep
+        s = {n: generate(m if w == 0 else Guided(m, w), seeds, shape, name=f"{n}, w={w:g}", **kw)
+             for n, m in models.items()}
         out.samples[w] = s
         out.rp[w] = {(a, b): rp_score(s[a], s[b], desc, threshold=rule)
                      for i, a in enumerate(names) for b in names[i + 1:]}
@@ -404,6 +406,99 @@ def guidance_study(models: Mapping[str, torch.nn.Module], seeds: Sequence[int] |
             ref = generate(Guided(reference, w), seeds, shape, name=f"{reference_name}, w={w:g}", **kw)
             out.reference_samples[w] = ref
             out.reference[w] = {n: rp_score(x, ref, desc, threshold=rule) for n, x in s.items()}
+    return out
+
+
+@dataclass
+class SharedNullControl:
+    """Guidance with each model's own unconditional estimate against one shared estimate (chapter 6).
+
+    ``rp[w][kind][(a, b)]``: RP of models ``a`` and ``b`` at guidance scale ``w`` from the same seeds
+    and labels, ``kind`` ``"own null"`` (:class:`~reprodiff.denoisers.Guided`) or ``"shared null"``
+    (:class:`~reprodiff.conditioning.SharedNullGuided` with the null-label estimate of model ``shared``);
+    each :class:`~reprodiff.metrics.Score` keeps its seed-pair similarities. If agreement still falls
+    with ``w`` under the shared null, the fall is the amplification of the conditional differences,
+    ``(1 + w)`` times; if it no longer falls, it came from the differing unconditional estimates."""
+
+    shared: str
+    scales: list[float]
+    n_seeds: int
+    rp: dict[float, dict[str, dict[tuple[str, str], Score]]]
+
+    KINDS = ("own null", "shared null")
+
+    def mean_rp(self, w: float, kind: str) -> float:
+        """RP at scale ``w`` under ``kind``, averaged over the pairs of models."""
+        scores = self.rp[w][kind]
+        return sum(s.value for s in scores.values()) / len(scores)
+
+    def median(self, w: float, kind: str, pair: tuple[str, str]) -> tuple[float, float, float]:
+        """The median seed-pair similarity of ``pair`` at scale ``w`` under ``kind`` and its bootstrap 95% interval."""
+        from .metrics import bootstrap_ci
+
+        sims = self.rp[w][kind][pair].similarities
+        return (float(sims.median()), *bootstrap_ci(sims, statistic="median"))
+
+    def table(self, short: Mapping[str, str] | None = None) -> str:
+        """One row per scale and pair of models: RP (95% interval) and median similarity (bootstrap 95%
+        interval) with each model's own null estimate and with the shared one (``short`` names the models)."""
+        pairs = list(self.rp[self.scales[0]]["own null"])
+        short = short or {n: n for p in pairs for n in p}
+        head = "".join(f"{f'RP, {k}':>19s}" for k in self.KINDS) + "".join(f"{f'median, {k}':>23s}" for k in self.KINDS)
+        lines = [f"{'w':>4s}  {'pair':12s}" + head]
+        for w in self.scales:
+            for p in pairs:
+                cells = "".join(f"{self.rp[w][k][p].interval():>19s}" for k in self.KINDS)
+                cells += "".join("{:>23s}".format("{:.3f} [{:.3f},{:.3f}]".format(*self.median(w, k, p)))
+                                 for k in self.KINDS)
+                lines.append(f"{w:4g}  {short[p[0]] + ' vs ' + short[p[1]]:12s}" + cells)
+        return "\n".join(lines) + (f"\n(shared null: {self.shared}'s null-label estimate; first {self.n_seeds} seeds; "
+                                   f"at w = 0 the null is not used, so the two columns are one run)")
+
+
+def shared_null_control(models: Mapping[str, torch.nn.Module], shared: str, seeds: Sequence[int] | range,
+                        labels: torch.Tensor, shape: Sequence[int], scales: Sequence[float], rule: SameImageRule, *,
+                        own: Mapping[float, Mapping[str, Samples]] | None = None, sampler: str = "heun",
+                        steps: int = 18, batch_size: int = 256,
+                        descriptor: str | Descriptor = "pixel") -> SharedNullControl:
+    """Sample every class-conditional model at each guidance scale twice from the same ``seeds`` and
+    ``labels`` (``labels[i]`` for ``seeds[i]``): guided by its own null-label estimate, and by the
+    null-label estimate of ``models[shared]`` (:class:`~reprodiff.conditioning.SharedNullGuided`); score
+    RP of every pair under both (:class:`SharedNullControl`).
+
+    ``own``: samples already drawn with each model's own null, ``own[w][name]`` (e.g. a
+    :class:`GuidanceStudy`'s ``samples``; they must hold ``seeds``), used instead of sampling again.
+    The shared model's shared-null samples are its own-null ones (the same estimate), and at ``w = 0``
+    the null is not used, so neither is sampled twice. Every wrapper is built, and so every model and
+    scale checked, before any sampling.
+    """
+    if shared not in models:
+        raise ValueError(f"the shared null model {shared!r} is not one of the models ({', '.join(models)})")
+    if len(models) < 2:
+        raise ValueError("the control compares at least two models")
+    scales = [float(w) for w in scales]
+    seeds = list(seeds)
+    labels = torch.as_tensor(labels)
+    if labels.shape != (len(seeds),):
+        raise ValueError(f"one label per seed: {len(seeds)} seeds, labels shaped {tuple(labels.shape)}")
+    from .conditioning import SharedNullGuided
+
+    guided = {w: {n: Guided(m, w) for n, m in models.items()} for w in scales}
+    shared_guided = {w: {n: SharedNullGuided(m, models[shared], w) for n, m in models.items()} for w in scales}
+    desc = get_descriptor(descriptor)
+    kw = dict(labels=labels, sampler=sampler, steps=steps, batch_size=batch_size)
+    names = list(models)
+    out = SharedNullControl(shared, scales, len(seeds), {})
+    for w in scales:
+        mine = {n: own[w][n].select(seeds) if own is not None and w in own and n in own[w]
+                else generate(models[n] if w == 0 else guided[w][n], seeds, shape, name=f"{n}, w={w:g}", **kw)
+                for n in names}
+        theirs = {n: mine[n] if w == 0 or n == shared
+                  else generate(shared_guided[w][n], seeds, shape, name=f"{n}, w={w:g}, {shared}'s null", **kw)
+                  for n in names}
+        out.rp[w] = {kind: {(a, b): rp_score(s[a], s[b], desc, threshold=rule)
+                            for i, a in enumerate(names) for b in names[i + 1:]}
+                     for kind, s in zip(SharedNullControl.KINDS, (mine, theirs))}
     return out
 
 

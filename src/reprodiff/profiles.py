@@ -284,19 +284,19 @@ _CONFIGS = {
         "cpu": ConditionalConfig(
             profile="cpu",
             **_twins(_CPU_ZOO, ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")),
-            regime_sweep=_DIGIT_SWEEP, regime_n=64, notes="8x8 digits, offline",
+            regime_sweep=_DIGIT_SWEEP, regime_n=(64, 128), notes="8x8 digits, offline",
         ),
         "gpu": ConditionalConfig(
             profile="gpu",
             **_twins(_GPU_ZOO, ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")),
-            regime_sweep=_CIFAR_SWEEP, regime_n=512, sampling=_sscd(1000, batch_size=500),
+            regime_sweep=_CIFAR_SWEEP, regime_n=(512,), sampling=_sscd(1000, batch_size=500),
             text_models=_TEXT_MODELS, prompts=_PROMPTS, text_seeds=10,
             notes="Stable Diffusion (text-to-image) too; " + _GPU_NOTES,
         ),
         "paper": ConditionalConfig(
             profile="paper",
             **_twins(_PAPER_ZOO, ("UNet-M edm", "UNet-M eps", "U-ViT-M edm")),
-            regime_sweep=_PAPER_CIFAR_SWEEP, regime_n=1024, sampling=_sscd(2000, batch_size=500),
+            regime_sweep=_PAPER_CIFAR_SWEEP, regime_n=(1024,), sampling=_sscd(2000, batch_size=500),
             text_models=_TEXT_MODELS, prompts=_PROMPTS, text_seeds=50,
             notes="Stable Diffusion (text-to-image) too; " + _PAPER_NOTES,
         ),
@@ -336,7 +336,7 @@ _SMOKE_BACKBONES = {"unet-xs": "unet-tiny", "unet-s": "unet-tiny", "unet-m": "un
 _SMOKE_CIFAR_N = dict(zip(sorted(_CIFAR_SWEEP.n_train), (16, 32, 48, 64, 80, 96)[-len(_CIFAR_SWEEP.n_train):]))
 _SMOKE_FIELDS = {  # field name -> its smoke value (a function of the gpu value)
     "holdout": lambda v: min(v, 40), "batch_size": lambda v: 8, "warmup": lambda v: 2,
-    "checkpoint_every": lambda v: 2, "hidden": lambda v: 64, "n_seeds": lambda v: 12, "grid_seeds": lambda v: min(v, 4),
+    "checkpoint_every": lambda v: 2, "hidden": lambda v: 64, "n_seeds": lambda v: 12, "control_seeds": lambda v: 8, "grid_seeds": lambda v: min(v, 4),
     "gallery_seeds": lambda v: min(v, 4), "sensitivity_seeds": lambda v: 8, "trajectory_seeds": lambda v: 4,
     "explorer_seeds": lambda v: 4, "interpolation_pairs": lambda v: 2, "frames": lambda v: 3,
     "reference_steps": lambda v: 6, "step_counts": lambda v: v[:2], "text_seeds": lambda v: 2, "text_steps": lambda v: 3,
@@ -368,9 +368,7 @@ def _smoke(value, dataset: str = ""):
             changes[f.name] = _SMOKE_BACKBONES.get(v, v)
         elif f.name == "n_train":
             changes[f.name] = tuple(_smoke_n(n, dataset) for n in v) if isinstance(v, tuple) else _smoke_n(v, dataset)
-        elif f.name in ("regime_n",):
-            changes[f.name] = _smoke_n(v, dataset)
-        elif f.name in ("pair_n", "leaderboard_n", "equivariant_n", "onset_n"):
+        elif f.name in ("regime_n", "pair_n", "leaderboard_n", "equivariant_n", "onset_n"):
             changes[f.name] = tuple(_smoke_n(n, dataset) for n in v)
         elif isinstance(value, SweepConfig) and f.name == "sizes":
             changes[f.name] = {label: _SMOKE_BACKBONES.get(b, b) for label, b in v.items()}
