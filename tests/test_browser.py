@@ -200,7 +200,8 @@ def test_landing_page_shows_the_chapters_measurements_and_figure(index_dom: DomI
     (book/_ext/landing.py): each row's measured text is on the page, and the figure is inlined."""
     from reprodiff.findings import collect
 
-    cells = [" ".join(data.split()) for data, ancestors in index_dom.texts
+    # Sphinx typesets straight apostrophes as curly ones (docutils' smart quotes)
+    cells = [" ".join(data.split()).replace("\u2019", "'") for data, ancestors in index_dom.texts
              if any("reprodiff-findings" in a.attrs.get("class", "") for a in ancestors) and data.strip()]
     for row in collect(REPO / "book"):
         assert row["measured"] in cells, (
