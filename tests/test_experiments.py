@@ -109,3 +109,16 @@ def test_training_progress_follows_a_run_through_its_snapshots():
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == errors and [t.get_text() for t in fig.axes[0].texts] == ["2", "4", "6"]
     with pytest.raises(ValueError, match="saved no snapshots"):
         training_progress(replace(cfg, snapshots=()), {"itself": (model, own)}, held.images, seeds, train.shape, rule)
+
+
+def test_the_sampler_study_runs_on_the_configured_first_seeds():
+    from dataclasses import replace
+
+    from reprodiff.profiles import get_config
+
+    cpu = get_config("architectures")
+    assert cpu.sampler_seed_count == 256 < cpu.n_seeds and "sampler study on 'UNet-XS edm', seeds 0-255" in cpu.summary()
+    assert replace(cpu, sampler_seeds=0).sampler_seed_count == cpu.n_seeds  # 0: every seed of the chapter
+    for bad in (-1, cpu.n_seeds + 1, 2.5, True):
+        with pytest.raises(ValueError, match="sampler_seeds"):
+            replace(cpu, sampler_seeds=bad)

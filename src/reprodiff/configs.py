@@ -146,10 +146,23 @@ class ZooConfig(_Sampled):
     samplers: tuple[str, ...] = ("euler", "ddim", "heun", "dpmpp-2m")
     step_counts: tuple[int, ...] = (2, 3, 5, 8, 12, 18, 30)
     reference_steps: int = 100
+    #: seeds of the sampler study (the first ones of the chapter's); 0: all of them
+    sampler_seeds: int = 0
     vaes: dict[str, VAEConfig] | None = None
     pretrained: dict[str, str] | None = None  # name -> Hub id (or folder) of a public DDPM checkpoint
     grid_seeds: int = 8
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sampler_seeds, bool) or not isinstance(self.sampler_seeds, int) \
+                or not 0 <= self.sampler_seeds <= self.n_seeds:
+            raise ValueError(f"sampler_seeds must be an integer from 0 (all) to n_seeds = {self.n_seeds}, "
+                             f"got {self.sampler_seeds!r}")
+
+    @property
+    def sampler_seed_count(self) -> int:
+        """How many of the chapter's seeds the sampler study uses."""
+        return self.sampler_seeds or self.n_seeds
 
     def summary(self) -> str:
         lines = [self.profile_line, f"{len(self.models)} diffusion models:"]
@@ -157,8 +170,8 @@ class ZooConfig(_Sampled):
             lines.append(f"  {name:16s} {m.backbone:13s} {m.objective:4s} objective, {m.steps:,} steps x "
                          f"batch {m.batch_size}, seed {m.seed}")
         lines.append(f"{self.sampling.summary()}; sampler study on "
-                     f"{self.sampler_model!r}: {', '.join(self.samplers)} at {self.step_counts} steps vs "
-                     f"heun-{self.reference_steps} reference")
+                     f"{self.sampler_model!r}, seeds 0-{self.sampler_seed_count - 1}: {', '.join(self.samplers)} "
+                     f"at {self.step_counts} steps vs heun-{self.reference_steps} reference")
         if self.vaes:
             lines.append("non-diffusion control: " + ", ".join(f"{k} ({v.hidden} hidden, latent {v.latent})"
                                                                for k, v in self.vaes.items()))
