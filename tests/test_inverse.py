@@ -239,6 +239,41 @@ def test_inverse_study_runs_priors_from_the_same_noise_and_averages_samples(digi
         inverse_study(models, op, truth, gaussian, posterior_samples=0, **kw)
 
 
+def test_inverse_study_averages_samples_on_the_first_images_and_compares_on_them(digits, gaussian):
+    from reprodiff.experiments import inverse_study
+    from reprodiff.metrics import same_image_rule
+
+    rule = same_image_rule(digits[:1500], digits[1500:], "pixel", dataset="digits")
+    op, truth = OPS["box"](SHAPE), digits[1500:1516]
+    kw = dict(rule=rule, noise_std=0.05, zeta=1.0, steps=6, task="box")
+    models = {"gauss": gaussian, "opt": OptimalDenoiser(digits[:1500])}
+    full = inverse_study(models, op, truth, gaussian, posterior_samples=3, **kw)
+    part = inverse_study(models, op, truth, gaussian, posterior_samples=3, posterior_seeds=6, **kw)
+    # the mean of the first 6 images is the full run's, and nothing else changes
+    assert len(part.sample_mean) == 6 and part.sample_mean.seeds.tolist() == list(range(6))
+    torch.testing.assert_close(part.sample_mean.images, full.sample_mean.images[:6], rtol=0, atol=1e-6)
+    assert part.psnr["gauss"] == full.psnr["gauss"] and len(part.truth) == 16
+    assert part.controls["same model, other noise"].n == 16
+    mean = "gauss, mean of 3"
+    assert part.psnr[mean] == pytest.approx(float(psnr(part.sample_mean.images, truth[:6]).mean()))
+    # like for like: one sample, the mean and the Gaussian posterior mean on the same 6 images
+    on6 = part.posterior_psnr()
+    assert list(on6) == ["gauss", mean, "Gaussian posterior mean"]
+    for name, rec in (("gauss", part.reconstructions["gauss"]), ("Gaussian posterior mean",
+                                                                part.baselines["Gaussian posterior mean"])):
+        assert on6[name] == pytest.approx(float(psnr(rec.images[:6], truth[:6]).mean()))
+        assert on6[name] != pytest.approx(part.psnr[name])  # the 16-image mean differs
+    gap = part.psnr_gap(mean, "gauss")
+    assert gap[0] == pytest.approx(on6[mean] - on6["gauss"]) and gap[1] < gap[0] < gap[2]
+    assert full.posterior_psnr()["gauss"] == pytest.approx(full.psnr["gauss"])  # all images: the table's
+    assert part.table().splitlines()[-1].endswith("on images 0-5 only")
+    with pytest.raises(ValueError, match="no sample mean"):
+        inverse_study(models, op, truth[:4], gaussian, **kw).posterior_psnr()
+    for bad in (-1, 17, 2.5, True):
+        with pytest.raises(ValueError, match="posterior_seeds"):
+            inverse_study(models, op, truth, gaussian, posterior_samples=3, posterior_seeds=bad, **kw)
+
+
 def test_dps_sensitivity_covers_the_grid(digits, gaussian):
     from reprodiff.experiments import dps_sensitivity
     from reprodiff.metrics import same_image_rule
@@ -306,6 +341,11 @@ def test_inverse_config_refuses_a_sensitivity_study_it_cannot_run():
         replace(cfg, models=dict(list(cfg.models.items())[:1]))
     with pytest.raises(ValueError, match="same_arch"):
         replace(cfg, same_arch=("UNet-XS edm", "UNet-XS edm"))
+    for bad in (-1, cfg.n_seeds + 1, 64.0):
+        with pytest.raises(ValueError, match="posterior_seeds"):
+            replace(cfg, posterior_seeds=bad)
+    assert "mean of 4 reconstructions of UNet-XS edm, on seeds 0-127" in cfg.summary()
+    assert "on every scored seed" in replace(cfg, posterior_seeds=0).summary()
     for profile in ("cpu", "gpu", "paper", "smoke"):  # scored and tuning images both come from the held-out set
         cfg = get_config("inverse", profile)
         assert set(cfg.same_arch) <= set(cfg.models)

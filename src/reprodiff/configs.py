@@ -495,7 +495,8 @@ class InverseConfig(_ZooChapter, _Sampled):
     (:func:`reprodiff.experiments.choose_zeta`), on ``tuning_seeds`` held-out images after the
     ``n_seeds`` scored ones.
     ``same_arch`` names two of ``models`` that differ only in the training seed (the same-architecture
-    reference); ``posterior_samples`` reconstructions of the first model are averaged per measurement."""
+    reference); ``posterior_samples`` reconstructions of the first model are averaged per measurement,
+    on the first ``posterior_seeds`` scored images (0: all ``n_seeds`` of them)."""
 
     profile: str
     models: dict[str, TrainConfig]
@@ -510,6 +511,7 @@ class InverseConfig(_ZooChapter, _Sampled):
     tuning_zetas: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0, 2.0, 3.0)
     tuning_seeds: int = 41
     posterior_samples: int = 4
+    posterior_seeds: int = 0
     same_arch: tuple[str, str] = ("", "")
     grid_seeds: int = 8
     notes: str = ""
@@ -521,6 +523,10 @@ class InverseConfig(_ZooChapter, _Sampled):
             raise ValueError("the sensitivity study must name one of the config's tasks and two of its models")
         if not set(self.same_arch) <= set(self.models) or self.same_arch[0] == self.same_arch[1]:
             raise ValueError("same_arch must name two of the config's models")
+        p = self.posterior_seeds
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= self.n_seeds:
+            raise ValueError(f"posterior_seeds must be an integer from 0 (all {self.n_seeds} scored seeds) to "
+                             f"n_seeds = {self.n_seeds}, got {p!r}")
 
     def summary(self) -> str:
         lines = self._header()
@@ -531,8 +537,9 @@ class InverseConfig(_ZooChapter, _Sampled):
         lines.append(f"zeta per task: of {self.tuning_zetas}, the residual closest to the noise floor")
         lines.append(f"  on held-out images {self.n_seeds}-{self.n_seeds + self.tuning_seeds - 1} (not scored)")
         lines.append(f"same architecture, other training seed: {' vs '.join(self.same_arch)}")
+        on = f"seeds 0-{self.posterior_seeds - 1}" if self.posterior_seeds else "every scored seed"
         lines.append(f"posterior mean estimate: the mean of {self.posterior_samples} reconstructions of "
-                     f"{next(iter(self.models))}")
+                     f"{next(iter(self.models))}, on {on}")
         lines.append(f"sensitivity on {self.sensitivity_task}, {' vs '.join(self.sensitivity_models)}:")
         lines.append(f"  zeta in {self.zetas} x steps in {self.step_counts}, {self.sensitivity_seeds} seeds")
         lines.append(self.sampling.similarity)

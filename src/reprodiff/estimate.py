@@ -132,7 +132,7 @@ def _inverse_side(cfg, steps: int, calls: int, n_conditional: int) -> list[SideS
     grid = sum(3 * k for k in cfg.step_counts) * len(cfg.zetas)  # a DPS step: forward and backward, 3 passes
     images = 2 * cfg.sensitivity_seeds * len(cfg.zetas) * len(cfg.step_counts)
     tuning = 2 * cfg.tuning_seeds * len(cfg.tuning_zetas) * len(cfg.tasks)  # two models, every task
-    extra = (cfg.posterior_samples - 2) * cfg.n_seeds * len(cfg.tasks)  # the sample mean's other noises
+    extra = (cfg.posterior_samples - 2) * (cfg.posterior_seeds or cfg.n_seeds) * len(cfg.tasks)  # its other noises
     return [("DPS sensitivity", 2 * cfg.sensitivity_seeds * grid, images),
             ("zeta tuning", tuning * 3 * cfg.steps, tuning),
             ("posterior mean estimate", max(extra, 0) * 3 * cfg.steps, 0)]  # scored by PSNR, not SSCD

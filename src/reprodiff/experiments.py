@@ -172,7 +172,10 @@ class InverseStudy:
     :func:`inverse_study`: the Gaussian denoiser, D*). ``controls``: RP of the first model with itself
     from *other* initial noise (same measurement), and of the stochastic solver between models and
     within one model. ``sample_mean``: the average of the first model's reconstructions from
-    ``posterior_samples`` initial noises (a Monte Carlo estimate of its posterior mean), None for one.
+    ``posterior_samples`` initial noises (a Monte Carlo estimate of its posterior mean), None for one;
+    it may cover only the first images (``posterior_seeds`` of :func:`inverse_study`), and its
+    :attr:`psnr` and :attr:`residual` are then over those images: compare it through
+    :meth:`posterior_psnr` and :meth:`psnr_gap`, which score everything on the same images.
     ``noise_floor``: the mean norm of the measurement noise, ``||y - A x_true||``.
     """
 
@@ -201,15 +204,31 @@ class InverseStudy:
         i, j = self.rp.labels.index(a), self.rp.labels.index(b)
         return self.rp.values[i, j].item(), self.rp.lower[i, j].item(), self.rp.upper[i, j].item()
 
+    def _images(self) -> dict[str, torch.Tensor]:
+        images = {k: s.images for k, s in {**self.reconstructions, **self.baselines}.items()}
+        if self.sample_mean is not None:
+            images[self.sample_mean.name] = self.sample_mean.images
+        return images
+
     def psnr_gap(self, a: str, b: str) -> tuple[float, float, float]:
         """Mean per-image PSNR of ``a`` minus that of ``b`` (names of :attr:`psnr`), in dB, with a normal
-        95% interval over the images (paired by image): ``(mean, lower, upper)``."""
-        images = {**self.reconstructions, **self.baselines}
-        if self.sample_mean is not None:
-            images[self.sample_mean.name] = self.sample_mean
-        d = psnr(images[a].images, self.truth) - psnr(images[b].images, self.truth)
+        95% interval over the images (paired by image): ``(mean, lower, upper)``. When one of them is a
+        :attr:`sample_mean` on the first images only, both are scored on those images."""
+        images = self._images()
+        n = min(len(images[a]), len(images[b]))
+        d = psnr(images[a][:n], self.truth[:n]) - psnr(images[b][:n], self.truth[:n])
         half = 1.96 * float(d.std()) / len(d) ** 0.5
         return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+
+    def posterior_psnr(self) -> dict[str, float]:
+        """Mean PSNR (dB) on the images :attr:`sample_mean` covers (the first ``posterior_seeds``) of the
+        first model's one sample, the sample mean and the Gaussian posterior mean, in that order: the
+        like-for-like comparison of the PSNR gap. Raises ValueError without a sample mean."""
+        if self.sample_mean is None:
+            raise ValueError("no sample mean: run inverse_study with posterior_samples > 1")
+        n, images = len(self.sample_mean), self._images()
+        names = (next(iter(self.reconstructions)), self.sample_mean.name, "Gaussian posterior mean")
+        return {k: float(psnr(images[k][:n], self.truth[:n]).mean()) for k in names}
 
     def pair_similarities(self) -> dict[str, torch.Tensor]:
         """Seed-paired similarities for the survival curves: every model pair pooled, the first model
@@ -241,7 +260,11 @@ class InverseStudy:
         for name, scores in self.vs_baselines.items():
             s = scores[0]
             lines.append(row(name, f"{s.value:.2f} [{s.ci[0]:.2f}, {s.ci[1]:.2f}]"))
-        if self.sample_mean is not None:
+        if self.sample_mean is not None and len(self.sample_mean) < len(self.truth):
+            name, n = self.sample_mean.name, len(self.sample_mean)
+            lines.append(f"{name:28s}{self.psnr[name]:10.1f}{self.residual[name]:13.3f}{'':9s}   "
+                         f"on images 0-{n - 1} only")
+        elif self.sample_mean is not None:
             lines.append(row(self.sample_mean.name, ""))
         return "\n".join(lines)
 
@@ -249,16 +272,22 @@ class InverseStudy:
 def inverse_study(models: Mapping[str, torch.nn.Module], op, truth: torch.Tensor, prior: torch.nn.Module, *,
                   rule: SameImageRule, noise_std: float, zeta: float, steps: int = 20, task: str = "",
                   descriptor: str | Descriptor = "pixel", batch_size: int = 256,
-                  priors: Mapping[str, torch.nn.Module] | None = None, posterior_samples: int = 1) -> InverseStudy:
+                  priors: Mapping[str, torch.nn.Module] | None = None, posterior_samples: int = 1,
+                  posterior_seeds: int = 0) -> InverseStudy:
     """Measure ``truth`` with ``op`` (noise ``noise_std``; image k's noise from seed k) and solve it with
     every model from the same noise (seed k for image k), plus the baselines and controls of
     :class:`InverseStudy`. ``prior`` is the Gaussian denoiser whose prior the posterior-mean baseline uses;
     ``priors`` (name -> denoiser, e.g. the Gaussian denoiser and D*) are solved with the same DPS from the
     same noise and join the baselines; ``posterior_samples`` K > 1 averages the first model's
     reconstructions from K initial noises (noise streams 0 and 7, 8, ...: stream 7 is the
-    other-noise control) into :attr:`InverseStudy.sample_mean`."""
+    other-noise control) into :attr:`InverseStudy.sample_mean`, on the first ``posterior_seeds`` images
+    (0, the default: all of them; the other-noise control always covers all)."""
     if int(posterior_samples) < 1:
         raise ValueError(f"posterior_samples must be an integer >= 1, got {posterior_samples!r}")
+    if isinstance(posterior_seeds, bool) or not isinstance(posterior_seeds, int) \
+            or not 0 <= posterior_seeds <= len(truth):
+        raise ValueError(f"posterior_seeds must be an integer from 0 (all images) to {len(truth)}, "
+                         f"got {posterior_seeds!r}")
     shape = tuple(truth.shape[1:])
     seeds = torch.arange(len(truth))
     y = measure(op, truth, noise_std, seeds)
@@ -281,16 +310,18 @@ def inverse_study(models: Mapping[str, torch.nn.Module], op, truth: torch.Tensor
     everything = {**recs, **baselines}
     mean = None
     if posterior_samples > 1:
-        draws = [recs[names[0]], other] + [reconstruct(first, op, y, seeds, shape, noise_stream=7 + k, **kw)
-                                           for k in range(1, int(posterior_samples) - 1)]
+        n = posterior_seeds or len(truth)
+        draws = [recs[names[0]].images[:n], other.images[:n]] + [
+            reconstruct(first, op, y[:n], seeds[:n], shape, noise_stream=7 + k, **kw).images
+            for k in range(1, int(posterior_samples) - 1)]
         k = int(posterior_samples)
-        mean = Samples(torch.stack([d.images for d in draws[:k]]).mean(0), seeds, f"{names[0]}, mean of {k}")
+        mean = Samples(torch.stack(draws[:k]).mean(0), seeds[:n], f"{names[0]}, mean of {k}")
         everything[mean.name] = mean
     floor = float(residual_norm(op, truth, y).mean())
     return InverseStudy(task or str(op), truth, y, recs, baselines, rp, vs, controls,
-                        {k: float(psnr(s.images, truth).mean()) for k, s in everything.items()},
-                        {k: float(residual_norm(op, s.images, y).mean()) for k, s in everything.items()}, floor,
-                        float(zeta), mean)
+                        {k: float(psnr(s.images, truth[:len(s)]).mean()) for k, s in everything.items()},
+                        {k: float(residual_norm(op, s.images, y[:len(s)]).mean()) for k, s in everything.items()},
+                        floor, float(zeta), mean)
 
 
 def dps_sensitivity(model_a: torch.nn.Module, model_b: torch.nn.Module, op, truth: torch.Tensor, *,

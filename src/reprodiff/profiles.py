@@ -235,7 +235,8 @@ _CONFIGS = {
                    "2x super-resolution": InverseTask("super-resolution", dict(factor=2)),
                    "deblurring": InverseTask("deblurring", dict(size=5, width=1.0))},
             sampling=Sampling(256, sampler=_DPS, steps=20), sensitivity_models=("UNet-XS edm", "UNet-XS attn"),
-            same_arch=("UNet-XS edm", "UNet-XS edm s2"), notes="8x8 digits, offline",
+            same_arch=("UNet-XS edm", "UNet-XS edm s2"), step_counts=(5, 10, 20), posterior_seeds=128,
+            notes="8x8 digits, offline",
         ),
         "gpu": InverseConfig(
             profile="gpu", models={k: _GPU_ZOO[k] for k in ("UNet-XS edm", "UNet-S edm", "UNet-XS attn", "UNet-XS v",
