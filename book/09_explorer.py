@@ -115,7 +115,7 @@ fig = image_grid(gallery, [f"seed {k}" for k in gallery_seeds], scale=0.8,
 show_source(slerp)
 
 # %% [markdown]
-# We walk from seed $2k$ to seed $2k+1$ in nine frames, for 64 pairs, and sample every model at
+# We walk from seed $2k$ to seed $2k+1$ in nine frames, for 32 pairs, and sample every model at
 # every step. Two numbers along the walk: how similar consecutive frames of one model are (is the
 # map smooth?), and RP between models at each step (is it the same map all along, or only at the
 # endpoints?).
@@ -147,7 +147,7 @@ print(f"similarity of consecutive frames (mean over models and paths): min {smoo
 # digit into another through a few intermediate shapes. And the agreement between models holds
 # all along the path, not only at the two seeds' noises: a point halfway along the arc between two
 # independent noises is itself distributed (approximately) like a fresh noise, and the models treat
-# it as one. RP moves from one $t$ to the next by no more than its interval (64 paths) allows, with
+# it as one. RP moves from one $t$ to the next by no more than its interval (32 paths) allows, with
 # no sign of a collapse between the endpoints. The map from noise to image that the models share is
 # a continuous one. The pooled curve counts the six pairs with the U-ViT, which reproduces the UNets
 # less often than they reproduce one another (chapter 2); the second curve is the UNet pairs alone.

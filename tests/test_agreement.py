@@ -265,7 +265,8 @@ def test_closed_form_study_ranks_the_network_s_own_closed_form_first():
     # the "network" is the Gaussian denoiser itself: it wins, the blend picks weight 0 (all Gaussian),
     # and another copy of it as the ceiling agrees on every seed
     study = closed_form_study(gauss, train, 40, range(6), range(100, 103), (1, 8, 8), smoothings=(1.0,),
-                              patch_sizes=(1, 3), blend_weights=(1.0, 0.0), equivariant=True, other=gauss, steps=4)
+                              patch_sizes=(1, 3), blend_weights=(1.0, 0.0), equivariant=True, fixed_patch=True,
+                              other=gauss, steps=4)
     board = study.board
     assert study.weight == 0.0 and set(study.schedules) == {"position-bound", "equivariant"}
     assert list(board.similarity)[:3] == ["D*", f"smoothed D* (s = {study.smoothing:g})", "Gaussian denoiser"]
@@ -403,3 +404,24 @@ def test_pair_study_verdicts_say_where_the_ordering_holds():
                     "same vs disjoint: higher")
     assert v[1].endswith("same vs disjoint: at the threshold only") and "same data 0.20-0.40" in v[1]
 
+
+
+def test_closed_form_study_adds_the_fixed_patch_row_only_when_asked():
+    train = load_dataset("digits").images[:12]
+    gauss = GaussianDenoiser.from_data(train)
+    kw = dict(smoothings=(1.0,), patch_sizes=(1, 3), blend_weights=(0.5,), equivariant=True, steps=3)
+    without = closed_form_study(gauss, train, 12, range(3), range(100, 102), (1, 8, 8), **kw)
+    rows = set(without.board.similarity)
+    assert "local, equivariant, k(sigma)" in rows and "local, equivariant, 3x3 fixed" not in rows
+    with_fixed = closed_form_study(gauss, train, 12, range(3), range(100, 102), (1, 8, 8), fixed_patch=True, **kw)
+    assert set(with_fixed.board.similarity) == rows | {"local, equivariant, 3x3 fixed"}
+    with pytest.raises(ValueError, match="needs equivariant"):
+        closed_form_study(gauss, train, 12, range(3), range(100, 102), (1, 8, 8), **{**kw, "equivariant": False},
+                          fixed_patch=True)
+
+
+def test_agreement_config_keeps_the_fixed_patch_among_the_equivariant_n():
+    cfg = get_config("agreement", "cpu")
+    assert set(cfg.fixed_patch_n) <= set(cfg.equivariant_n)
+    with pytest.raises(ValueError, match="fixed-patch N"):
+        replace(cfg, fixed_patch_n=(cfg.leaderboard_n[-1],))

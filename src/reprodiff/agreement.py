@@ -288,8 +288,9 @@ class ClosedFormStudy:
 def closed_form_study(network: torch.nn.Module, train_images: torch.Tensor, n: int, seeds: Sequence[int] | range,
                       calibration_seeds: Sequence[int] | range, shape: Sequence[int], *,
                       smoothings: Sequence[float], patch_sizes: Sequence[int], blend_weights: Sequence[float],
-                      equivariant: bool = False, other: torch.nn.Module | None = None, descriptor="pixel",
-                      sampler: str = "heun", steps: int = 18, batch_size: int = 256) -> ClosedFormStudy:
+                      equivariant: bool = False, fixed_patch: bool = False, other: torch.nn.Module | None = None,
+                      descriptor="pixel", sampler: str = "heun", steps: int = 18,
+                      batch_size: int = 256) -> ClosedFormStudy:
     """Rank closed-form denoisers of ``train_images`` (``(N, C, H, W)`` in [-1, 1], the network's
     training set of size ``n``) by how close their samples from ``seeds`` are to ``network``'s
     (:func:`leaderboard`).
@@ -297,10 +298,13 @@ def closed_form_study(network: torch.nn.Module, train_images: torch.Tensor, n: i
     Candidates, in this order: D*, smoothed D* (smoothing chosen among ``smoothings`` and 0), the
     Gaussian denoiser, the position-bound local denoiser with a patch size per noise level (chosen
     among ``patch_sizes`` along the network's trajectories), with ``equivariant`` also the
-    equivariant one and a fixed 3x3 equivariant one, and a blend ``w local + (1 - w) Gaussian``
+    equivariant one (and with ``fixed_patch``, which needs ``equivariant``, a fixed 3x3 equivariant
+    one), and a blend ``w local + (1 - w) Gaussian``
     (``w`` chosen among ``blend_weights``). All choices use ``calibration_seeds``, which the
     comparison does not. ``other`` (another training seed's network), when given, is the ceiling row.
     """
+    if fixed_patch and not equivariant:
+        raise ValueError("fixed_patch adds the fixed 3x3 equivariant local denoiser: it needs equivariant=True")
     kw = dict(sampler=sampler, steps=steps, batch_size=batch_size)
     mine = generate(network, seeds, shape, **kw)
     calib_net = generate(network, calibration_seeds, shape, **kw)
@@ -315,7 +319,7 @@ def closed_form_study(network: torch.nn.Module, train_images: torch.Tensor, n: i
         kind = "equivariant" if eq else "position-bound"
         schedules[kind] = cal
         cands[f"local, {kind}, k(sigma)"] = LocalDenoiser(train_images, cal.schedule, equivariant=eq)
-        if eq:
+        if eq and fixed_patch:
             cands["local, equivariant, 3x3 fixed"] = LocalDenoiser(train_images, 3, equivariant=True)
     local, gauss = cands["local, position-bound, k(sigma)"], cands["Gaussian denoiser"]
     weight, _ = closest_denoiser(calib_net, {w: BlendedDenoiser(local, gauss, w) for w in blend_weights},

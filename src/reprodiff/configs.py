@@ -336,7 +336,8 @@ class AgreementConfig(_OnRegimes):
     same noise (``n_seeds`` seeds; their free parameters, patch sizes per noise level and D*'s
     smoothing, are chosen on ``calibration_seeds`` seeds from ``calibration_start`` on, which the
     comparison never uses); the equivariant local denoiser, whose cost grows like ``N``, runs at
-    ``equivariant_n`` only; the blend of the position-bound local denoiser and the Gaussian denoiser
+    ``equivariant_n`` only, and the fixed 3x3 equivariant one at ``fixed_patch_n`` (a part of
+    ``equivariant_n``) only; the blend of the position-bound local denoiser and the Gaussian denoiser
     takes the weight among ``blend_weights`` that the calibration seeds prefer. ``onset_n``: extra
     training-set sizes below the sweep's largest, trained with the sweep's recipe and snapshots
     (first size, first seed) for the training-time study only, so the memorization onset is
@@ -352,6 +353,7 @@ class AgreementConfig(_OnRegimes):
     pair_n: tuple[int, ...]
     leaderboard_n: tuple[int, ...]
     equivariant_n: tuple[int, ...] = ()
+    fixed_patch_n: tuple[int, ...] = ()
     onset_n: tuple[int, ...] = ()
     extend_n: tuple[int, ...] = ()
     extend_steps: int = 0
@@ -370,6 +372,9 @@ class AgreementConfig(_OnRegimes):
         if stray or not set(self.equivariant_n) <= set(self.leaderboard_n):
             raise ValueError(f"leaderboard N must be points of sweep {sweep.name!r} ({sweep.n_train}), and the "
                              f"equivariant N a part of them; got {self.leaderboard_n} and {self.equivariant_n}")
+        if not set(self.fixed_patch_n) <= set(self.equivariant_n):
+            raise ValueError(f"the fixed-patch N must be a part of the equivariant N {self.equivariant_n}; "
+                             f"got {self.fixed_patch_n}")
         if not all(0 < w < 1 for w in self.blend_weights):
             raise ValueError(f"blend weights must lie strictly between 0 and 1, got {self.blend_weights}")
         if any(n >= max(sweep.n_train) or n < 1 for n in self.onset_n):
@@ -458,7 +463,8 @@ class AgreementConfig(_OnRegimes):
             *([f"onset line tested at N = {', '.join(map(str, self.extend_n))}: {self.size} trained "
                f"{self.extend_steps:,} steps"] if self.extend_n else []),
             f"closed forms vs the trained model at N = {', '.join(map(str, self.leaderboard_n))} (equivariant local "
-            f"denoiser at N = {', '.join(map(str, self.equivariant_n)) or 'none'}); parameters chosen on "
+            f"denoiser at N = {', '.join(map(str, self.equivariant_n)) or 'none'}, its fixed 3x3 patch at N = "
+            f"{', '.join(map(str, self.fixed_patch_n)) or 'none'}); parameters chosen on "
             f"{self.calibration_seeds} seeds from {self.calibration_start}",
             f"{self.sampling.summary()}; {self.sampling.scored}"])
 

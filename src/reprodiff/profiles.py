@@ -259,7 +259,7 @@ _CONFIGS = {
         "cpu": ExplorerConfig(
             profile="cpu", models=dict(_CPU_ZOO),
             audit={f"UNet-XS N={n}": _DIGIT_SWEEP.model_configs()[(_XS, n)] for n in (16, 1500)},
-            proxy=("UNet-XS edm", "UNet-S edm"), notes="8x8 digits, offline",
+            proxy=("UNet-XS edm", "UNet-S edm"), interpolation_pairs=32, notes="8x8 digits, offline",
         ),
         "gpu": ExplorerConfig(
             profile="gpu", models=dict(_GPU_ZOO),
@@ -306,7 +306,8 @@ _CONFIGS = {
     },
     "agreement": {
         "cpu": AgreementConfig(profile="cpu", regimes=_REGIMES_CPU, pair_n=(16, 128, 750),
-                               leaderboard_n=(16, 128, 1500), equivariant_n=(16, 128), onset_n=(24, 32, 48),
+                               leaderboard_n=(16, 128, 1500), equivariant_n=(16, 128), fixed_patch_n=(16,),
+                               onset_n=(24, 32, 48),
                                extend_n=(64,), extend_steps=1200,
                                notes="8x8 digits, offline"),
         # CIFAR-10: the local denoiser's cost grows like N x H x W x patch area, so the leaderboard
@@ -371,7 +372,7 @@ def _smoke(value, dataset: str = ""):
             changes[f.name] = _SMOKE_BACKBONES.get(v, v)
         elif f.name == "n_train":
             changes[f.name] = tuple(_smoke_n(n, dataset) for n in v) if isinstance(v, tuple) else _smoke_n(v, dataset)
-        elif f.name in ("regime_n", "pair_n", "leaderboard_n", "equivariant_n", "onset_n"):
+        elif f.name in ("regime_n", "pair_n", "leaderboard_n", "equivariant_n", "fixed_patch_n", "onset_n"):
             changes[f.name] = tuple(_smoke_n(n, dataset) for n in v)
         elif isinstance(value, SweepConfig) and f.name == "sizes":
             changes[f.name] = {label: _SMOKE_BACKBONES.get(b, b) for label, b in v.items()}
