@@ -313,6 +313,21 @@ def test_score_interval_and_rp_bars():
         rp_bars({"conditional": [a]}, ["pair 1", "pair 2"])
 
 
+def test_the_regimes_section_runs_on_the_configured_first_seeds():
+    from dataclasses import replace
+
+    from reprodiff.profiles import get_config
+
+    cpu = get_config("conditional")
+    assert cpu.regime_seed_count == 250 < cpu.n_seeds and "sampling seeds 0-249" in cpu.summary()
+    assert 0.5 not in cpu.guidance_scales and set(cpu.control_scales) <= set(cpu.guidance_scales)
+    assert replace(cpu, regime_seeds_count=0).regime_seed_count == cpu.n_seeds  # 0: every seed of the chapter
+    assert get_config("conditional", "gpu").regime_seed_count == get_config("conditional", "gpu").n_seeds
+    for bad in (-1, cpu.n_seeds + 1, 2.5, True):
+        with pytest.raises(ValueError, match="regime_seeds_count must be an integer from 0"):
+            replace(cpu, regime_seeds_count=bad)
+
+
 def test_planned_text_to_image_calls_are_python_that_names_the_real_arguments():
     import ast
     import inspect

@@ -680,6 +680,8 @@ class ConditionalConfig(_Sampled):
     regime_sweep: SweepConfig
     regime_n: tuple[int, ...]
     regime_seeds: tuple[int, int] = (0, 2)  # the cpu sweep has both at N = 128 (point and replicate)
+    #: how many of the chapter's seeds (the first ones) the regimes section samples; 0: all of them
+    regime_seeds_count: int = 0
     guidance: float = 1.0
     guidance_scales: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     #: the shared-null control (one unconditional estimate guides every model): its scales and its
@@ -704,6 +706,10 @@ class ConditionalConfig(_Sampled):
             raise ValueError("guidance_scales must include 0 (no guidance) and the default guidance")
         if not set(self.control_scales) <= set(self.guidance_scales) or not 0 < self.control_seeds <= self.n_seeds:
             raise ValueError("the shared-null control runs on some of guidance_scales and at most n_seeds seeds")
+        if isinstance(self.regime_seeds_count, bool) or not isinstance(self.regime_seeds_count, int) \
+                or not 0 <= self.regime_seeds_count <= self.n_seeds:
+            raise ValueError(f"regime_seeds_count must be an integer from 0 (all) to n_seeds = {self.n_seeds}, "
+                             f"got {self.regime_seeds_count!r}")
         if isinstance(self.regime_n, int):
             object.__setattr__(self, "regime_n", (self.regime_n,))
         if not self.regime_n or len(set(self.regime_n)) != len(self.regime_n):
@@ -714,6 +720,11 @@ class ConditionalConfig(_Sampled):
     @property
     def dataset(self) -> str:
         return next(iter(self.models.values())).dataset
+
+    @property
+    def regime_seed_count(self) -> int:
+        """How many of the chapter's seeds (the first ones) the regimes section samples."""
+        return self.regime_seeds_count or self.n_seeds
 
     def regime_models(self, n: int | None = None) -> dict[str, TrainConfig]:
         """``{"unconditional s0": ..., "conditional s0": ...}`` at ``n`` training images (default: the
@@ -745,8 +756,9 @@ class ConditionalConfig(_Sampled):
                  f"class-conditional models, label dropout {dropout:g} (the null label trains the unconditional mode):"]
         lines += [f"  {name:14s} {m.backbone} / {m.objective}, seed {m.seed}" for name, m in self.models.items()]
         lines.append("  each with an unconditional twin of the same name: the same config without labels")
-        lines.append(f"regimes: N = {', '.join(map(str, self.regime_n))}, seeds {self.regime_seeds}, with and without labels "
-                     f"(chapter 3's {self.regime_sweep.name} sweep point{'s' if len(self.regime_n) > 1 else ''})")
+        lines.append(f"regimes: N = {', '.join(map(str, self.regime_n))}, training seeds {self.regime_seeds}, with and "
+                     f"without labels (chapter 3's {self.regime_sweep.name} sweep point{'s' if len(self.regime_n) > 1 else ''}); "
+                     f"sampling seeds 0-{self.regime_seed_count - 1}")
         lines.append(f"{self.sampling.summary('; ')}, seed k draws class k % 10")
         lines.append(f"guidance: w in {', '.join(f'{w:g}' for w in self.guidance_scales)}; default w = {self.guidance:g}")
         lines.append(f"shared-null control: w in {', '.join(f'{w:g}' for w in self.control_scales)}, "

@@ -287,7 +287,8 @@ _CONFIGS = {
         "cpu": ConditionalConfig(
             profile="cpu",
             **_twins(_CPU_ZOO, ("UNet-XS edm", "UNet-XS attn", "UNet-XS v")),
-            regime_sweep=_DIGIT_SWEEP, regime_n=(64, 128), notes="8x8 digits, offline",
+            regime_sweep=_DIGIT_SWEEP, regime_n=(64, 128), regime_seeds_count=250, guidance_scales=(0.0, 1.0, 2.0, 4.0),
+            notes="8x8 digits, offline",
         ),
         "gpu": ConditionalConfig(
             profile="gpu",
