@@ -34,7 +34,7 @@
 # pairs that share no noise.
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 0.6 min once the book's models are trained (`python -m reprodiff train --book`, which
+# table): 0.7 min once the book's models are trained (`python -m reprodiff train --book`, which
 # `make build` and `make test` run first), ~2 min alone from an empty cache (it then trains the 6
 # models it uses: 3 single-core minutes, two at a time). `gpu` profile: the same recipe on CIFAR-10
 # with SSCD (three UNets, 2,000 seeds), about 11 minutes on a free Colab T4 by the package's

@@ -30,7 +30,7 @@
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
 # table): 0.8 min once the book's models are trained (`python -m reprodiff train --book`, which
 # `make build` and `make test` run first), ~3 min alone from an empty cache (it then trains the 8
-# models it uses: 4 single-core minutes, two at a time). `gpu` profile: chapter 2's CIFAR-10 models
+# models it uses: 5 single-core minutes, two at a time). `gpu` profile: chapter 2's CIFAR-10 models
 # and SSCD; about 15 minutes alone on a Colab T4 by the step-cost estimate (not yet timed).
 
 # %% tags=["remove-cell"]
