@@ -14,8 +14,16 @@ from dataclasses import dataclass, replace
 from .controls import VAEConfig
 from .training import TrainConfig
 
+
 __all__ = ["Sampling", "SameNoiseConfig", "ZooConfig", "SizeLabel", "short_name", "SweepConfig", "RegimesConfig",
            "TheoryConfig", "AgreementConfig", "InverseTask", "InverseConfig", "ExplorerConfig", "FineTuneConfig", "ConditionalConfig"]
+
+
+def _check_first_seeds(name: str, value, n_seeds: int) -> None:
+    """A study that runs on the chapter's first ``value`` seeds (0: all of them): ValueError unless
+    ``value`` is an integer from 0 to ``n_seeds``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= n_seeds:
+        raise ValueError(f"{name} must be an integer from 0 (all) to n_seeds = {n_seeds}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -154,10 +162,7 @@ class ZooConfig(_Sampled):
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.sampler_seeds, bool) or not isinstance(self.sampler_seeds, int) \
-                or not 0 <= self.sampler_seeds <= self.n_seeds:
-            raise ValueError(f"sampler_seeds must be an integer from 0 (all) to n_seeds = {self.n_seeds}, "
-                             f"got {self.sampler_seeds!r}")
+        _check_first_seeds("sampler_seeds", self.sampler_seeds, self.n_seeds)
 
     @property
     def sampler_seed_count(self) -> int:
@@ -529,10 +534,7 @@ class InverseConfig(_ZooChapter, _Sampled):
             raise ValueError("the sensitivity study must name one of the config's tasks and two of its models")
         if not set(self.same_arch) <= set(self.models) or self.same_arch[0] == self.same_arch[1]:
             raise ValueError("same_arch must name two of the config's models")
-        p = self.posterior_seeds
-        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= self.n_seeds:
-            raise ValueError(f"posterior_seeds must be an integer from 0 (all {self.n_seeds} scored seeds) to "
-                             f"n_seeds = {self.n_seeds}, got {p!r}")
+        _check_first_seeds("posterior_seeds", self.posterior_seeds, self.n_seeds)
 
     def summary(self) -> str:
         lines = self._header()
@@ -706,10 +708,7 @@ class ConditionalConfig(_Sampled):
             raise ValueError("guidance_scales must include 0 (no guidance) and the default guidance")
         if not set(self.control_scales) <= set(self.guidance_scales) or not 0 < self.control_seeds <= self.n_seeds:
             raise ValueError("the shared-null control runs on some of guidance_scales and at most n_seeds seeds")
-        if isinstance(self.regime_seeds_count, bool) or not isinstance(self.regime_seeds_count, int) \
-                or not 0 <= self.regime_seeds_count <= self.n_seeds:
-            raise ValueError(f"regime_seeds_count must be an integer from 0 (all) to n_seeds = {self.n_seeds}, "
-                             f"got {self.regime_seeds_count!r}")
+        _check_first_seeds("regime_seeds_count", self.regime_seeds_count, self.n_seeds)
         if isinstance(self.regime_n, int):
             object.__setattr__(self, "regime_n", (self.regime_n,))
         if not self.regime_n or len(set(self.regime_n)) != len(self.regime_n):
