@@ -217,3 +217,44 @@ def test_single_process_training_is_the_plain_loop_bit_for_bit():
     plain = _plain_training_loop(cfg)
     assert trained.state_dict().keys() == plain.state_dict().keys()
     assert all(torch.equal(a, plain.state_dict()[k]) for k, a in trained.state_dict().items())
+
+
+def test_a_run_another_contains_is_copied_from_its_snapshots_to_the_bits_training_gives(tmp_path, monkeypatch):
+    """``train_missing`` trains only the longer of two runs that differ in length (and snapshots) and
+    copies the shorter one's files from its snapshots: the weights and snapshots training the shorter
+    one gives, bit for bit, with its losses and the seconds its steps took."""
+    from reprodiff.cache import read_model
+    from reprodiff.training import _snapshot_dir, prefix_source, train_from_prefix, train_missing
+
+    short = TrainConfig(**{**TINY, "steps": 10, "snapshots": (5,), "dropout": 0.1})
+    long = TrainConfig(**{**TINY, "steps": 20, "snapshots": (5, 10, 15), "dropout": 0.1})
+    assert prefix_source(short, [long]) is long and prefix_source(long, [short]) is None
+    assert prefix_source(TrainConfig(**{**TINY, "steps": 10, "snapshots": (5,), "seed": 1}), [long]) is None
+    assert prefix_source(TrainConfig(**{**TINY, "steps": 10, "snapshots": (4,), "dropout": 0.1}), [long]) is None
+    assert prefix_source(TrainConfig(**{**TINY, "steps": 5, "dropout": 0.1}), [long]) is None  # a loss row apart
+    direct = train(short, progress=False)
+    direct_snapshot = load_model(short, step=5)
+
+    monkeypatch.setenv("REPRODIFF_CACHE", str(tmp_path / "other"))
+    assert train_missing([short, long], workers=1, progress=False) == [short, long]
+    copied = load_model(short)
+    assert copied.info["prefix_of"].startswith(long.name) and copied.info["steps"] == 10
+    for a, b in ((direct, copied), (direct_snapshot, load_model(short, step=5))):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert copied.info["losses"] == direct.info["losses"]
+    long_meta, _ = read_model(_snapshot_dir(checkpoint_dir(long), 10), long.hash, long.hashed_fields())
+    assert copied.info["seconds"] == long_meta["seconds"] > 0
+    with pytest.raises(ValueError, match="does not contain"):
+        train_from_prefix(long, short)
+
+    # the pool's path: the copy waits for the longer run, then happens in this process
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reprodiff import training
+
+    monkeypatch.setenv("REPRODIFF_CACHE", str(tmp_path / "pool"))
+    monkeypatch.setattr(training, "_pool_executor", lambda workers: ThreadPoolExecutor(workers))
+    monkeypatch.setattr(training, "_IN_PROCESS_FLOPS", 0)
+    assert train_missing([short, long], workers=2, progress=False) == [short, long]
+    pooled = load_model(short)
+    assert all(torch.equal(x, y) for x, y in zip(direct.state_dict().values(), pooled.state_dict().values()))

@@ -438,14 +438,15 @@ def training_time_study(sweep, seeds: Sequence[int] | range, rule: SameImageRule
         kw = dict(sampler=sampler, sampling_steps=steps, batch_size=batch_size)
         mine = sample_at_steps(cfg, at, seeds, shape, name=f"{size} N={n} step {{step}}", **kw)
         samples.update({(n, k): s for k, s in zip(at, mine)})
-        gl[n] = Scores(gl_score(s, train, desc, threshold=rule) for s in mine)
+        feats = desc(train)  # once per N: every snapshot of both seeds is scored against it (SSCD at 320x320)
+        gl[n] = Scores(gl_score(s, train, desc, threshold=rule, train_features=feats) for s in mine)
         rp_opt[n] = Scores(rp_score(s, optimal, desc, threshold=rule) for s in mine)
         bar.update(len(at))
         if n in replicated:
             other = sample_at_steps(replicates[(size, n, second_seed)], at, seeds, shape,
                                     name=f"{size} N={n} seed {second_seed} step {{step}}", **kw)
             rp_seeds[n] = Scores(rp_score(s, t, desc, threshold=rule) for s, t in zip(mine, other))
-            gl_second[n] = Scores(gl_score(t, train, desc, threshold=rule) for t in other)
+            gl_second[n] = Scores(gl_score(t, train, desc, threshold=rule, train_features=feats) for t in other)
             bar.update(len(at))
     bar.close()
     return TrainingTimeStudy(at, n_train, gl, rp_opt, rp_seeds, samples, gl_second)

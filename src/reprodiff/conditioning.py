@@ -216,10 +216,11 @@ def seed_pair_check(samples: Mapping[str, Samples], train_images: torch.Tensor, 
     """GL against ``train_images`` ``(N, C, H, W)`` of every sample set of ``samples`` (named
     ``"{kind} s{seed}"``), and RP between the two training ``seeds`` of each of ``kinds``, under the
     same-image ``rule``."""
-    from .metrics import gl_score
+    from .metrics import get_descriptor, gl_score
 
     a, b = seeds
-    gl = {k: gl_score(s, train_images, descriptor, threshold=rule) for k, s in samples.items()}
+    feats = get_descriptor(descriptor)(train_images)  # once for every sample set
+    gl = {k: gl_score(s, train_images, descriptor, threshold=rule, train_features=feats) for k, s in samples.items()}
     rp = {kind: rp_score(samples[f"{kind} s{a}"], samples[f"{kind} s{b}"], descriptor, threshold=rule)
           for kind in kinds}
     return SeedPairCheck(gl, rp, dict(samples))

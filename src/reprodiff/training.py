@@ -49,7 +49,7 @@ from .runtime import cpu_threads, default_device, derive_seed, flush_denormal
 
 __all__ = ["TrainConfig", "training_data", "train", "load_or_train",
            "load_or_train_many", "train_missing", "training_step_ms", "load_model", "checkpoint_dir", "build_model",
-           "TrainJob"]
+           "TrainJob", "prefix_source", "train_from_prefix"]
 
 _INT_FIELDS = ("holdout", "subset_seed", "subset_offset", "molrg_classes", "molrg_dim", "molrg_seed", "steps",
                "batch_size", "warmup", "seed", "checkpoint_every", "lora_rank")
@@ -402,7 +402,13 @@ def _gather_rng(accelerator) -> dict[str, torch.Tensor]:
     return out
 
 
+#: the running training loss is recorded every this many steps (and at the last)
+_LOSS_EVERY = 10
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
+    # independent of cfg.steps, as every other part of a step: a shorter run is a prefix of a longer one
+    # (:func:`prefix_source`); a schedule that looked at the total would break that (test_training checks it)
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
 
 
@@ -629,8 +635,9 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
                     torch._foreach_mul_(ema_p, decay)
                     torch._foreach_add_(ema_p, raw_p, alpha=1 - decay)
                 step += 1
-                if step in snapshots and accelerator.is_main_process:
-                    write_model(_snapshot_dir(path, step), final_weights(), dict(base_meta, step=step))
+                if step in snapshots and accelerator.is_main_process:  # with the seconds its steps took
+                    write_model(_snapshot_dir(path, step), final_weights(),
+                                dict(base_meta, step=step, seconds=round(seconds + time.perf_counter() - t0, 2)))
                 if world == 1:
                     value, stop = loss.item(), interrupted()
                 else:  # the global batch's loss; and a Ctrl-C that reached any process stops all at this step
@@ -638,7 +645,7 @@ def _train_locked(cfg: TrainConfig, data: ImageData, path: Path, progress: bool,
                     total = accelerator.reduce(torch.stack([loss.detach().float(), flag]), "sum").cpu()
                     value, stop = total[0].item() / world, bool(total[1] > 0)
                 running = value if running is None else 0.98 * running + 0.02 * value
-                if step % 10 == 0 or step == cfg.steps:
+                if step % _LOSS_EVERY == 0 or step == cfg.steps:
                     losses.append([step, round(running, 6)])
                 bar.update(1)
                 if step % 50 == 0:
@@ -700,6 +707,53 @@ class TrainJob(Protocol):
     def training_flops(self) -> float: ...
 
 
+def prefix_source(cfg, others) -> TrainConfig | None:
+    """A config of ``others`` whose training run contains ``cfg``'s: the same in every field but
+    ``steps`` (longer) and ``snapshots``, with a snapshot at ``cfg.steps`` and at each of ``cfg``'s.
+    Nothing in a step depends on the run's length (learning rate, EMA decay, batches and noise are
+    functions of the step), so ``cfg``'s weights are that snapshot, bit for bit (:func:`train_from_prefix`).
+    ``None`` when there is none, or ``cfg`` is not a plain :class:`TrainConfig` (fine-tunes are not
+    matched)."""
+    if not isinstance(cfg, TrainConfig) or cfg.base is not None or cfg.steps % _LOSS_EVERY:
+        return None  # (a run that ends between two recorded losses records one more than the longer run)
+    mine = {k: v for k, v in cfg.hashed_fields().items() if k not in ("steps", "snapshots")}
+    for other in others:
+        if (isinstance(other, TrainConfig) and other.steps > cfg.steps
+                and {cfg.steps, *cfg.snapshots} <= set(other.snapshots)
+                and {k: v for k, v in other.hashed_fields().items() if k not in ("steps", "snapshots")} == mine):
+            return other
+    return None
+
+
+def train_from_prefix(cfg: TrainConfig, source: TrainConfig) -> None:
+    """Write ``cfg``'s model into the cache from the cached ``source``'s snapshots
+    (``source = prefix_source(cfg, ...)``): its final weights are ``source``'s snapshot at
+    ``cfg.steps``, its snapshots ``source``'s at the same steps, its losses ``source``'s up to
+    ``cfg.steps`` and its seconds those ``source`` had spent by then. The files are what training
+    ``cfg`` writes, bit for bit in the weights (``tests/test_training.py``), plus ``prefix_of``."""
+    if prefix_source(cfg, [source]) is not source:
+        raise ValueError(f"{source.name} does not contain {cfg.name}'s training run")
+    src, path = checkpoint_dir(source), checkpoint_dir(cfg)
+    final = read_meta(src, source.hash, source.hashed_fields())  # FileNotFoundError when source is not trained
+    with entry_lock(path):
+        if is_cached(path):
+            return
+        clean_temporaries(path)
+        base_meta = dict(hash=cfg.hash, config=cfg.hashed_fields(), version=__version__, shape=final["shape"],
+                         num_classes=final["num_classes"], n_train=final["n_train"])
+        seconds = None
+        for step in sorted({*cfg.snapshots, cfg.steps}):
+            meta, weights = read_model(_snapshot_dir(src, step), source.hash, source.hashed_fields())
+            seconds = meta.get("seconds", round(final["seconds"] * step / source.steps, 2))  # older caches: pro rata
+            if step != cfg.steps:
+                write_model(_snapshot_dir(path, step), weights, dict(base_meta, step=step, seconds=seconds))
+        write_model(path, weights, dict(base_meta, steps=cfg.steps, seconds=seconds,
+                                        losses=[row for row in final["losses"] if row[0] <= cfg.steps],
+                                        snapshots=sorted(cfg.snapshots), parameters=final["parameters"],
+                                        trainable_parameters=final["trainable_parameters"],
+                                        prefix_of=f"{source.name} ({source.hash})"))
+
+
 def _pool_executor(workers: int):
     """The processes :func:`train_missing` trains in: fresh (spawned) ones, so no state of this process
     (threads, RNG, a notebook's imports) leaks into a model."""
@@ -724,7 +778,9 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
 
     Each worker is a fresh process training one model single-threaded (as :func:`train` always does
     on CPU), so a model's weights do not depend on which process trained it or in which order. A fine-tune
-    starts once its base is done. The progress bar counts training FLOPs, not models
+    starts once its base is done. A config whose run another config of ``configs`` contains
+    (:func:`prefix_source`: the same model trained longer, with snapshots) is not trained: its files are
+    copied from that run's snapshots once it is done (:func:`train_from_prefix`; the same bits). The progress bar counts training FLOPs, not models
     (a UNet-S costs ~30 MLPs), so its rate and remaining time mean something.
 
     Args:
@@ -740,10 +796,14 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
 
     from tqdm.auto import tqdm
 
+    configs = list(configs)
     missing = list({c.hash: c for c in configs if not c.cached()}.values())
     trained = list(missing)
     # bad subsets (counting the FLOPs reads each model's data) and missing bases fail here, before any process starts
     costs = {c.hash: c.training_flops() for c in missing}
+    # a run that another config's run contains is copied from its snapshots once that one is trained (no work)
+    sources = {c.hash: src for c in missing if (src := prefix_source(c, configs)) is not None}
+    costs.update({h: 0.0 for h in sources})
     for c in missing:
         if getattr(c, "base", None) is not None and c.base.hash not in costs and not c.base.cached():
             raise FileNotFoundError(f"{c.name} fine-tunes {c.base.name}, which is neither trained nor in this list")
@@ -762,9 +822,15 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
         bar.set_postfix_str(f"{done}/{len(trained)} done, last: {c.name}")
         bar.update(round(costs[c.hash] / 1e12, 2))
 
-    def waiting_on(c) -> str | None:  # the hash of a base still to train, if any
-        base = getattr(c, "base", None)
+    def waiting_on(c) -> str | None:  # the hash of a base (or a run to copy from) still to train, if any
+        base = sources[c.hash] if c.hash in sources else getattr(c, "base", None)
         return base.hash if base is not None and base.hash in costs else None
+
+    def train_here(c) -> None:
+        if c.hash in sources:
+            train_from_prefix(c, sources[c.hash])
+        else:
+            c.train_cached(progress)
 
     try:
         small = sum(costs.values()) < _IN_PROCESS_FLOPS
@@ -774,7 +840,7 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
             pending, trained_hashes = sorted(missing, key=lambda c: -costs[c.hash]), set()
             while pending:
                 for c in [c for c in pending if waiting_on(c) in (None, *trained_hashes)]:
-                    c.train_cached(progress)
+                    train_here(c)
                     finished(c)
                     trained_hashes.add(c.hash)
                     pending.remove(c)
@@ -785,9 +851,25 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
         ready = [c for c in missing if waiting_on(c) is None]
         held = [c for c in missing if waiting_on(c) is not None]
         done_hashes: set[str] = set()
+
+        def done_with(c) -> None:
+            nonlocal held
+            finished(c)
+            done_hashes.add(c.hash)
+            released = [c for c in held if waiting_on(c) in done_hashes]
+            held = [c for c in held if c not in released]
+            ready.extend(released)
+
         with _pool_executor(min(workers, len(missing))) as pool:
             running = {}
             while ready or held or running:
+                copies = [c for c in ready if c.hash in sources]
+                for c in copies:  # a file copy: here, at once
+                    ready.remove(c)
+                    train_here(c)
+                    done_with(c)
+                if copies:
+                    continue
                 ready.sort(key=lambda c: -costs[c.hash])
                 while ready and len(running) < workers:
                     c = ready.pop(0)
@@ -798,11 +880,7 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
                 for fut in finished_now:
                     c = running.pop(fut)
                     fut.result()
-                    finished(c)
-                    done_hashes.add(c.hash)
-                released = [c for c in held if waiting_on(c) in done_hashes]
-                held = [c for c in held if c not in released]
-                ready += released
+                    done_with(c)
     finally:
         bar.close()
     return trained
