@@ -104,6 +104,27 @@ def test_gpu_check_rejects_bad_arguments(tmp_path):
         assert run.returncode == 2 and message in run.stderr
 
 
+def test_gpu_check_fails_a_chapter_on_an_error_output_its_cells_survived():
+    """A display formatter's exception (a figure that cannot be drawn) is an error output in a cell that
+    succeeded: nbclient and papermill go on, gpu-check's ``error_outputs`` names it."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_output
+
+    loader = SourceFileLoader("gpu_check", str(ROOT / "scripts" / "gpu-check"))
+    check = module_from_spec(spec_from_loader("gpu_check", loader))
+    loader.exec_module(check)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [new_code_cell("1", outputs=[new_output("stream", text="fine")]),
+                new_code_cell("fig", outputs=[new_output("error", ename="ValueError", evalue="bad mathtext",
+                                                         traceback=[])])]
+    assert check.error_outputs(nb) == "cell 1: ValueError: bad mathtext"
+    nb.cells.pop()
+    assert check.error_outputs(nb) == ""
+
+
 def test_every_chapter_runs_its_gpu_code_path_at_toy_scale(tmp_path):
     """``scripts/gpu-check --profile smoke --one-kernel``: every chapter notebook, executed with the smoke
     profile in one kernel (imports paid once; each chapter starts from an empty namespace)."""
