@@ -34,9 +34,9 @@
 # pairs that share no noise.
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 0.7 min once the book's models are trained (`python -m reprodiff train --book`, which
-# `make build` and `make test` run first), ~2 min alone from an empty cache (it then trains the 6
-# models it uses: 3 single-core minutes, two at a time). `gpu` profile: the same recipe on CIFAR-10
+# table): 0.8 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~3 min alone from an empty cache (it then trains the 6
+# models it uses: 4 single-core minutes, two at a time). `gpu` profile: the same recipe on CIFAR-10
 # with SSCD (three UNets, 2,000 seeds), about 11 minutes on a free Colab T4 by the package's
 # step-cost estimate (`python -m reprodiff estimate`; not yet timed on a GPU); `paper` profile:
 # wider models trained ten times longer, many GPU hours.
