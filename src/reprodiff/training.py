@@ -711,9 +711,9 @@ def prefix_source(cfg, others) -> TrainConfig | None:
     """A config of ``others`` whose training run contains ``cfg``'s: the same in every field but
     ``steps`` (longer) and ``snapshots``, with a snapshot at ``cfg.steps`` and at each of ``cfg``'s.
     Nothing in a step depends on the run's length (learning rate, EMA decay, batches and noise are
-    functions of the step), so ``cfg``'s weights are that snapshot, bit for bit (:func:`train_from_prefix`).
-    ``None`` when there is none, or ``cfg`` is not a plain :class:`TrainConfig` (fine-tunes are not
-    matched)."""
+    functions of the step), so ``cfg``'s weights are that snapshot, bit for bit
+    (:func:`train_from_prefix`). ``None`` when there is none, when ``cfg`` is not a plain
+    :class:`TrainConfig` (fine-tunes are not matched) or ends between two recorded losses."""
     if not isinstance(cfg, TrainConfig) or cfg.base is not None or cfg.steps % _LOSS_EVERY:
         return None  # (a run that ends between two recorded losses records one more than the longer run)
     mine = {k: v for k, v in cfg.hashed_fields().items() if k not in ("steps", "snapshots")}
@@ -779,9 +779,10 @@ def train_missing(configs, workers: int | None = None, progress: bool = True) ->
     Each worker is a fresh process training one model single-threaded (as :func:`train` always does
     on CPU), so a model's weights do not depend on which process trained it or in which order. A fine-tune
     starts once its base is done. A config whose run another config of ``configs`` contains
-    (:func:`prefix_source`: the same model trained longer, with snapshots) is not trained: its files are
-    copied from that run's snapshots once it is done (:func:`train_from_prefix`; the same bits). The progress bar counts training FLOPs, not models
-    (a UNet-S costs ~30 MLPs), so its rate and remaining time mean something.
+    (:func:`prefix_source`: the same model trained longer, with snapshots) is not trained: its files
+    are copied from that run's snapshots once it is done (:func:`train_from_prefix`; the same bits).
+    The progress bar counts training FLOPs, not models (a UNet-S costs ~30 MLPs), so its rate and
+    remaining time mean something.
 
     Args:
         configs: :class:`TrainConfig` and :class:`~reprodiff.controls.VAEConfig` objects (duplicates
