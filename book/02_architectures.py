@@ -29,8 +29,8 @@
 # stochastic sampler, and a non-diffusion generator (a VAE) decoding a shared latent.
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 1.5 min once the book's models are trained (`python -m reprodiff train --book`, which
-# `make build` and `make test` run first), ~4 min alone from an empty cache (it then trains the 9
+# table): 1.1 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~3 min alone from an empty cache (it then trains the 9
 # models it uses: 5 single-core minutes, two at a time). `gpu` profile: the same seven recipes and
 # two VAEs on CIFAR-10, and three public CIFAR-10 DDPM checkpoints; about 17 minutes on a Colab T4
 # by the step-cost estimate (not yet timed on a GPU).

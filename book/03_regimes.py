@@ -33,7 +33,7 @@
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
 # table): 0.5 min once the book's models are trained (`python -m reprodiff train --book`, which
-# `make build` and `make test` run first), ~8 min alone from an empty cache (it then trains the 38
+# `make build` and `make test` run first), ~7 min alone from an empty cache (it then trains the 38
 # models it uses: 14 single-core minutes, two at a time). `gpu` profile: the same sweep on CIFAR-10
 # with SSCD at four N, estimated at about 13 minutes on a Colab T4 (estimate below; not yet timed on
 # a GPU).

@@ -31,7 +31,7 @@
 # data distribution {cite:p}`wang2024molrg`.
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 0.3 min once the book's models are trained (`python -m reprodiff train --book`, which
+# table): 0.2 min once the book's models are trained (`python -m reprodiff train --book`, which
 # `make build` and `make test` run first), ~7 min alone from an empty cache (it then trains the 38
 # models it uses: 14 single-core minutes, two at a time). `gpu` profile: the analytic denoisers on
 # CIFAR-10 subsets of up to 49,000 images; minutes on a GPU once chapter 3's models exist, about 13

@@ -40,7 +40,7 @@
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
 # table): 3.4 min once the book's models are trained (`python -m reprodiff train --book`, which
 # `make build` and `make test` run first), ~13 min alone from an empty cache (it then trains the 50
-# models it uses: 19 single-core minutes, two at a time). `gpu` profile: CIFAR-10 pairs at N = 64,
+# models it uses: 18 single-core minutes, two at a time). `gpu` profile: CIFAR-10 pairs at N = 64,
 # 512 and 4,096, about 15 minutes on a Colab T4 by the step-cost estimate (printed below; not yet
 # timed on a GPU).
 

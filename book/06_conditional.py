@@ -29,7 +29,7 @@
 # between memorization and generalization?
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 2.6 min once the book's models are trained (`python -m reprodiff train --book`, which
+# table): 2.7 min once the book's models are trained (`python -m reprodiff train --book`, which
 # `make build` and `make test` run first), ~5 min alone from an empty cache (it then trains the 14
 # models it uses: 5 single-core minutes, two at a time). `gpu` profile: CIFAR-10 and Stable
 # Diffusion; about 15 minutes on a Colab T4 by the step-cost estimate, which does not count the

@@ -40,8 +40,8 @@
 # reconstructions are from the best guess in squared error.
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 2.4 min once the book's models are trained (`python -m reprodiff train --book`, which
-# `make build` and `make test` run first), ~4 min alone from an empty cache (it then trains the 5
+# table): 2.2 min once the book's models are trained (`python -m reprodiff train --book`, which
+# `make build` and `make test` run first), ~3 min alone from an empty cache (it then trains the 5
 # models it uses: 2 single-core minutes, two at a time). `gpu` profile: chapter 2's CIFAR-10 models,
 # SSCD and 500 seeds with 50 solver steps; about 15 minutes alone on a Colab T4 by the step-cost
 # estimate (not yet timed).

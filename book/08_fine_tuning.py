@@ -30,7 +30,7 @@
 # with the base they started from?
 #
 # **Time to run.** `cpu` profile on 2 CPU cores (the README's latest run; other machines in its
-# table): 0.9 min once the book's models are trained (`python -m reprodiff train --book`, which
+# table): 0.8 min once the book's models are trained (`python -m reprodiff train --book`, which
 # `make build` and `make test` run first), ~2 min alone from an empty cache (it then trains the 8
 # models it uses: 2 single-core minutes, two at a time). `gpu` profile: CIFAR-10 cats and dogs from
 # chapter 2's UNet-XS with SSCD; about 9 minutes alone on a Colab T4 by the step-cost estimate (not
