@@ -18,7 +18,7 @@ import math
 
 import torch
 
-__all__ = ["NonFiniteError", "finite_number", "finite_images", "nonfinite_rows", "finite_output"]
+__all__ = ["NonFiniteError", "finite_number", "first_count", "finite_images", "nonfinite_rows", "finite_output"]
 
 
 class NonFiniteError(ValueError):
@@ -74,6 +74,15 @@ def finite_number(name: str, value, *, low: float | None = None, high: float | N
     if not ok:
         raise ValueError(f"{name} must be {_range_text(low, high, low_inclusive, high_inclusive)}, got {value!r}")
     return number
+
+
+def first_count(name: str, value, total: int, total_name: str) -> int:
+    """``value`` when it is an integer from 0 to ``total``: how many of the first items a study uses,
+    0 meaning all of them. ValueError otherwise (bools too), naming ``total_name``, e.g.
+    ``posterior_seeds must be an integer from 0 (all) to n_seeds = 256, got 300``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= total:
+        raise ValueError(f"{name} must be an integer from 0 (all) to {total_name} = {total}, got {value!r}")
+    return value
 
 
 def nonfinite_rows(images: torch.Tensor) -> torch.Tensor | None:

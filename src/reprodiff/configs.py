@@ -11,19 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import checks
 from .controls import VAEConfig
 from .training import TrainConfig
 
-
 __all__ = ["Sampling", "SameNoiseConfig", "ZooConfig", "SizeLabel", "short_name", "SweepConfig", "RegimesConfig",
            "TheoryConfig", "AgreementConfig", "InverseTask", "InverseConfig", "ExplorerConfig", "FineTuneConfig", "ConditionalConfig"]
-
-
-def _check_first_seeds(name: str, value, n_seeds: int) -> None:
-    """A study that runs on the chapter's first ``value`` seeds (0: all of them): ValueError unless
-    ``value`` is an integer from 0 to ``n_seeds``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= n_seeds:
-        raise ValueError(f"{name} must be an integer from 0 (all) to n_seeds = {n_seeds}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -162,7 +155,7 @@ class ZooConfig(_Sampled):
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _check_first_seeds("sampler_seeds", self.sampler_seeds, self.n_seeds)
+        checks.first_count("sampler_seeds", self.sampler_seeds, self.n_seeds, "n_seeds")
 
     @property
     def sampler_seed_count(self) -> int:
@@ -534,7 +527,7 @@ class InverseConfig(_ZooChapter, _Sampled):
             raise ValueError("the sensitivity study must name one of the config's tasks and two of its models")
         if not set(self.same_arch) <= set(self.models) or self.same_arch[0] == self.same_arch[1]:
             raise ValueError("same_arch must name two of the config's models")
-        _check_first_seeds("posterior_seeds", self.posterior_seeds, self.n_seeds)
+        checks.first_count("posterior_seeds", self.posterior_seeds, self.n_seeds, "n_seeds")
 
     def summary(self) -> str:
         lines = self._header()
@@ -708,7 +701,7 @@ class ConditionalConfig(_Sampled):
             raise ValueError("guidance_scales must include 0 (no guidance) and the default guidance")
         if not set(self.control_scales) <= set(self.guidance_scales) or not 0 < self.control_seeds <= self.n_seeds:
             raise ValueError("the shared-null control runs on some of guidance_scales and at most n_seeds seeds")
-        _check_first_seeds("regime_seeds_count", self.regime_seeds_count, self.n_seeds)
+        checks.first_count("regime_seeds_count", self.regime_seeds_count, self.n_seeds, "n_seeds")
         if isinstance(self.regime_n, int):
             object.__setattr__(self, "regime_n", (self.regime_n,))
         if not self.regime_n or len(set(self.regime_n)) != len(self.regime_n):

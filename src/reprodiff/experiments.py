@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from . import checks
 from .denoisers import Guided
 from .inverse import gaussian_posterior_mean, measure, pseudo_inverse, reconstruct, residual_norm
 from .metrics import (Descriptor, QualityClassifier, RPComparison, RPMatrix, SameImageRule, Score, Scores,
@@ -284,10 +285,7 @@ def inverse_study(models: Mapping[str, torch.nn.Module], op, truth: torch.Tensor
     (0, the default: all of them; the other-noise control always covers all)."""
     if int(posterior_samples) < 1:
         raise ValueError(f"posterior_samples must be an integer >= 1, got {posterior_samples!r}")
-    if isinstance(posterior_seeds, bool) or not isinstance(posterior_seeds, int) \
-            or not 0 <= posterior_seeds <= len(truth):
-        raise ValueError(f"posterior_seeds must be an integer from 0 (all images) to {len(truth)}, "
-                         f"got {posterior_seeds!r}")
+    checks.first_count("posterior_seeds", posterior_seeds, len(truth), "the number of images")
     shape = tuple(truth.shape[1:])
     seeds = torch.arange(len(truth))
     y = measure(op, truth, noise_std, seeds)
